@@ -1,0 +1,43 @@
+//! `presence-core`: every presence rule of DESIGN.md §1 as pure code.
+//!
+//! Nothing here does I/O, reads a clock or spawns a task. The gateway, the
+//! in-memory backend and the Redis aggregator all call the same functions,
+//! so a rule is written once and tested once, here, by its rule id.
+//!
+//! The main types:
+//! - [`UserPresence`]: one user's durable state plus live devices; commands
+//!   in, [`Outcome`] (views, changed flags, version) out.
+//! - [`Device`]: one device's state machine with the platform matrix (D8).
+//! - [`CapState`]: the presence cap (X1–X5).
+//! - [`CustomStatusRegistry`]: admin-defined custom statuses (C1–C3).
+//! - Validated values: [`StatusText`], [`CustomStatusName`],
+//!   [`IdleTimeLimit`], [`Expiry`].
+#![forbid(unsafe_code)]
+
+mod cap;
+mod custom;
+mod device;
+mod error;
+mod settings;
+mod status;
+mod text;
+mod time;
+mod user;
+
+pub use cap::{CapState, CapTransition};
+pub use custom::{CustomStatus, CustomStatusId, CustomStatusRegistry};
+pub use device::{AwayReason, Device, DeviceEvent, DeviceStatus, IdleSource, Link};
+pub use error::PresenceError;
+pub use settings::{
+    DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,
+    MIN_IDLE_TIME_LIMIT_SECS, Preferences, WorkspaceSettings,
+};
+pub use status::{ChosenStatus, DisplayedStatus, Platform, SelfStatus};
+pub use text::{CustomStatusName, MAX_CUSTOM_STATUS_NAME_CHARS, MAX_STATUS_TEXT_CHARS, StatusText};
+pub use time::Timestamp;
+pub use user::{
+    CalendarClaims, CalendarSource, Command, Context, DeviceId, Disconnect, DurableState,
+    MAX_CALENDAR_EVENT_ID_CHARS, MAX_CALENDAR_EVENTS, MAX_RESTORE_DEPTH, ManualState, Outcome,
+    PreferencesUpdate, PublicView, SelfView, StatusLayer, StatusRequest, Temporary, UserPresence,
+    next_version,
+};

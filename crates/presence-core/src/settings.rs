@@ -1,0 +1,134 @@
+//! Auto-away preferences (S1, S2) and the workspace settings every rule
+//! reads (T5, I2, K1, X1 and the default preferences).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{PresenceError, Timestamp};
+
+/// S2: the production floor of the idle time limit.
+pub const MIN_IDLE_TIME_LIMIT_SECS: u64 = 60;
+/// S1: the default idle time limit (5 minutes).
+pub const DEFAULT_IDLE_TIME_LIMIT_SECS: u64 = 300;
+/// X1: the default presence cap.
+pub const DEFAULT_CAP: u64 = 200;
+
+/// How long a device must be idle before it shows `away` (D2), never
+/// below the floor (S2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdleTimeLimit(u64);
+
+impl IdleTimeLimit {
+    /// Validates against the production floor of 60 seconds (S2).
+    pub fn new(seconds: u64) -> Result<Self, PresenceError> {
+        Self::with_floor(seconds, MIN_IDLE_TIME_LIMIT_SECS)
+    }
+
+    /// Validates against another floor. The service uses this only when an
+    /// operator explicitly lowers the floor for end-to-end tests; the
+    /// default floor is always [`MIN_IDLE_TIME_LIMIT_SECS`].
+    pub fn with_floor(seconds: u64, floor: u64) -> Result<Self, PresenceError> {
+        if seconds < floor {
+            return Err(PresenceError::IdleTimeLimitTooLow {
+                seconds,
+                min: floor,
+            });
+        }
+        Ok(Self(seconds))
+    }
+
+    pub fn seconds(self) -> u64 {
+        self.0
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl Default for IdleTimeLimit {
+    fn default() -> Self {
+        Self(DEFAULT_IDLE_TIME_LIMIT_SECS)
+    }
+}
+
+/// A user's own auto-away preferences. `None` means "use the workspace
+/// default" (S1), so changing the default reaches everyone who never chose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preferences {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_away: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_time_limit: Option<IdleTimeLimit>,
+}
+
+impl Preferences {
+    /// The preferences in force, with workspace defaults filled in.
+    pub fn resolve(&self, settings: &WorkspaceSettings) -> EffectivePreferences {
+        EffectivePreferences {
+            auto_away: self.auto_away.unwrap_or(settings.default_auto_away),
+            idle_time_limit: self
+                .idle_time_limit
+                .unwrap_or(settings.default_idle_time_limit),
+        }
+    }
+}
+
+/// Preferences with every default resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectivePreferences {
+    pub auto_away: bool,
+    pub idle_time_limit: IdleTimeLimit,
+}
+
+/// The admin's workspace settings, with the defaults of DESIGN §1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkspaceSettings {
+    /// T5
+    pub allow_custom_status_text: bool,
+    /// I2
+    pub allow_invisible: bool,
+    /// K1
+    pub calendar_integration: bool,
+    /// S1
+    pub default_auto_away: bool,
+    /// S1
+    pub default_idle_time_limit: IdleTimeLimit,
+    /// X1: concurrent connections across the cluster; 0 means unlimited.
+    pub cap: u64,
+}
+
+impl Default for WorkspaceSettings {
+    fn default() -> Self {
+        Self {
+            allow_custom_status_text: true,
+            allow_invisible: true,
+            calendar_integration: false,
+            default_auto_away: true,
+            default_idle_time_limit: IdleTimeLimit::default(),
+            cap: DEFAULT_CAP,
+        }
+    }
+}
+
+/// T6: a moment in the future at which a manual status or text ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Expiry(Timestamp);
+
+impl Expiry {
+    /// Validates that `at` lies strictly after `now`.
+    pub fn new(at: Timestamp, now: Timestamp) -> Result<Self, PresenceError> {
+        if at <= now {
+            return Err(PresenceError::ExpiryNotInFuture);
+        }
+        Ok(Self(at))
+    }
+
+    pub fn at(self) -> Timestamp {
+        self.0
+    }
+}
