@@ -1,0 +1,40 @@
+# presence — the two commands that matter: `make run` and `make test`.
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:8080
+DATA_DIR ?= ./data
+
+.PHONY: run build release test lint fmt fmt-check clippy bench clean
+
+## Build and start presenced with the embedded backend (no Redis needed).
+run:
+	$(CARGO) build --release -p presenced
+	@echo "presenced on http://$(LISTEN) (data in $(DATA_DIR))"
+	@echo "mint a token:  ./target/release/presenced token --user alice [--admin]"
+	./target/release/presenced serve --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+release:
+	$(CARGO) build --release -p presenced -p presence-bench
+
+## The whole test suite, as CI runs it: format, lints, then every test.
+test: fmt-check clippy
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+lint: fmt-check clippy
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+bench: release
+	./target/release/presence-bench --help
+
+clean:
+	$(CARGO) clean
