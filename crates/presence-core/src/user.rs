@@ -194,7 +194,8 @@ pub struct Outcome {
     pub public: PublicView,
     pub public_changed: bool,
     pub self_changed: bool,
-    /// The durable state changed and must be stored before acknowledging.
+    /// The chosen state, calendar claims or preferences changed and must be
+    /// stored before acknowledging. Device changes alone never set this.
     pub durable_changed: bool,
     pub version: u64,
 }
@@ -571,7 +572,9 @@ impl UserPresence {
             public,
             public_changed,
             self_changed,
-            durable_changed: durable_changed || public_changed || self_changed,
+            // Versions need no storing: they follow the clock (see
+            // `next_version`), so only chosen state makes a write.
+            durable_changed,
             version: self.durable.version,
         }
     }
