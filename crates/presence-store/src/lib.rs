@@ -4,9 +4,20 @@
 //!   default" (chosen status, text, preferences, profile, workspace
 //!   settings, custom statuses, the cap's enabled flag), stored in a local
 //!   redb file with group commit, or in memory for tests.
+//! - [`backend`]: the [`Backend`] trait the gateway talks to, whatever
+//!   runs behind it.
+//! - [`memory`]: the embedded backend: every role in one process.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod durable;
+pub mod memory;
+
+pub use backend::{
+    Backend, BackendError, BackendResult, ConnId, ConnectInfo, PresenceSnapshot, SelfSnapshot,
+    Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
+};
+pub use memory::{Clock, MemoryBackend, MemoryConfig, SystemClock};
 
 pub use durable::{
     CommitObserver, DurableStore, MemoryStore, PersistedCap, Profile, RedbOptions, RedbStore,

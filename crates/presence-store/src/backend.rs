@@ -1,0 +1,263 @@
+//! The backend boundary: everything the gateway asks of "the rest of the
+//! cluster". The embedded [`crate::memory::MemoryBackend`] answers in
+//! process; the Redis backend answers through Redis and the aggregator.
+//! The gateway only ever sees this trait, so switching backends never
+//! touches WebSocket or REST code.
+//!
+//! Changes come back as a stream of [`Update`]s on a broadcast channel.
+//! Receivers that lag must resynchronise the users they watch with
+//! [`Backend::presence`]; versions (W3) make that idempotent.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use presence_core::{
+    CalendarSource, CapState, CustomStatus, CustomStatusId, CustomStatusName, DeviceEvent,
+    DeviceId, DisplayedStatus, IdleTimeLimit, Platform, PreferencesUpdate, PresenceError,
+    PublicView, SelfView, StatusRequest, Timestamp, WorkspaceSettings,
+};
+use thiserror::Error;
+use tokio::sync::broadcast;
+
+use crate::durable::{Profile, StoreError};
+
+/// Identifies one socket across the cluster, so a late disconnect of a
+/// replaced socket never removes its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+/// One connected device as the gateway knows it.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub user: Arc<str>,
+    pub device: DeviceId,
+    pub platform: Platform,
+    pub conn: ConnId,
+    pub profile: Profile,
+}
+
+/// How a socket ended (D7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketEnd {
+    /// `bye`, or a close frame from the client: remove the device now.
+    Clean,
+    /// The socket dropped or went silent: `away` for the grace period.
+    Lost,
+}
+
+/// What others see of one user, with its version (W3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceSnapshot {
+    pub user: Arc<str>,
+    pub view: PublicView,
+    pub version: u64,
+}
+
+/// What a user sees of themselves, with its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfSnapshot {
+    pub user: Arc<str>,
+    pub view: SelfView,
+    pub version: u64,
+}
+
+/// A user as a directory listing shows them (Rocket.Chat `users.presence`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserListing {
+    pub presence: PresenceSnapshot,
+    pub profile: Profile,
+}
+
+/// What `connect` returns: everything the `ready` message needs.
+#[derive(Clone, Debug)]
+pub struct ConnectInfo {
+    pub me: SelfSnapshot,
+    pub settings: Arc<WorkspaceSettings>,
+    pub presence_active: bool,
+}
+
+/// A change pushed to every gateway.
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// What others see of `user` changed.
+    Presence {
+        snapshot: Arc<PresenceSnapshot>,
+        /// When the change was decided, for the delivery-latency histogram.
+        changed_at: SystemTime,
+    },
+    /// What `user` sees of themselves changed; goes to their own sockets.
+    SelfState(Arc<SelfSnapshot>),
+    /// X2–X4: the broadcast was disabled or re-enabled.
+    Broadcast { active: bool },
+    /// The workspace settings changed.
+    Settings(Arc<WorkspaceSettings>),
+}
+
+/// A change to the workspace settings; `None` fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettingsPatch {
+    pub allow_custom_status_text: Option<bool>,
+    pub allow_invisible: Option<bool>,
+    pub calendar_integration: Option<bool>,
+    pub default_auto_away: Option<bool>,
+    pub default_idle_time_limit: Option<IdleTimeLimit>,
+    pub cap: Option<u64>,
+}
+
+impl SettingsPatch {
+    pub fn apply_to(&self, settings: &mut WorkspaceSettings) {
+        let s = settings;
+        macro_rules! set {
+            ($($f:ident),*) => {$( if let Some(v) = self.$f { s.$f = v; } )*};
+        }
+        set!(
+            allow_custom_status_text,
+            allow_invisible,
+            calendar_integration,
+            default_auto_away,
+            default_idle_time_limit,
+            cap
+        );
+    }
+}
+
+/// How many users show each displayed status, for the `presence_users`
+/// gauge and the online count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub online: u64,
+    pub away: u64,
+    pub busy: u64,
+    /// Connected but invisible (A3): not counted online.
+    pub invisible: u64,
+}
+
+impl StatusCounts {
+    /// The online count of the API: everyone shown as not offline.
+    pub fn online_total(&self) -> u64 {
+        self.online + self.away + self.busy
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// A presence rule refused the request; the code goes to the client.
+    #[error(transparent)]
+    Rule(#[from] PresenceError),
+    /// The durable store failed; the change may not be stored.
+    #[error("the data store failed: {0}")]
+    Store(#[from] StoreError),
+    /// The backend cannot be reached right now (cluster mode).
+    #[error("the presence backend is unavailable: {0}")]
+    Unavailable(String),
+    /// The service is shutting down.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+}
+
+impl BackendError {
+    /// The stable machine code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Rule(e) => e.code(),
+            Self::Store(_) => "store_unavailable",
+            Self::Unavailable(_) => "backend_unavailable",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// Everything the gateway needs from the presence backend.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A new socket (D1). Counts towards the cap (X1).
+    async fn connect(&self, session: &Session) -> BackendResult<ConnectInfo>;
+    /// A device event (D2–D8).
+    async fn device_event(&self, session: &Session, event: DeviceEvent) -> BackendResult<()>;
+    /// A calendar event from a device or an integration (K1, K2).
+    async fn calendar(
+        &self,
+        user: &str,
+        event_id: String,
+        busy: bool,
+        source: CalendarSource,
+    ) -> BackendResult<SelfSnapshot>;
+    /// The socket ended (D7). Ignored for a socket that was replaced.
+    async fn disconnect(&self, session: &Session, end: SocketEnd) -> BackendResult<()>;
+
+    /// Sets `user`'s status and/or text (T1–T6, I2, A2, A3, M1, M2). The
+    /// change is durable when this returns.
+    async fn set_status(
+        &self,
+        user: &str,
+        profile: Option<&Profile>,
+        request: StatusRequest,
+    ) -> BackendResult<SelfSnapshot>;
+    /// C2: selects an admin-defined custom status.
+    async fn use_custom_status(
+        &self,
+        user: &str,
+        profile: Option<&Profile>,
+        id: &CustomStatusId,
+    ) -> BackendResult<SelfSnapshot>;
+    /// S1, S2.
+    async fn set_preferences(
+        &self,
+        user: &str,
+        update: PreferencesUpdate,
+    ) -> BackendResult<SelfSnapshot>;
+    /// What `user` sees of themselves.
+    async fn self_state(&self, user: &str) -> BackendResult<SelfSnapshot>;
+    /// Records the profile (username, name) a token carried.
+    async fn touch_profile(&self, user: &str, profile: &Profile) -> BackendResult<()>;
+
+    /// What others see of each of `users` (unknown users are offline at
+    /// version 0), in the order asked.
+    async fn presence(&self, users: &[Arc<str>]) -> BackendResult<Vec<PresenceSnapshot>>;
+    /// Users with profiles: those of `ids` that are not offline.
+    async fn list_not_offline(&self, ids: Option<&[Arc<str>]>) -> BackendResult<Vec<UserListing>>;
+    /// Users whose public view changed at or after `since`, except `except`.
+    async fn list_changed_since(
+        &self,
+        since: Timestamp,
+        except: &str,
+    ) -> BackendResult<Vec<UserListing>>;
+    /// The user id carrying this username, if known.
+    async fn user_by_username(&self, username: &str) -> BackendResult<Option<Arc<str>>>;
+    /// Users per displayed status.
+    async fn status_counts(&self) -> BackendResult<StatusCounts>;
+
+    async fn settings(&self) -> BackendResult<Arc<WorkspaceSettings>>;
+    async fn update_settings(&self, patch: SettingsPatch) -> BackendResult<Arc<WorkspaceSettings>>;
+
+    async fn custom_statuses(&self) -> BackendResult<Vec<CustomStatus>>;
+    async fn create_custom_status(
+        &self,
+        name: CustomStatusName,
+        status_type: DisplayedStatus,
+    ) -> BackendResult<CustomStatus>;
+    /// C3: also updates every user who has it selected.
+    async fn update_custom_status(
+        &self,
+        id: &CustomStatusId,
+        name: Option<CustomStatusName>,
+        status_type: Option<DisplayedStatus>,
+    ) -> BackendResult<CustomStatus>;
+    /// C3: its users keep their presence and the name as plain text.
+    async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus>;
+
+    /// X5.
+    async fn cap_state(&self) -> BackendResult<CapState>;
+    /// X4.
+    async fn enable_broadcast(&self) -> BackendResult<CapState>;
+
+    /// A receiver of every change from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Update>;
+    /// Whether the backend can serve requests (for `/readyz`).
+    async fn ready(&self) -> bool;
+    /// Flushes durable data and stops background work.
+    async fn shutdown(&self);
+}
