@@ -38,10 +38,10 @@ fn start(store: Arc<MemoryStore>, grace: Duration) -> MemoryBackend {
 async fn next_public(rx: &mut broadcast::Receiver<Update>, user: &str) -> (DisplayedStatus, u64) {
     let wait = async {
         loop {
-            if let Update::Presence { snapshot, .. } = rx.recv().await.expect("update") {
-                if &*snapshot.user == user {
-                    return (snapshot.view.status, snapshot.version);
-                }
+            if let Update::Presence { snapshot, .. } = rx.recv().await.expect("update")
+                && &*snapshot.user == user
+            {
+                return (snapshot.view.status, snapshot.version);
             }
         }
     };
