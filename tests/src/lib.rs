@@ -1,1 +1,421 @@
-//! End-to-end test harness.
+//! The end-to-end harness: starts real `presenced` processes on free
+//! loopback ports with temporary data directories, and drives them with
+//! real WebSocket and HTTP clients.
+//!
+//! Waiting is always for an event (a frame, a line on stdout, an HTTP
+//! answer) with a deadline, never a bare sleep.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The HS256 secret every test server uses.
+pub const SECRET: &str = "e2e-test-secret-that-is-at-least-32-bytes-long";
+
+/// The `presenced` binary, built once per test process so a test never
+/// runs a stale binary.
+pub fn presenced_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("PRESENCED_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps")
+            .to_path_buf();
+        let release = profile_dir.ends_with("release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "presenced"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build -p presenced");
+        assert!(status.success(), "cargo build -p presenced failed");
+        profile_dir.join("presenced")
+    })
+    .clone()
+}
+
+/// Options for one server process.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Extra flags after `serve`.
+    pub args: Vec<String>,
+    /// Reuse this data directory (for restart tests).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServerOptions {
+    pub fn arg(mut self, flag: &str, value: impl ToString) -> Self {
+        self.args.push(flag.to_owned());
+        self.args.push(value.to_string());
+        self
+    }
+}
+
+/// A running `presenced`. Killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    options: ServerOptions,
+    http: reqwest::Client,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    pub async fn start_with(options: ServerOptions) -> Server {
+        let (temp, data_dir) = match &options.data_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::tempdir().expect("temp dir");
+                let dir = temp.path().to_path_buf();
+                (Some(temp), dir)
+            }
+        };
+        let (child, addr) = spawn(&data_dir, &options).await;
+        Server {
+            child: Some(child),
+            addr,
+            data_dir,
+            _temp: temp,
+            options,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Mints a token for `user`.
+    pub fn token(&self, user: &str, admin: bool) -> String {
+        token(user, admin)
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill -9");
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub async fn sigterm(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = child.id()?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("presenced exits after SIGTERM")
+            .expect("wait");
+        exit.code()
+    }
+
+    /// Starts the process again on the same data directory (new port).
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.kill9().await;
+        }
+        let (child, addr) = spawn(&self.data_dir, &self.options).await;
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// An HTTP request builder with the user's bearer token.
+    pub fn get(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn put(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.put(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn patch(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.patch(self.url(path)).bearer_auth(token)
+    }
+
+    pub fn delete(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(token)
+    }
+
+    /// A plain client for requests that set their own headers.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Connects a device of `user` over WebSocket and waits for `ready`.
+    pub async fn connect(&self, user: &str, device: &str, platform: &str) -> Ws {
+        let url = format!(
+            "ws://{}/v1/ws?device_id={device}&platform={platform}",
+            self.addr
+        );
+        let mut ws = Ws::connect_with_token(&url, &token(user, false))
+            .await
+            .expect("websocket connects");
+        ws.ready = Some(ws.expect_type("ready").await);
+        ws
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+async fn spawn(data_dir: &Path, options: &ServerOptions) -> (Child, SocketAddr) {
+    let mut command = Command::new(presenced_bin());
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--jwt-secret", SECRET])
+        .args(&options.args)
+        .env(
+            "RUST_LOG",
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("spawning presenced");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("reading stdout") {
+            if let Some(url) = line.strip_prefix("presenced listening on http://") {
+                return url.trim().parse::<SocketAddr>().expect("listen address");
+            }
+        }
+        panic!("presenced exited before listening");
+    })
+    .await
+    .expect("presenced starts listening");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// Mints an HS256 token with the test secret, valid for an hour.
+pub fn token(user: &str, admin: bool) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = presence_gateway::auth::MintClaims {
+        sub: user.to_owned(),
+        admin,
+        username: Some(format!("{user}.name")),
+        name: Some(format!("User {user}")),
+        ttl: Duration::from_secs(3600),
+    };
+    presence_gateway::auth::mint_hs256(SECRET.as_bytes(), &claims, now).expect("mint token")
+}
+
+/// A WebSocket client that reads JSON frames with deadlines.
+pub struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The `ready` frame, once received.
+    pub ready: Option<Value>,
+    next_ref: u64,
+    /// Frames read while looking for something else, in order.
+    backlog: std::collections::VecDeque<Value>,
+}
+
+impl Ws {
+    /// Opens a socket with `Authorization: Bearer <token>`.
+    pub async fn connect_with_token(
+        url: &str,
+        token: &str,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Ws {
+            stream,
+            ready: None,
+            next_ref: 0,
+            backlog: Default::default(),
+        })
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::text(text))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("send frame");
+    }
+
+    /// Sends `value` with a fresh `ref` and returns the answer carrying that
+    /// ref (`ack`, `error` or `snapshot`).
+    pub async fn request(&mut self, mut value: Value) -> Value {
+        self.next_ref += 1;
+        let r = format!("r{}", self.next_ref);
+        value["ref"] = json!(r);
+        self.send(value).await;
+        self.expect(|f| f["ref"] == json!(r)).await
+    }
+
+    /// Like [`request`](Self::request) but panics unless the answer is an ack.
+    pub async fn ok(&mut self, value: Value) -> Value {
+        let answer = self.request(value.clone()).await;
+        assert_ne!(answer["type"], "error", "{value} was refused: {answer}");
+        answer
+    }
+
+    /// The next frame, or `None` if the socket closed.
+    pub async fn next(&mut self) -> Option<Value> {
+        if let Some(v) = self.backlog.pop_front() {
+            return Some(v);
+        }
+        self.read_frame(DEADLINE)
+            .await
+            .expect("a frame before the deadline")
+    }
+
+    /// Reads frames until one satisfies `pred`; earlier frames that do not
+    /// match stay in the backlog for later reads.
+    pub async fn expect(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i).expect("index");
+        }
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_frame(left).await {
+                Ok(Some(v)) if pred(&v) => return v,
+                Ok(Some(v)) => self.backlog.push_back(v),
+                Ok(None) => panic!("socket closed while waiting; backlog: {:?}", self.backlog),
+                Err(()) => panic!("no matching frame in time; backlog: {:?}", self.backlog),
+            }
+        }
+    }
+
+    pub async fn expect_type(&mut self, ty: &str) -> Value {
+        self.expect(|f| f["type"] == ty).await
+    }
+
+    /// Waits for a `presence` frame about `user` with `status`.
+    pub async fn expect_presence(&mut self, user: &str, status: &str) -> Value {
+        self.expect(|f| f["type"] == "presence" && f["user"] == user && f["status"] == status)
+            .await
+    }
+
+    /// Asserts no frame matching `pred` arrives within `window`. Use only to
+    /// prove an absence, after a positive event proved delivery works.
+    pub async fn expect_none(&mut self, window: Duration, pred: impl Fn(&Value) -> bool) {
+        assert!(
+            !self.backlog.iter().any(&pred),
+            "unexpected frame in backlog: {:?}",
+            self.backlog
+        );
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.read_frame(left).await {
+                Ok(Some(v)) => {
+                    assert!(!pred(&v), "unexpected frame: {v}");
+                    self.backlog.push_back(v);
+                }
+                Ok(None) | Err(()) => return,
+            }
+        }
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let next = tokio::time::timeout(left, self.stream.next())
+                .await
+                .expect("socket closes before the deadline");
+            match next {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Closes the socket cleanly (a client close frame).
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+
+    /// Drops the TCP connection without a close frame (network loss).
+    pub fn drop_connection(self) {
+        drop(self);
+    }
+
+    async fn read_frame(&mut self, wait: Duration) -> Result<Option<Value>, ()> {
+        loop {
+            let next = tokio::time::timeout(wait, self.stream.next())
+                .await
+                .map_err(|_| ())?;
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(Some(
+                        serde_json::from_str(&text).expect("server sends JSON"),
+                    ));
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(None),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}

@@ -5,6 +5,16 @@
 //! updates out to subscribed clients and exposes Prometheus metrics.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod auth;
+pub mod config;
+pub mod error;
+pub mod frames;
+pub mod hub;
+pub mod limits;
 pub mod metrics;
+pub mod ops;
 pub mod ratelimit;
+pub mod rest;
+pub mod rocketchat;
+pub mod ws;

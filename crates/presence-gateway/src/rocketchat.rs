@@ -1,0 +1,11 @@
+//! The Rocket.Chat-compatible REST API under `/api/v1`.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::app::App;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+}

@@ -1,0 +1,504 @@
+//! The WebSocket endpoint `GET /v1/ws` (DESIGN §3).
+//!
+//! Each socket gets two tasks: the reader (this module's `read_loop`)
+//! parses client frames, applies limits and calls the backend; the writer
+//! (`write_loop`) drains the socket's outbox, pings, and closes. They share
+//! the socket's [`Conn`]; either side ends the socket by requesting a close.
+//!
+//! How a socket ends decides D7: `bye` or a client close frame removes the
+//! device at once; an error, EOF or silence past the heartbeat timeout
+//! leaves it `away` for the grace period.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use presence_core::{CalendarSource, DeviceId, Platform, PresenceError};
+use presence_protocol::ws::{ClientFrame, ClientMessage, parse_client_message};
+use presence_store::{BackendError, Profile, Session, SocketEnd};
+use serde::Deserialize;
+
+use crate::app::App;
+use crate::auth::{self, AuthError, Identity};
+use crate::error::ApiError;
+use crate::frames;
+use crate::hub::{CloseReason, Conn};
+use crate::ratelimit::{Limit, TokenBucket};
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().route("/v1/ws", get(upgrade))
+}
+
+/// Query parameters of the upgrade request.
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    token: Option<String>,
+    device_id: Option<String>,
+    platform: Option<String>,
+}
+
+/// Device ids are short and printable so they can key maps and logs.
+const MAX_DEVICE_ID_CHARS: usize = 128;
+
+async fn upgrade(
+    State(app): State<Arc<App>>,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(Query(params)) = query else {
+        return ApiError::bad_request("invalid_query", "the query string could not be parsed")
+            .into_response();
+    };
+    if app.is_draining() {
+        return ApiError::unavailable("shutting_down", "the server is shutting down")
+            .into_response();
+    }
+    let token = auth::bearer_token(&headers).or(params.token.as_deref());
+    let identity = match token.map(|t| app.auth.verify(t)) {
+        Some(Ok(identity)) => identity,
+        Some(Err(e)) => return ApiError::from(e).into_response(),
+        None => return ApiError::from(AuthError::TokenMissing).into_response(),
+    };
+    let platform = match params.platform.as_deref() {
+        Some("web") => Platform::Web,
+        Some("desktop") => Platform::Desktop,
+        Some("mobile") => Platform::Mobile,
+        _ => {
+            return ApiError::bad_request(
+                "invalid_platform",
+                "platform must be one of web, desktop, mobile",
+            )
+            .into_response();
+        }
+    };
+    let device = match params.device_id {
+        Some(id) if valid_device_id(&id) => DeviceId(id),
+        Some(_) => {
+            return ApiError::bad_request(
+                "invalid_device_id",
+                "device_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            )
+            .into_response();
+        }
+        None => DeviceId(format!("anon-{}", uuid::Uuid::new_v4().simple())),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return ApiError::bad_request("websocket_required", "this endpoint speaks WebSocket")
+                .into_response();
+        }
+    };
+    let config = &app.config;
+    let app2 = app.clone();
+    ws.max_frame_size(config.max_frame_bytes)
+        .max_message_size(config.max_frame_bytes)
+        .read_buffer_size(config.socket_buffer_bytes)
+        .write_buffer_size(config.socket_buffer_bytes)
+        .max_write_buffer_size(config.socket_buffer_bytes.max(config.max_frame_bytes) * 8)
+        .on_upgrade(move |socket| {
+            let tracker = app2.sockets.clone();
+            tracker.track_future(run_socket(app2, identity, device, platform, socket))
+        })
+}
+
+fn valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.chars().count() <= MAX_DEVICE_ID_CHARS
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
+
+async fn run_socket(
+    app: Arc<App>,
+    identity: Identity,
+    device: DeviceId,
+    platform: Platform,
+    socket: WebSocket,
+) {
+    let user: Arc<str> = Arc::from(identity.user_id.as_str());
+    let session = Session {
+        user: user.clone(),
+        device: device.clone(),
+        platform,
+        conn: app.next_conn_id(),
+        profile: Profile {
+            username: identity.username.clone(),
+            name: identity.name.clone(),
+        },
+    };
+    let (mut sink, stream) = socket.split();
+    let info = match app.backend.connect(&session).await {
+        Ok(info) => info,
+        Err(e) => {
+            let frame = frames::error(e.code(), &e.to_string(), None);
+            let _ = sink.send(Message::Text(frame)).await;
+            let _ = sink.send(close_message(1011, "backend_unavailable")).await;
+            return;
+        }
+    };
+    let conn = Conn::new(session.conn, user.clone(), device);
+    conn.push_control(
+        frames::ready(&info, &session, &app.config),
+        app.config.max_control_queue,
+    );
+    for old in app.hub.add_owner(&conn) {
+        old.push_control(frames::notice("replaced"), app.config.max_control_queue);
+        old.request_close(CloseReason::Replaced);
+    }
+    app.metrics.connections(platform).inc();
+    tracing::debug!(user = %user, device = %session.device.0, platform = %platform, "socket open");
+
+    let writer = tokio::spawn(write_loop(app.clone(), conn.clone(), sink));
+    let mut reader = Reader {
+        app: app.clone(),
+        conn: conn.clone(),
+        session: session.clone(),
+        subscriptions: HashSet::new(),
+        bucket: app.config.rate_limits.connection_bucket(Instant::now()),
+        strikes: 0,
+    };
+    let end = reader.read_loop(stream).await;
+
+    for user in reader.subscriptions.drain() {
+        app.hub.unwatch(&user, &conn);
+    }
+    app.hub.remove_owner(&conn);
+    conn.request_close(match end {
+        SocketEnd::Clean => CloseReason::Ended,
+        SocketEnd::Lost => CloseReason::Lost,
+    });
+    let _ = writer.await;
+    // A socket closed by the server (replaced, slow, draining) is not the
+    // client's goodbye; only bye/close frames are clean (D7).
+    let end = match conn.close_requested() {
+        Some(CloseReason::ShuttingDown) => SocketEnd::Clean,
+        _ => end,
+    };
+    if let Err(e) = app.backend.disconnect(&session, end).await {
+        tracing::warn!(error = %e, "disconnect failed");
+    }
+    app.metrics.connections(platform).dec();
+}
+
+struct Reader {
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    session: Session,
+    subscriptions: HashSet<Arc<str>>,
+    bucket: TokenBucket,
+    /// Messages refused by the rate limit since the last accepted one.
+    strikes: u32,
+}
+
+/// A client that keeps sending this many messages past its limit without
+/// pause is disconnected.
+const MAX_STRIKES: u32 = 100;
+
+impl Reader {
+    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) -> SocketEnd {
+        let timeout = self.app.config.heartbeat_timeout;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = self.conn.closing() => return SocketEnd::Lost,
+                next = tokio::time::timeout(timeout, stream.next()) => next,
+            };
+            let message = match next {
+                Err(_) => {
+                    tracing::debug!(user = %self.session.user, "socket silent; closing");
+                    return SocketEnd::Lost;
+                }
+                Ok(None) => return SocketEnd::Lost,
+                Ok(Some(Err(e))) => {
+                    if is_capacity_error(&e) {
+                        self.reject("frame_too_large");
+                        self.conn.request_close(CloseReason::FrameTooLarge);
+                    }
+                    return SocketEnd::Lost;
+                }
+                Ok(Some(Ok(message))) => message,
+            };
+            match message {
+                Message::Text(text) => {
+                    if self.handle_text(&text).await.is_break() {
+                        return SocketEnd::Clean;
+                    }
+                }
+                Message::Binary(_) => {
+                    self.reply_error(
+                        "binary_not_supported",
+                        "frames must be JSON text frames",
+                        None,
+                    );
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Close(_) => return SocketEnd::Clean,
+            }
+        }
+    }
+
+    /// Handles one text frame. `Break` means the client said goodbye.
+    async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::{Break, Continue};
+        if self.bucket.try_take(Instant::now()).is_err() {
+            self.strikes += 1;
+            self.app.metrics.rate_limited(Limit::WsMessages).inc();
+            self.reply_error("rate_limited", "too many messages; slow down", None);
+            if self.strikes >= MAX_STRIKES {
+                self.conn.request_close(CloseReason::Flooding);
+            }
+            return Continue(());
+        }
+        self.strikes = 0;
+        let ClientFrame { ref_, message } = match parse_client_message(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.app.metrics.ws_message("unknown").inc();
+                self.reply_error(e.code, &e.message, e.ref_);
+                return Continue(());
+            }
+        };
+        self.app.metrics.ws_message(message.type_name()).inc();
+        if matches!(message, ClientMessage::Bye) {
+            return Break(());
+        }
+        match self.handle_message(message, ref_.clone()).await {
+            Ok(true) => {
+                if let Some(r) = ref_ {
+                    self.push(frames::ack(&r));
+                }
+            }
+            Ok(false) => {}
+            Err(e) => self.reply_error(e.code, &e.message, ref_),
+        }
+        Continue(())
+    }
+
+    /// Returns whether the message should be acknowledged (snapshots are
+    /// their own answer).
+    async fn handle_message(
+        &mut self,
+        message: ClientMessage,
+        ref_: Option<String>,
+    ) -> Result<bool, Refusal> {
+        let app = self.app.clone();
+        let user = &self.session.user;
+        if let Some(event) = message.device_event() {
+            app.backend.device_event(&self.session, event).await?;
+            return Ok(true);
+        }
+        match message {
+            ClientMessage::SetStatus(change) => {
+                let request = change.into_request();
+                crate::limits::check_status_change(&app, user, &request)?;
+                app.backend
+                    .set_status(user, Some(&self.session.profile), request)
+                    .await?;
+                Ok(true)
+            }
+            ClientMessage::UseCustomStatus { id } => {
+                crate::limits::check_status_change(&app, user, &Default::default())?;
+                let id = presence_core::CustomStatusId(id);
+                app.backend
+                    .use_custom_status(user, Some(&self.session.profile), &id)
+                    .await?;
+                Ok(true)
+            }
+            ClientMessage::Calendar { event_id, busy } => {
+                let source = CalendarSource::Device(self.session.platform);
+                app.backend.calendar(user, event_id, busy, source).await?;
+                Ok(true)
+            }
+            ClientMessage::Subscribe { users } => {
+                let users = validate_users(&users, app.config.max_query_users)?;
+                let new: Vec<Arc<str>> = users
+                    .into_iter()
+                    .filter(|u| !self.subscriptions.contains(u))
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                if self.subscriptions.len() + new.len() > app.config.max_subscriptions {
+                    return Err(Refusal::new(
+                        "too_many_subscriptions",
+                        format!(
+                            "a socket may watch at most {} users",
+                            app.config.max_subscriptions
+                        ),
+                    ));
+                }
+                for u in &new {
+                    app.hub.watch(u, &self.conn);
+                    self.subscriptions.insert(u.clone());
+                }
+                let snapshots = app.backend.presence(&new).await?;
+                self.push(frames::snapshot(&snapshots, ref_.as_deref()));
+                Ok(false)
+            }
+            ClientMessage::Unsubscribe { users } => {
+                let users = validate_users(&users, app.config.max_subscriptions)?;
+                for u in users {
+                    if self.subscriptions.remove(&u) {
+                        app.hub.unwatch(&u, &self.conn);
+                        self.conn.forget(&u);
+                    }
+                }
+                Ok(true)
+            }
+            ClientMessage::Query { users } => {
+                let users = validate_users(&users, app.config.max_query_users)?;
+                let snapshots = app.backend.presence(&users).await?;
+                self.push(frames::snapshot(&snapshots, ref_.as_deref()));
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn push(&self, json: Utf8Bytes) {
+        self.conn
+            .push_control(json, self.app.config.max_control_queue);
+    }
+
+    fn reply_error(&self, code: &'static str, message: &str, ref_: Option<String>) {
+        self.reject(code);
+        self.push(frames::error(code, message, ref_.as_deref()));
+    }
+
+    fn reject(&self, code: &'static str) {
+        self.app.metrics.rejected(code);
+    }
+}
+
+/// A refused client message: a stable code and a human message.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BackendError> for Refusal {
+    fn from(e: BackendError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl From<PresenceError> for Refusal {
+    fn from(e: PresenceError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+/// User ids are what tokens carry as `sub`: 1–128 printable characters.
+pub const MAX_USER_ID_CHARS: usize = 128;
+
+/// Validates a list of user ids from a client.
+pub fn validate_users(users: &[String], max: usize) -> Result<Vec<Arc<str>>, Refusal> {
+    if users.len() > max {
+        return Err(Refusal::new(
+            "too_many_users",
+            format!("at most {max} users per request"),
+        ));
+    }
+    users
+        .iter()
+        .map(|u| {
+            let valid = !u.is_empty()
+                && u.chars().count() <= MAX_USER_ID_CHARS
+                && !u.chars().any(char::is_control);
+            if valid {
+                Ok(Arc::from(u.as_str()))
+            } else {
+                Err(Refusal::new(
+                    "invalid_user_id",
+                    "user ids are 1-128 characters without control characters",
+                ))
+            }
+        })
+        .collect()
+}
+
+async fn write_loop(app: Arc<App>, conn: Arc<Conn>, mut sink: SplitSink<WebSocket, Message>) {
+    let config = &app.config;
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        let pinging = tokio::select! {
+            () = conn.wait() => false,
+            _ = ping.tick() => true,
+        };
+        let drained = conn.drain();
+        let batch = async {
+            if pinging {
+                sink.feed(Message::Ping(Default::default())).await?;
+            }
+            for json in drained.control {
+                sink.feed(Message::Text(json)).await?;
+            }
+            for frame in &drained.updates {
+                sink.feed(Message::Text(frame.json.clone())).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(config.write_timeout, batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                app.metrics.ws_slow_consumers_dropped.inc();
+                conn.request_close(CloseReason::SlowConsumer);
+                break;
+            }
+        }
+        let now = SystemTime::now();
+        for frame in &drained.updates {
+            if let Some(at) = frame.changed_at {
+                app.metrics.updates_delivered.inc();
+                let latency = now.duration_since(at).unwrap_or_default();
+                app.metrics
+                    .update_delivery_seconds
+                    .observe(latency.as_secs_f64());
+            }
+        }
+        if let Some(reason) = conn.close_requested() {
+            let (code, text) = reason.close_frame();
+            let close = close_message(code, text);
+            let _ = tokio::time::timeout(config.write_timeout, sink.send(close)).await;
+            break;
+        }
+    }
+    conn.request_close(CloseReason::Lost);
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+/// Whether a read failed because the client's frame exceeded the limit.
+/// axum hides tungstenite's error type, so this reads its message.
+fn is_capacity_error(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}

@@ -1,0 +1,289 @@
+//! Command-line flags and `PRESENCE_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use presence_gateway::auth::AuthConfig;
+use presence_gateway::config::GatewayConfig;
+use presence_gateway::ratelimit::{Rate, RateLimits};
+use presence_store::MemoryConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "presenced",
+    version,
+    about = "Presence service: who is online, away, busy or offline, pushed in real time.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default when no subcommand is given).
+    Serve(Box<ServeArgs>),
+    /// Mint a development token signed with the HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KeyAlgorithm {
+    Rs256,
+    Eddsa,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for WebSocket, REST and metrics (port 0 picks one).
+    #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the durable data (chosen statuses, texts, preferences,
+    /// settings, custom statuses). Created if missing.
+    #[arg(long, env = "PRESENCE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Keep durable data in memory only (lost on exit). For experiments.
+    #[arg(long, env = "PRESENCE_EPHEMERAL")]
+    pub ephemeral: bool,
+
+    /// HS256 secret for tokens (at least 32 bytes). Without it and without
+    /// --jwt-public-key, a random secret is created in <data-dir>/jwt-secret.
+    #[arg(long, env = "PRESENCE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key file to verify RS256 or EdDSA tokens instead of HS256.
+    #[arg(long, env = "PRESENCE_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Algorithm of --jwt-public-key.
+    #[arg(
+        long,
+        env = "PRESENCE_JWT_ALGORITHM",
+        value_enum,
+        default_value = "rs256"
+    )]
+    pub jwt_algorithm: KeyAlgorithm,
+
+    /// Presence cap: concurrent connections before broadcasting stops
+    /// (0 = unlimited). Overrides the stored workspace setting at start.
+    #[arg(long, env = "PRESENCE_CAP")]
+    pub cap: Option<u64>,
+
+    /// How often the server pings each socket.
+    #[arg(long, env = "PRESENCE_HEARTBEAT_INTERVAL", default_value = "20s")]
+    pub heartbeat_interval: humantime::Duration,
+
+    /// A socket silent this long is closed and its device treated as lost.
+    #[arg(long, env = "PRESENCE_HEARTBEAT_TIMEOUT", default_value = "30s")]
+    pub heartbeat_timeout: humantime::Duration,
+
+    /// How long a lost device shows away before it goes offline (D7).
+    /// Defaults to the heartbeat timeout.
+    #[arg(long, env = "PRESENCE_DISCONNECT_GRACE")]
+    pub disconnect_grace: Option<humantime::Duration>,
+
+    /// On SIGTERM, socket closes are spread over this window.
+    #[arg(long, env = "PRESENCE_DRAIN_WINDOW", default_value = "10s")]
+    pub drain_window: humantime::Duration,
+
+    /// Most users one socket may subscribe to.
+    #[arg(long, env = "PRESENCE_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
+    pub max_subscriptions: usize,
+
+    /// Largest WebSocket frame accepted, in bytes.
+    #[arg(long, env = "PRESENCE_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Status changes per user per second (sustained).
+    #[arg(
+        long,
+        env = "PRESENCE_STATUS_CHANGES_PER_SECOND",
+        default_value_t = 1.0
+    )]
+    pub status_changes_per_second: f64,
+
+    /// Status changes per user allowed in a burst.
+    #[arg(long, env = "PRESENCE_STATUS_CHANGES_BURST", default_value_t = 5)]
+    pub status_changes_burst: u32,
+
+    /// Status-text changes per user per minute.
+    #[arg(long, env = "PRESENCE_TEXT_CHANGES_PER_MINUTE", default_value_t = 5)]
+    pub text_changes_per_minute: u32,
+
+    /// WebSocket messages per connection per second (sustained).
+    #[arg(
+        long,
+        env = "PRESENCE_SOCKET_MESSAGES_PER_SECOND",
+        default_value_t = 20.0
+    )]
+    pub socket_messages_per_second: f64,
+
+    /// WebSocket messages per connection allowed in a burst.
+    #[arg(long, env = "PRESENCE_SOCKET_MESSAGES_BURST", default_value_t = 60)]
+    pub socket_messages_burst: u32,
+
+    /// TESTING ONLY: lowers the 60 s floor of idle time limits (S2) so
+    /// end-to-end tests can watch auto-away in seconds. Never set this in
+    /// production.
+    #[arg(long, env = "PRESENCE_MIN_IDLE_TIME_LIMIT", default_value_t = 60)]
+    pub min_idle_time_limit: u64,
+
+    /// Log format on stderr; filter with RUST_LOG.
+    #[arg(
+        long,
+        env = "PRESENCE_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub` claim).
+    #[arg(long)]
+    pub user: String,
+    /// Grant the admin role.
+    #[arg(long)]
+    pub admin: bool,
+    /// Optional `username` claim (Rocket.Chat clients show it).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Optional display `name` claim.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "24h")]
+    pub ttl: humantime::Duration,
+    /// The HS256 secret; defaults to the one `presenced serve` created.
+    #[arg(long, env = "PRESENCE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Where `presenced serve` keeps its data (and jwt-secret).
+    #[arg(long, env = "PRESENCE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+impl ServeArgs {
+    pub fn memory_config(&self) -> MemoryConfig {
+        let grace: Duration = self
+            .disconnect_grace
+            .map_or(self.heartbeat_timeout.into(), Into::into);
+        MemoryConfig {
+            disconnect_grace: grace,
+            ..MemoryConfig::default()
+        }
+    }
+
+    pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
+        if self.min_idle_time_limit < presence_core::MIN_IDLE_TIME_LIMIT_SECS {
+            tracing::warn!(
+                floor = self.min_idle_time_limit,
+                "the idle time limit floor is lowered for testing; never do this in production"
+            );
+        }
+        if self.max_frame_bytes < 1024 {
+            bail!("--max-frame-bytes must be at least 1024");
+        }
+        let per_minute = f64::from(self.text_changes_per_minute) / 60.0;
+        Ok(GatewayConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            max_subscriptions: self.max_subscriptions,
+            ping_interval: self.heartbeat_interval.into(),
+            heartbeat_timeout: self.heartbeat_timeout.into(),
+            drain_window: self.drain_window.into(),
+            idle_floor_secs: self.min_idle_time_limit,
+            rate_limits: RateLimits {
+                status: Rate::new(self.status_changes_burst, self.status_changes_per_second)
+                    .context("--status-changes-*")?,
+                status_text: Rate::new(self.text_changes_per_minute, per_minute)
+                    .context("--text-changes-per-minute")?,
+                ws_messages: Rate::new(self.socket_messages_burst, self.socket_messages_per_second)
+                    .context("--socket-messages-*")?,
+                ..RateLimits::default()
+            },
+            ..GatewayConfig::default()
+        })
+    }
+}
+
+/// The verification key from the flags: a public key file, or the HS256
+/// secret (created in the data directory on first start when absent).
+pub fn auth_config(args: &ServeArgs) -> anyhow::Result<AuthConfig> {
+    if let Some(path) = &args.jwt_public_key {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the JWT public key {}", path.display()))?;
+        return Ok(match args.jwt_algorithm {
+            KeyAlgorithm::Rs256 => AuthConfig::Rs256 {
+                public_key_pem: pem,
+            },
+            KeyAlgorithm::Eddsa => AuthConfig::EdDsa {
+                public_key_pem: pem,
+            },
+        });
+    }
+    if args.ephemeral && args.jwt_secret.is_none() {
+        bail!("--ephemeral needs --jwt-secret or --jwt-public-key");
+    }
+    let secret = resolve_secret(args.jwt_secret.as_deref(), &args.data_dir, true)?
+        .context("no JWT secret")?;
+    Ok(AuthConfig::Hs256 { secret })
+}
+
+/// The HS256 secret: the flag, else `<data_dir>/jwt-secret`, created with a
+/// random value when `create` is set.
+pub fn resolve_secret(
+    flag: Option<&str>,
+    data_dir: &Path,
+    create: bool,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    if let Some(secret) = flag {
+        return Ok(Some(secret.as_bytes().to_vec()));
+    }
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(secret) => return Ok(Some(secret.trim().as_bytes().to_vec())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("reading {}", path.display()));
+        }
+        Err(_) => {}
+    }
+    if !create {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret: String = (0..48)
+        .map(|_| char::from(b"0123456789abcdef"[rand::random_range(0..16)]))
+        .collect();
+    write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "created a development JWT secret; mint tokens with `presenced token --user <id>`"
+    );
+    Ok(Some(secret.into_bytes()))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
