@@ -388,6 +388,13 @@ impl UserPresence {
                     text: Some(StatusText::from_name(&custom.name)),
                     custom_status: Some(custom.id),
                 };
+                // K2: selecting a custom status during a busy calendar event
+                // is a choice like `SetStatus` with a status, so it stands
+                // over the calendar. (Without this the calendar kept the
+                // user busy over the custom status they picked.)
+                if !self.durable.calendar.busy_events.is_empty() {
+                    self.durable.calendar.user_chose = true;
+                }
                 self.choose(state, None);
                 Ok(true)
             }
@@ -621,16 +628,20 @@ fn restorable(mut previous: StatusLayer, until: Expiry) -> StatusLayer {
         }
         previous = *previous.temporary.take().expect("checked above").restore;
     }
+    // `previous` is the first restore state of the new chain; `depth`
+    // counts the restore states up to and including `layer`. (This used to
+    // keep one state more than MAX_RESTORE_DEPTH: the cut was made one
+    // level too deep.)
     let mut depth = 1;
     let mut layer = &mut previous;
-    while let Some(t) = &mut layer.temporary {
+    while layer.temporary.is_some() {
         if depth >= MAX_RESTORE_DEPTH {
             // The oldest state we keep becomes permanent.
-            t.restore.temporary = None;
+            layer.temporary = None;
             break;
         }
         depth += 1;
-        layer = &mut *t.restore;
+        layer = &mut *layer.temporary.as_mut().expect("checked above").restore;
     }
     previous
 }
