@@ -1,11 +1,622 @@
-//! The native REST API under `/v1`.
+//! The native REST API under `/v1` (DESIGN §3): presence reads, the
+//! caller's own status and preferences, calendar events, and the admin
+//! surface (workspace settings, custom statuses, the presence cap, setting
+//! another user's status).
+//!
+//! Every request flows the same way: [`Caller`] (or [`Admin`]) verifies
+//! the bearer token, [`JsonBody`] reads the body within
+//! `max_body_bytes` and decodes it with
+//! [`presence_protocol::rest::parse_body`], status changes are charged to
+//! the caller's rate limits ([`crate::limits`]), and the [`Backend`]
+//! answers. The rules themselves (text length, expiry, invisible allowed…)
+//! are enforced by `presence-core` behind the backend, so the REST layer
+//! only translates.
+//!
+//! Every response is JSON, errors included: `{"error": {"code",
+//! "message"}}` with the status [`crate::error::status_for_code`] picks.
+//! No axum rejection reaches the client as plain text: bodies, paths and
+//! tokens are extracted by this module's own extractors, unknown paths
+//! under `/v1` get a JSON 404, and a wrong method a JSON 405 (with
+//! `Allow`). The `Content-Type` of a request is not checked; the body must
+//! simply be a JSON object.
+//!
+//! | method | path | body | response |
+//! |---|---|---|---|
+//! | GET | `/v1/users/{id}/presence` | | `PresenceEntry` |
+//! | POST | `/v1/presence/query` | `BulkQueryRequest` | `BulkQueryResponse` |
+//! | GET | `/v1/presence/online-count` | | `OnlineCount` |
+//! | GET | `/v1/me` | | `SelfState` |
+//! | PUT | `/v1/me/status` | `SetStatusRequest` | `SelfState` |
+//! | POST | `/v1/me/custom-status` | `UseCustomStatusRequest` | `SelfState` |
+//! | GET | `/v1/me/preferences` | | `PreferencesView` |
+//! | PATCH | `/v1/me/preferences` | `PreferencesPatch` | `PreferencesView` |
+//! | POST | `/v1/me/calendar` | `CalendarRequest` | `SelfState` |
+//! | GET | `/v1/admin/settings` | | `SettingsView` |
+//! | PATCH | `/v1/admin/settings` | `SettingsPatch` | `SettingsView` |
+//! | GET | `/v1/admin/custom-statuses` | | `CustomStatusList` |
+//! | POST | `/v1/admin/custom-statuses` | `CustomStatusCreate` | 201 `CustomStatusView` |
+//! | PATCH | `/v1/admin/custom-statuses/{id}` | `CustomStatusPatch` | `CustomStatusView` |
+//! | DELETE | `/v1/admin/custom-statuses/{id}` | | `CustomStatusView` (the deleted one) |
+//! | GET | `/v1/admin/cap` | | `CapView` |
+//! | POST | `/v1/admin/cap/enable` | | `CapView` |
+//! | PUT | `/v1/admin/users/{id}/status` | `AdminSetStatusRequest` | `SelfState` |
+//!
+//! Everything under `/v1/admin` needs the admin role; users change their
+//! own status through `/v1/me/status`. Status changes (own status, custom
+//! status, calendar, an admin's change of another user) are charged to the
+//! caller's per-user budget, shared with the WebSocket.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::header::{CONTENT_LENGTH, RETRY_AFTER};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any, get, patch, post, put};
+use futures_util::StreamExt;
+use presence_core::{
+    CalendarSource, CustomStatusId, CustomStatusName, IdleTimeLimit, PresenceError, StatusRequest,
+};
+use presence_protocol::rest::{
+    self as wire, AdminSetStatusRequest, BulkQueryRequest, BulkQueryResponse, CalendarRequest,
+    CapView, CustomStatusCreate, CustomStatusList, CustomStatusPatch, CustomStatusView,
+    OnlineCount, PreferencesPatch, PreferencesView, SetStatusRequest, SettingsView,
+    UseCustomStatusRequest,
+};
+use presence_protocol::{PresenceEntry, SelfState};
+use presence_store::{BackendError, Profile, SelfSnapshot, SettingsPatch};
+use serde::de::DeserializeOwned;
 
 use crate::app::App;
+use crate::auth::{self, AuthError, Identity};
+use crate::error::ApiError;
+use crate::ws::{Refusal, validate_users};
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
+        .route("/v1/users/{id}/presence", json_only(get(user_presence)))
+        .route("/v1/presence/query", json_only(post(query_presence)))
+        .route("/v1/presence/online-count", json_only(get(online_count)))
+        .route("/v1/me", json_only(get(me)))
+        .route("/v1/me/status", json_only(put(set_status)))
+        .route("/v1/me/custom-status", json_only(post(use_custom_status)))
+        .route(
+            "/v1/me/preferences",
+            json_only(get(preferences).patch(set_preferences)),
+        )
+        .route("/v1/me/calendar", json_only(post(calendar)))
+        .route(
+            "/v1/admin/settings",
+            json_only(get(settings).patch(update_settings)),
+        )
+        .route(
+            "/v1/admin/custom-statuses",
+            json_only(get(list_custom_statuses).post(create_custom_status)),
+        )
+        .route(
+            "/v1/admin/custom-statuses/{id}",
+            json_only(patch(update_custom_status).delete(delete_custom_status)),
+        )
+        .route("/v1/admin/cap", json_only(get(cap_state)))
+        .route("/v1/admin/cap/enable", json_only(post(enable_broadcast)))
+        .route(
+            "/v1/admin/users/{id}/status",
+            json_only(put(admin_set_status)),
+        )
+        .route("/v1/{*rest}", any(no_such_route))
+}
+
+/// The authenticated caller of a request: `Authorization: Bearer <jwt>`.
+pub struct Caller(pub Identity);
+
+/// A caller holding the admin role; anyone else gets 403 `forbidden`.
+pub struct Admin(pub Identity);
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let token = auth::bearer_token(&parts.headers).ok_or(AuthError::TokenMissing)?;
+        Ok(Caller(app.auth.verify(token)?))
+    }
+}
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Caller(identity) = Caller::from_request_parts(parts, app).await?;
+        if !identity.admin {
+            return Err(ApiError::forbidden());
+        }
+        Ok(Admin(identity))
+    }
+}
+
+impl Caller {
+    fn user(&self) -> Arc<str> {
+        Arc::from(self.0.user_id.as_str())
+    }
+
+    /// The profile the token carries, recorded with every change.
+    fn profile(&self) -> Profile {
+        Profile {
+            username: self.0.username.clone(),
+            name: self.0.name.clone(),
+        }
+    }
+}
+
+/// A request body: read up to `max_body_bytes` (413 `payload_too_large`
+/// beyond) and decoded as a JSON object of `T` (400 `invalid_json` or
+/// `invalid_request`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let body = read_body(request, app.config.max_body_bytes).await?;
+        wire::parse_body(&body)
+            .map(JsonBody)
+            .map_err(|e| body_error(e, &body))
+    }
+}
+
+/// A user id from the path, validated like every user id a client sends.
+struct UserPath(Arc<str>);
+
+impl FromRequestParts<Arc<App>> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let PathId(id) = PathId::from_request_parts(parts, app).await?;
+        let mut users = validate_users(&[id], 1)?;
+        Ok(UserPath(users.remove(0)))
+    }
+}
+
+/// The `{id}` segment of the path, percent-decoded.
+struct PathId(String);
+
+impl FromRequestParts<Arc<App>> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, app).await {
+            Ok(Path(id)) => Ok(PathId(id)),
+            Err(_) => Err(ApiError::bad_request(
+                "invalid_path",
+                "the path could not be decoded",
+            )),
+        }
+    }
+}
+
+/// What a handler answers when it refuses: the error body, plus a
+/// `Retry-After` header when a rate limit refused.
+pub struct RestError {
+    error: ApiError,
+    retry_after_secs: Option<u64>,
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<ApiError> for RestError {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl From<BackendError> for RestError {
+    fn from(e: BackendError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<PresenceError> for RestError {
+    fn from(e: PresenceError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<Refusal> for RestError {
+    fn from(refusal: Refusal) -> Self {
+        let retry_after_secs =
+            (refusal.code == "rate_limited").then(|| retry_after_secs(&refusal.message));
+        Self {
+            error: refusal.into(),
+            retry_after_secs,
+        }
+    }
+}
+
+type Reply<T> = Result<Json<T>, RestError>;
+
+// Presence reads.
+
+async fn user_presence(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    UserPath(user): UserPath,
+) -> Reply<PresenceEntry> {
+    let snapshots = app.backend.presence(std::slice::from_ref(&user)).await?;
+    let entry = snapshots
+        .first()
+        .map(|s| PresenceEntry::new(&*s.user, &s.view, s.version))
+        .ok_or_else(|| {
+            ApiError::unavailable("backend_unavailable", "the backend returned no presence")
+        })?;
+    Ok(Json(entry))
+}
+
+async fn query_presence(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    JsonBody(body): JsonBody<BulkQueryRequest>,
+) -> Reply<BulkQueryResponse> {
+    let users = validate_users(&body.users, app.config.max_query_users)?;
+    let snapshots = app.backend.presence(&users).await?;
+    let users = snapshots
+        .iter()
+        .map(|s| PresenceEntry::new(&*s.user, &s.view, s.version))
+        .collect();
+    Ok(Json(BulkQueryResponse { users }))
+}
+
+async fn online_count(State(app): State<Arc<App>>, _caller: Caller) -> Reply<OnlineCount> {
+    let counts = app.backend.status_counts().await?;
+    Ok(Json(OnlineCount {
+        count: counts.online_total(),
+    }))
+}
+
+// The caller's own presence.
+
+async fn me(State(app): State<Arc<App>>, caller: Caller) -> Reply<SelfState> {
+    let me = app.backend.self_state(&caller.0.user_id).await?;
+    Ok(Json(self_state(&me)))
+}
+
+async fn set_status(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<SetStatusRequest>,
+) -> Reply<SelfState> {
+    let user = caller.user();
+    let request = body.into_request();
+    crate::limits::check_status_change(&app, &user, &request)?;
+    let me = app
+        .backend
+        .set_status(&user, Some(&caller.profile()), request)
+        .await?;
+    Ok(Json(self_state(&me)))
+}
+
+async fn use_custom_status(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<UseCustomStatusRequest>,
+) -> Reply<SelfState> {
+    let id = custom_status_id(body.id)?;
+    let user = caller.user();
+    crate::limits::check_status_change(&app, &user, &StatusRequest::default())?;
+    let me = app
+        .backend
+        .use_custom_status(&user, Some(&caller.profile()), &id)
+        .await?;
+    Ok(Json(self_state(&me)))
+}
+
+async fn preferences(State(app): State<Arc<App>>, caller: Caller) -> Reply<PreferencesView> {
+    let me = app.backend.self_state(&caller.0.user_id).await?;
+    Ok(Json(me.view.preferences.into()))
+}
+
+async fn set_preferences(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<PreferencesPatch>,
+) -> Reply<PreferencesView> {
+    let update = body.to_update(app.config.idle_floor_secs)?;
+    let me = app
+        .backend
+        .set_preferences(&caller.0.user_id, update)
+        .await?;
+    Ok(Json(me.view.preferences.into()))
+}
+
+async fn calendar(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CalendarRequest>,
+) -> Reply<SelfState> {
+    let user = caller.user();
+    crate::limits::check_status_change(&app, &user, &StatusRequest::default())?;
+    let me = app
+        .backend
+        .calendar(&user, body.event_id, body.busy, CalendarSource::Integration)
+        .await?;
+    Ok(Json(self_state(&me)))
+}
+
+// Admin: workspace settings.
+
+async fn settings(State(app): State<Arc<App>>, _admin: Admin) -> Reply<SettingsView> {
+    let settings = app.backend.settings().await?;
+    Ok(Json(SettingsView::from(&*settings)))
+}
+
+async fn update_settings(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<wire::SettingsPatch>,
+) -> Reply<SettingsView> {
+    let patch = settings_patch(&body, app.config.idle_floor_secs)?;
+    let settings = app.backend.update_settings(patch).await?;
+    Ok(Json(SettingsView::from(&*settings)))
+}
+
+// Admin: custom statuses (C1–C3).
+
+async fn list_custom_statuses(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+) -> Reply<CustomStatusList> {
+    let statuses = app.backend.custom_statuses().await?;
+    Ok(Json(statuses.iter().collect()))
+}
+
+async fn create_custom_status(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<CustomStatusCreate>,
+) -> Result<(StatusCode, Json<CustomStatusView>), RestError> {
+    let name = CustomStatusName::parse(&body.name)?;
+    let status = app
+        .backend
+        .create_custom_status(name, body.status_type)
+        .await?;
+    Ok((StatusCode::CREATED, Json(CustomStatusView::from(&status))))
+}
+
+async fn update_custom_status(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<CustomStatusPatch>,
+) -> Reply<CustomStatusView> {
+    let id = custom_status_id(id)?;
+    let name = body
+        .name
+        .as_deref()
+        .map(CustomStatusName::parse)
+        .transpose()?;
+    let status = app
+        .backend
+        .update_custom_status(&id, name, body.status_type)
+        .await?;
+    Ok(Json(CustomStatusView::from(&status)))
+}
+
+async fn delete_custom_status(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    PathId(id): PathId,
+) -> Reply<CustomStatusView> {
+    let id = custom_status_id(id)?;
+    let status = app.backend.delete_custom_status(&id).await?;
+    Ok(Json(CustomStatusView::from(&status)))
+}
+
+// Admin: the presence cap (X4, X5).
+
+async fn cap_state(State(app): State<Arc<App>>, _admin: Admin) -> Reply<CapView> {
+    let cap = app.backend.cap_state().await?;
+    Ok(Json(cap.into()))
+}
+
+async fn enable_broadcast(State(app): State<Arc<App>>, _admin: Admin) -> Reply<CapView> {
+    let cap = app.backend.enable_broadcast().await?;
+    Ok(Json(cap.into()))
+}
+
+// Admin: another user's status.
+
+async fn admin_set_status(
+    State(app): State<Arc<App>>,
+    Admin(admin): Admin,
+    UserPath(user): UserPath,
+    JsonBody(body): JsonBody<AdminSetStatusRequest>,
+) -> Reply<SelfState> {
+    let request = body.into_request();
+    // The admin's budget pays: limits protect the service from a caller.
+    let caller: Arc<str> = Arc::from(admin.user_id.as_str());
+    crate::limits::check_status_change(&app, &caller, &request)?;
+    // The admin's profile is not the target's, so none is recorded.
+    let me = app.backend.set_status(&user, None, request).await?;
+    Ok(Json(self_state(&me)))
+}
+
+// Fallbacks: JSON even where axum would answer with an empty body.
+
+async fn no_such_route() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support this method; see the Allow header",
+    )
+}
+
+/// A route whose unsupported methods answer with a JSON 405 (axum still
+/// adds the `Allow` header).
+fn json_only(route: MethodRouter<Arc<App>>) -> MethodRouter<Arc<App>> {
+    route.fallback(method_not_allowed)
+}
+
+// Helpers.
+
+fn self_state(me: &SelfSnapshot) -> SelfState {
+    SelfState::new(&*me.user, &me.view, me.version)
+}
+
+/// Custom status ids are generated by the service and short; anything
+/// longer cannot exist, and is refused without echoing it back.
+const MAX_CUSTOM_STATUS_ID_CHARS: usize = 64;
+
+fn custom_status_id(id: String) -> Result<CustomStatusId, ApiError> {
+    if id.is_empty()
+        || id.chars().count() > MAX_CUSTOM_STATUS_ID_CHARS
+        || id.chars().any(char::is_control)
+    {
+        return Err(ApiError::not_found(
+            "custom_status_not_found",
+            "no custom status has this id",
+        ));
+    }
+    Ok(CustomStatusId(id))
+}
+
+/// The store's patch for a wire patch; S2 applies to the default idle
+/// time limit as to a user's own.
+fn settings_patch(
+    patch: &wire::SettingsPatch,
+    idle_floor_secs: u64,
+) -> Result<SettingsPatch, PresenceError> {
+    Ok(SettingsPatch {
+        allow_custom_status_text: patch.allow_custom_status_text,
+        allow_invisible: patch.allow_invisible,
+        calendar_integration: patch.calendar_integration,
+        default_auto_away: patch.default_auto_away,
+        default_idle_time_limit: patch
+            .default_idle_time_limit
+            .map(|secs| IdleTimeLimit::with_floor(secs, idle_floor_secs))
+            .transpose()?,
+        cap: patch.cap,
+    })
+}
+
+/// Reads the whole body, refusing more than `limit` bytes: at once when
+/// `Content-Length` says so, else as soon as the bytes read pass it.
+async fn read_body(request: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(payload_too_large(limit));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut chunks = request.into_body().into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn payload_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is larger than {limit} bytes"),
+    )
+}
+
+/// The gateway's error for a body `parse_body` refused; its codes are the
+/// two constants of [`presence_protocol::rest`].
+///
+/// serde_json reports a number or boolean where an enum (a status) is
+/// expected as a syntax error ("expected value"), so `parse_body` calls
+/// such a body `invalid_json`. A body that parses as JSON is not invalid
+/// JSON: it is an invalid request.
+fn body_error(e: wire::ApiError, body: &[u8]) -> ApiError {
+    if e.code() != wire::INVALID_JSON {
+        return ApiError::bad_request(wire::INVALID_REQUEST, e.error.message);
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return ApiError::bad_request(
+            wire::INVALID_REQUEST,
+            "the body is not a valid request: a field has a value of the wrong type",
+        );
+    }
+    ApiError::bad_request(wire::INVALID_JSON, e.error.message)
+}
+
+/// The wait a rate-limit refusal asks for. [`crate::limits`] says it only
+/// in the message ("… retry in N s"), so it is read back from there; at
+/// least 1 s if the message ever changes shape.
+fn retry_after_secs(message: &str) -> u64 {
+    message
+        .rsplit_once("retry in ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|secs| secs.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_from_the_rate_limit_message() {
+        let check = |message: &str, expected: u64| {
+            assert_eq!(retry_after_secs(message), expected, "{message:?}");
+        };
+        check("too many status changes; retry in 12 s", 12);
+        check("too many status changes; retry in 1 s", 1);
+        check("too many status changes; retry in 0 s", 1);
+        check("something else entirely", 1);
+    }
+
+    #[test]
+    fn settings_patch_applies_the_idle_floor() {
+        let patch = wire::SettingsPatch {
+            default_idle_time_limit: Some(59),
+            ..Default::default()
+        };
+        let code = settings_patch(&patch, 60).map_err(|e| e.code());
+        assert_eq!(code, Err("idle_time_limit_too_low"));
+        let lowered = settings_patch(&patch, 1).expect("above a lowered floor");
+        assert_eq!(
+            lowered.default_idle_time_limit.map(IdleTimeLimit::seconds),
+            Some(59)
+        );
+    }
+
+    #[test]
+    fn custom_status_ids_that_cannot_exist_are_not_found() {
+        for id in [String::new(), "x".repeat(65), "a\u{0}b".into()] {
+            let error = custom_status_id(id).unwrap_err();
+            assert_eq!(error.code, "custom_status_not_found");
+        }
+        assert!(custom_status_id("cs18f0a1".into()).is_ok());
+    }
 }
