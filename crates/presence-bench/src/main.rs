@@ -1,0 +1,49 @@
+//! `presence-bench`: measures `presenced` the way DESIGN §6 states its
+//! targets.
+//!
+//! - `idle`: RSS per idle WebSocket connection.
+//! - `fanout`: status-change delivery latency to watchers at a fixed
+//!   change rate (p50/p99), and the deliveries per second achieved.
+//!
+//! By default each command starts its own `presenced` (the release binary
+//! next to this one) with an ephemeral store, so one command is one
+//! reproducible measurement; `--url`/`--pid` target a running server.
+
+mod server;
+mod ws;
+
+mod fanout;
+mod idle;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "presence-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// RSS of presenced per idle WebSocket connection.
+    Idle(idle::Args),
+    /// Delivery latency of status changes to subscribed watchers.
+    Fanout(fanout::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: could not raise the open-files limit: {e}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Idle(args) => idle::run(args).await,
+            Command::Fanout(args) => fanout::run(args).await,
+        }
+    })
+}
