@@ -17,6 +17,7 @@
 mod cap;
 mod custom;
 mod device;
+mod device_map;
 mod error;
 mod settings;
 mod status;
@@ -27,6 +28,7 @@ mod user;
 pub use cap::{CapState, CapTransition};
 pub use custom::{CustomStatus, CustomStatusId, CustomStatusRegistry};
 pub use device::{AwayReason, Device, DeviceEvent, DeviceStatus, IdleSource, Link};
+pub use device_map::DeviceMap;
 pub use error::PresenceError;
 pub use settings::{
     DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,

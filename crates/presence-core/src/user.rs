@@ -9,14 +9,14 @@
 //! heartbeat deadline, expiry) happens in `advance(now)` and is announced in
 //! advance by `next_deadline`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChosenStatus, CustomStatus, CustomStatusId, Device, DeviceEvent, DeviceStatus, DisplayedStatus,
-    EffectivePreferences, Expiry, IdleTimeLimit, Link, Platform, Preferences, PresenceError,
-    SelfStatus, StatusText, Timestamp, WorkspaceSettings,
+    ChosenStatus, CustomStatus, CustomStatusId, Device, DeviceEvent, DeviceMap, DeviceStatus,
+    DisplayedStatus, EffectivePreferences, Expiry, IdleTimeLimit, Link, Platform, Preferences,
+    PresenceError, SelfStatus, StatusText, Timestamp, WorkspaceSettings,
 };
 
 /// T6: how many nested "restore to" states an expiry chain may hold. Older
@@ -210,14 +210,14 @@ impl Outcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserPresence {
     pub durable: DurableState,
-    pub devices: BTreeMap<DeviceId, Device>,
+    pub devices: DeviceMap,
 }
 
 impl UserPresence {
     pub fn from_durable(durable: DurableState) -> Self {
         Self {
             durable,
-            devices: BTreeMap::new(),
+            devices: DeviceMap::new(),
         }
     }
 

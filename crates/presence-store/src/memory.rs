@@ -104,7 +104,8 @@ struct UserEntry {
     profile: Profile,
     /// The live socket of each device; a disconnect from another socket
     /// (one that was replaced) is ignored.
-    conns: HashMap<DeviceId, ConnId>,
+    /// (A user has few devices: a vector is smaller than a map.)
+    conns: Vec<(DeviceId, ConnId)>,
     /// The deadline this user is queued at in `timers`, if any.
     scheduled: Option<Timestamp>,
     /// When the public view last changed.
@@ -118,7 +119,7 @@ impl UserEntry {
         Self {
             presence: UserPresence::default(),
             profile: Profile::default(),
-            conns: HashMap::new(),
+            conns: Vec::new(),
             scheduled: None,
             changed_at: Timestamp::default(),
             counted: None,
@@ -184,7 +185,7 @@ impl MemoryBackend {
             let mut entry = UserEntry {
                 presence: UserPresence::from_durable(record.state),
                 profile: record.profile,
-                conns: HashMap::new(),
+                conns: Vec::new(),
                 scheduled: None,
                 changed_at: record.updated_at,
                 counted: None,
@@ -393,7 +394,8 @@ impl Backend for MemoryBackend {
                         settings: &settings,
                     };
                     let outcome = entry.presence.apply(command, ctx)?;
-                    entry.conns.insert(session.device.clone(), session.conn);
+                    entry.conns.retain(|(d, _)| *d != session.device);
+                    entry.conns.push((session.device.clone(), session.conn));
                     let ticket = inner.after_change(id, entry, &outcome, &settings, now);
                     Ok((inner.self_snapshot(id, entry, &settings), ticket))
                 });
@@ -447,10 +449,11 @@ impl Backend for MemoryBackend {
         let result = self
             .inner
             .with_user(&session.user, None, |inner, id, entry| {
-                if entry.conns.get(&session.device) != Some(&session.conn) {
+                let live = (session.device.clone(), session.conn);
+                if !entry.conns.contains(&live) {
                     return Ok(None); // Replaced by a newer socket of the same device.
                 }
-                entry.conns.remove(&session.device);
+                entry.conns.retain(|c| *c != live);
                 let settings = inner.settings();
                 let now = inner.clock.now();
                 let how = match end {
