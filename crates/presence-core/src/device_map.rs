@@ -48,6 +48,8 @@ impl DeviceMap {
         match self.find(&id) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, device)),
             Err(i) => {
+                // Grow one at a time: most users have one or two devices.
+                self.entries.reserve_exact(1);
                 self.entries.insert(i, (id, device));
                 None
             }

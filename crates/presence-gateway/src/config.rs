@@ -47,7 +47,7 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             drain_window: Duration::from_secs(10),
             idle_floor_secs: presence_core::MIN_IDLE_TIME_LIMIT_SECS,
-            socket_buffer_bytes: 1024,
+            socket_buffer_bytes: 256,
             rate_limits: RateLimits::default(),
         }
     }

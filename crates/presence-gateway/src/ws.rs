@@ -19,7 +19,6 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use presence_core::{CalendarSource, DeviceId, Platform, PresenceError};
 use presence_protocol::ws::{ClientFrame, ClientMessage, parse_client_message};
@@ -124,7 +123,7 @@ async fn run_socket(
     identity: Identity,
     device: DeviceId,
     platform: Platform,
-    socket: WebSocket,
+    mut socket: WebSocket,
 ) {
     let user: Arc<str> = Arc::from(identity.user_id.as_str());
     let session = Session {
@@ -137,21 +136,27 @@ async fn run_socket(
             name: identity.name.clone(),
         },
     };
-    let (mut sink, stream) = socket.split();
-    let info = match app.backend.connect(&session).await {
-        Ok(info) => info,
-        Err(e) => {
-            let frame = frames::error(e.code(), &e.to_string(), None);
-            let _ = sink.send(Message::Text(frame)).await;
-            let _ = sink.send(close_message(1011, "backend_unavailable")).await;
-            return;
-        }
+    // `info` and `identity` end in this block so they are not part of the
+    // socket's long-lived future.
+    let conn = {
+        let info = match app.backend.connect(&session).await {
+            Ok(info) => info,
+            Err(e) => {
+                let frame = frames::error(e.code(), &e.to_string(), None);
+                let _ = socket.send(Message::Text(frame)).await;
+                let _ = socket
+                    .send(close_message(1011, "backend_unavailable"))
+                    .await;
+                return;
+            }
+        };
+        let conn = Conn::new(session.conn, user.clone(), device);
+        conn.push_control(
+            frames::ready(&info, &session, &app.config),
+            app.config.max_control_queue,
+        );
+        conn
     };
-    let conn = Conn::new(session.conn, user.clone(), device);
-    conn.push_control(
-        frames::ready(&info, &session, &app.config),
-        app.config.max_control_queue,
-    );
     for old in app.hub.add_owner(&conn) {
         old.push_control(frames::notice("replaced"), app.config.max_control_queue);
         old.request_close(CloseReason::Replaced);
@@ -159,7 +164,6 @@ async fn run_socket(
     app.metrics.connections(platform).inc();
     tracing::debug!(user = %user, device = %session.device.0, platform = %platform, "socket open");
 
-    let writer = tokio::spawn(write_loop(app.clone(), conn.clone(), sink));
     let mut reader = Reader {
         app: app.clone(),
         conn: conn.clone(),
@@ -168,19 +172,14 @@ async fn run_socket(
         bucket: app.config.rate_limits.connection_bucket(Instant::now()),
         strikes: 0,
     };
-    let end = reader.read_loop(stream).await;
+    let end = reader.serve(&mut socket).await;
 
     for user in reader.subscriptions.drain() {
         app.hub.unwatch(&user, &conn);
     }
     app.hub.remove_owner(&conn);
-    conn.request_close(match end {
-        SocketEnd::Clean => CloseReason::Ended,
-        SocketEnd::Lost => CloseReason::Lost,
-    });
-    let _ = writer.await;
-    // A socket closed by the server (replaced, slow, draining) is not the
-    // client's goodbye; only bye/close frames are clean (D7).
+    // A socket the server closed while draining is deregistered like a
+    // goodbye; every other server-side close leaves the device lost (D7).
     let end = match conn.close_requested() {
         Some(CloseReason::ShuttingDown) => SocketEnd::Clean,
         _ => end,
@@ -205,45 +204,139 @@ struct Reader {
 /// pause is disconnected.
 const MAX_STRIKES: u32 = 100;
 
+/// What the socket loop does next.
+enum Step {
+    Continue,
+    End(SocketEnd),
+}
+
 impl Reader {
-    async fn read_loop(&mut self, mut stream: SplitStream<WebSocket>) -> SocketEnd {
-        let timeout = self.app.config.heartbeat_timeout;
+    /// The socket's one task: reads client frames, writes the outbox,
+    /// pings, and notices silence. One task per socket (not a reader and a
+    /// writer) keeps an idle socket to one small future; message handling
+    /// is boxed so its state exists only while a message is handled.
+    async fn serve(&mut self, socket: &mut WebSocket) -> SocketEnd {
+        let heartbeat_timeout = self.app.config.heartbeat_timeout;
+        let mut ticks = tokio::time::interval(self.app.config.ping_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        let mut last_heard = Instant::now();
         loop {
-            let next = tokio::select! {
+            let step = tokio::select! {
                 biased;
-                () = self.conn.closing() => return SocketEnd::Lost,
-                next = tokio::time::timeout(timeout, stream.next()) => next,
-            };
-            let message = match next {
-                Err(_) => {
-                    tracing::debug!(user = %self.session.user, "socket silent; closing");
-                    return SocketEnd::Lost;
-                }
-                Ok(None) => return SocketEnd::Lost,
-                Ok(Some(Err(e))) => {
-                    if is_capacity_error(&e) {
-                        self.reject("frame_too_large");
-                        self.conn.request_close(CloseReason::FrameTooLarge);
-                    }
-                    return SocketEnd::Lost;
-                }
-                Ok(Some(Ok(message))) => message,
-            };
-            match message {
-                Message::Text(text) => {
-                    if self.handle_text(&text).await.is_break() {
-                        return SocketEnd::Clean;
+                () = self.conn.wait() => Box::pin(self.flush(socket)).await,
+                frame = socket.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(message)) => Box::pin(self.on_frame(message)).await,
+                        Some(Err(e)) => {
+                            if is_capacity_error(&e) {
+                                self.reject("frame_too_large");
+                                self.conn.request_close(CloseReason::FrameTooLarge);
+                                Box::pin(self.flush(socket)).await;
+                            }
+                            Step::End(SocketEnd::Lost)
+                        }
+                        None => Step::End(SocketEnd::Lost),
                     }
                 }
-                Message::Binary(_) => {
-                    self.reply_error(
-                        "binary_not_supported",
-                        "frames must be JSON text frames",
-                        None,
-                    );
+                _ = ticks.tick() => {
+                    if last_heard.elapsed() >= heartbeat_timeout {
+                        tracing::debug!(user = %self.session.user, "socket silent; closing");
+                        self.conn.request_close(CloseReason::Lost);
+                        Box::pin(self.flush(socket)).await;
+                        Step::End(SocketEnd::Lost)
+                    } else {
+                        Box::pin(self.send_ping(socket)).await
+                    }
                 }
-                Message::Ping(_) | Message::Pong(_) => {}
-                Message::Close(_) => return SocketEnd::Clean,
+            };
+            if let Step::End(end) = step {
+                if end == SocketEnd::Clean {
+                    self.conn.request_close(CloseReason::Ended);
+                    Box::pin(self.flush(socket)).await;
+                }
+                return end;
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, message: Message) -> Step {
+        match message {
+            Message::Text(text) => {
+                if self.handle_text(&text).await.is_break() {
+                    return Step::End(SocketEnd::Clean);
+                }
+            }
+            Message::Binary(_) => {
+                self.reply_error(
+                    "binary_not_supported",
+                    "frames must be JSON text frames",
+                    None,
+                );
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => return Step::End(SocketEnd::Clean),
+        }
+        Step::Continue
+    }
+
+    /// Writes everything pending, then the close frame if one was asked
+    /// for. A client that cannot take it within the write timeout is
+    /// dropped as a slow consumer.
+    async fn flush(&self, socket: &mut WebSocket) -> Step {
+        let app = &self.app;
+        let drained = self.conn.drain();
+        let batch = async {
+            for json in drained.control {
+                socket.feed(Message::Text(json)).await?;
+            }
+            for frame in &drained.updates {
+                socket.feed(Message::Text(frame.json.clone())).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(app.config.write_timeout, batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Step::End(SocketEnd::Lost),
+            Err(_) => {
+                app.metrics.ws_slow_consumers_dropped.inc();
+                self.conn.request_close(CloseReason::SlowConsumer);
+                return Step::End(SocketEnd::Lost);
+            }
+        }
+        let now = SystemTime::now();
+        for frame in &drained.updates {
+            if let Some(at) = frame.changed_at {
+                app.metrics.updates_delivered.inc();
+                let latency = now.duration_since(at).unwrap_or_default();
+                app.metrics
+                    .update_delivery_seconds
+                    .observe(latency.as_secs_f64());
+            }
+        }
+        match self.conn.close_requested() {
+            Some(reason) => {
+                let (code, text) = reason.close_frame();
+                let close = socket.send(close_message(code, text));
+                let _ = tokio::time::timeout(app.config.write_timeout, close).await;
+                Step::End(match reason {
+                    CloseReason::Ended => SocketEnd::Clean,
+                    _ => SocketEnd::Lost,
+                })
+            }
+            None => Step::Continue,
+        }
+    }
+
+    async fn send_ping(&self, socket: &mut WebSocket) -> Step {
+        let ping = socket.send(Message::Ping(Default::default()));
+        match tokio::time::timeout(self.app.config.write_timeout, ping).await {
+            Ok(Ok(())) => Step::Continue,
+            Ok(Err(_)) => Step::End(SocketEnd::Lost),
+            Err(_) => {
+                self.app.metrics.ws_slow_consumers_dropped.inc();
+                Step::End(SocketEnd::Lost)
             }
         }
     }
@@ -435,58 +528,6 @@ pub fn validate_users(users: &[String], max: usize) -> Result<Vec<Arc<str>>, Ref
             }
         })
         .collect()
-}
-
-async fn write_loop(app: Arc<App>, conn: Arc<Conn>, mut sink: SplitSink<WebSocket, Message>) {
-    let config = &app.config;
-    let mut ping = tokio::time::interval(config.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    loop {
-        let pinging = tokio::select! {
-            () = conn.wait() => false,
-            _ = ping.tick() => true,
-        };
-        let drained = conn.drain();
-        let batch = async {
-            if pinging {
-                sink.feed(Message::Ping(Default::default())).await?;
-            }
-            for json in drained.control {
-                sink.feed(Message::Text(json)).await?;
-            }
-            for frame in &drained.updates {
-                sink.feed(Message::Text(frame.json.clone())).await?;
-            }
-            sink.flush().await
-        };
-        match tokio::time::timeout(config.write_timeout, batch).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
-            Err(_) => {
-                app.metrics.ws_slow_consumers_dropped.inc();
-                conn.request_close(CloseReason::SlowConsumer);
-                break;
-            }
-        }
-        let now = SystemTime::now();
-        for frame in &drained.updates {
-            if let Some(at) = frame.changed_at {
-                app.metrics.updates_delivered.inc();
-                let latency = now.duration_since(at).unwrap_or_default();
-                app.metrics
-                    .update_delivery_seconds
-                    .observe(latency.as_secs_f64());
-            }
-        }
-        if let Some(reason) = conn.close_requested() {
-            let (code, text) = reason.close_frame();
-            let close = close_message(code, text);
-            let _ = tokio::time::timeout(config.write_timeout, sink.send(close)).await;
-            break;
-        }
-    }
-    conn.request_close(CloseReason::Lost);
 }
 
 fn close_message(code: u16, reason: &'static str) -> Message {
