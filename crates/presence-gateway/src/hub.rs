@@ -94,6 +94,8 @@ struct Outbox {
     order: VecDeque<Arc<str>>,
     /// The user's own newest state.
     me: Option<Frame>,
+    /// The newest own version handed out (in `ready` or a `me` frame).
+    me_version: u64,
     /// Highest version handed to the writer per watched user.
     delivered: HashMap<Arc<str>, u64>,
 }
@@ -165,6 +167,12 @@ impl Conn {
             outbox.me = Some(frame);
         }
         self.wake.notify_one();
+    }
+
+    /// Records the own version the socket already has (its `ready`).
+    pub fn note_me_version(&self, version: u64) {
+        let mut outbox = self.outbox.lock();
+        outbox.me_version = outbox.me_version.max(version);
     }
 
     /// Forgets what was delivered about `user` (after an unsubscribe).
