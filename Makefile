@@ -19,8 +19,10 @@ release:
 	$(CARGO) build --release -p presenced -p presence-bench
 
 ## The whole test suite, as CI runs it: format, lints, then every test.
+## End-to-end tests run the presenced binary built here.
 test: fmt-check clippy
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) build -p presenced
+	PRESENCED_BIN=$(CURDIR)/target/debug/presenced $(CARGO) nextest run --workspace --no-fail-fast
 
 lint: fmt-check clippy
 
@@ -33,8 +35,10 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+## The measurements of BENCHMARKS.md.
 bench: release
-	./target/release/presence-bench --help
+	./target/release/presence-bench idle --connections 10000
+	./target/release/presence-bench fanout --rate 1000
 
 clean:
 	$(CARGO) clean

@@ -115,6 +115,22 @@ struct UserEntry {
 }
 
 impl UserEntry {
+    /// What others see of this user.
+    fn snapshot(&self, id: &Arc<str>, settings: &WorkspaceSettings) -> PresenceSnapshot {
+        PresenceSnapshot {
+            user: id.clone(),
+            view: self.presence.public_view(settings),
+            version: self.presence.durable.version,
+        }
+    }
+
+    fn listing(&self, id: &Arc<str>, settings: &WorkspaceSettings) -> UserListing {
+        UserListing {
+            presence: self.snapshot(id, settings),
+            profile: self.profile.clone(),
+        }
+    }
+
     fn new() -> Self {
         Self {
             presence: UserPresence::default(),
@@ -540,16 +556,8 @@ impl Backend for MemoryBackend {
             .map(|user| {
                 let shard = self.inner.shard(user).lock();
                 match shard.get(user) {
-                    Some(entry) => PresenceSnapshot {
-                        user: user.clone(),
-                        view: entry.presence.public_view(&settings),
-                        version: entry.presence.durable.version,
-                    },
-                    None => PresenceSnapshot {
-                        user: user.clone(),
-                        view: UserPresence::default().public_view(&settings),
-                        version: 0,
-                    },
+                    Some(entry) => entry.snapshot(user, &settings),
+                    None => UserEntry::new().snapshot(user, &settings),
                 }
             })
             .collect())
@@ -558,15 +566,8 @@ impl Backend for MemoryBackend {
     async fn list_not_offline(&self, ids: Option<&[Arc<str>]>) -> BackendResult<Vec<UserListing>> {
         let settings = self.inner.settings();
         let listing = |id: &Arc<str>, entry: &UserEntry| {
-            let view = entry.presence.public_view(&settings);
-            (view.status != DisplayedStatus::Offline).then(|| UserListing {
-                presence: PresenceSnapshot {
-                    user: id.clone(),
-                    view,
-                    version: entry.presence.durable.version,
-                },
-                profile: entry.profile.clone(),
-            })
+            let listing = entry.listing(id, &settings);
+            (listing.presence.view.status != DisplayedStatus::Offline).then_some(listing)
         };
         let mut out = Vec::new();
         match ids {
@@ -601,14 +602,7 @@ impl Backend for MemoryBackend {
                 if entry.changed_at < since || &**id == except {
                     continue;
                 }
-                out.push(UserListing {
-                    presence: PresenceSnapshot {
-                        user: id.clone(),
-                        view: entry.presence.public_view(&settings),
-                        version: entry.presence.durable.version,
-                    },
-                    profile: entry.profile.clone(),
-                });
+                out.push(entry.listing(id, &settings));
             }
         }
         Ok(out)
