@@ -73,6 +73,17 @@ impl ServerOptions {
         self.args.push(value.to_string());
         self
     }
+
+    /// Raises the per-user and per-socket rate limits far above what a rule
+    /// test sends, so tests that change a status many times never meet
+    /// them. The limits themselves are tested with their defaults.
+    pub fn relaxed_limits(self) -> Self {
+        self.arg("--status-changes-burst", 10_000)
+            .arg("--status-changes-per-second", 10_000)
+            .arg("--text-changes-per-minute", 100_000)
+            .arg("--socket-messages-burst", 10_000)
+            .arg("--socket-messages-per-second", 10_000)
+    }
 }
 
 /// A running `presenced`. Killed when dropped.
@@ -128,13 +139,27 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit; returns the exit code.
     pub async fn sigterm(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let pid = child.id()?;
+        self.send_sigterm();
+        self.wait_exit().await
+    }
+
+    /// Sends SIGTERM without waiting, so a test can watch the drain.
+    pub fn send_sigterm(&self) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("presenced is running");
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
             .expect("kill -TERM");
         assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
         let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
             .expect("presenced exits after SIGTERM")
@@ -176,6 +201,85 @@ impl Server {
     /// A plain client for requests that set their own headers.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Sends a request and returns the HTTP status and the JSON body
+    /// (`Value::Null` when the body is empty or not JSON).
+    pub async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = tokio::time::timeout(DEADLINE, request.send())
+            .await
+            .expect("HTTP answer before the deadline")
+            .expect("HTTP request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("HTTP body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `PATCH /v1/admin/settings` as an admin; panics unless accepted.
+    pub async fn admin_settings(&self, patch: Value) -> Value {
+        let request = self.patch("/v1/admin/settings", &admin_token());
+        let (status, body) = Self::call(request.json(&patch)).await;
+        assert_eq!(status, 200, "settings {patch} refused: {body}");
+        body
+    }
+
+    /// `PATCH /v1/me/preferences` as `user`; panics unless accepted.
+    pub async fn preferences(&self, user: &str, patch: Value) -> Value {
+        let request = self.patch("/v1/me/preferences", &token(user, false));
+        let (status, body) = Self::call(request.json(&patch)).await;
+        assert_eq!(status, 200, "preferences {patch} refused: {body}");
+        body
+    }
+
+    /// Creates an admin-defined custom status (C1); returns its id.
+    pub async fn create_custom_status(&self, name: &str, status_type: &str) -> String {
+        let request = self.post("/v1/admin/custom-statuses", &admin_token());
+        let body = json!({"name": name, "status_type": status_type});
+        let (status, answer) = Self::call(request.json(&body)).await;
+        assert!(
+            status == 200 || status == 201,
+            "creating custom status {body} failed: {status} {answer}"
+        );
+        answer["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("custom status has an id: {answer}"))
+            .to_owned()
+    }
+
+    /// The WebSocket URL with this query string.
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/v1/ws?{query}", self.addr)
+    }
+
+    /// Tries an upgrade that the server must refuse; returns the HTTP status
+    /// and JSON body of the refusal.
+    pub async fn refused_upgrade(&self, query: &str, bearer: Option<&str>) -> (u16, Value) {
+        let mut request = self.ws_url(query).into_client_request().expect("url");
+        if let Some(token) = bearer {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        let result = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("an answer to the upgrade");
+        match result {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+            Ok(_) => panic!("upgrade with {query} was accepted"),
+        }
     }
 
     /// Connects a device of `user` over WebSocket and waits for `ready`.
@@ -235,12 +339,20 @@ async fn spawn(data_dir: &Path, options: &ServerOptions) -> (Child, SocketAddr) 
     (child, addr)
 }
 
+/// A token of the user `admin`, who has the admin role.
+pub fn admin_token() -> String {
+    token("admin", true)
+}
+
 /// Mints an HS256 token with the test secret, valid for an hour.
 pub fn token(user: &str, admin: bool) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    token_issued_at(user, admin, unix_now_secs())
+}
+
+/// Mints an HS256 token issued at `issued_at` (Unix seconds) and valid for
+/// an hour from then; an `issued_at` two hours ago gives an expired token.
+pub fn token_issued_at(user: &str, admin: bool, issued_at: u64) -> String {
+    let now = issued_at;
     let claims = presence_gateway::auth::MintClaims {
         sub: user.to_owned(),
         admin,
@@ -249,6 +361,42 @@ pub fn token(user: &str, admin: bool) -> String {
         ttl: Duration::from_secs(3600),
     };
     presence_gateway::auth::mint_hs256(SECRET.as_bytes(), &claims, now).expect("mint token")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The RFC 3339 timestamp (UTC, milliseconds) `offset_ms` from now; a
+/// negative offset lies in the past. For `expires_at` (T6).
+pub fn rfc3339_from_now(offset_ms: i64) -> String {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let ms = now_ms + offset_ms;
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
 /// A WebSocket client that reads JSON frames with deadlines.
@@ -305,6 +453,120 @@ impl Ws {
         value["ref"] = json!(r);
         self.send(value).await;
         self.expect(|f| f["ref"] == json!(r)).await
+    }
+
+    /// Sends `value` with a fresh `ref` and panics unless the answer is an
+    /// `error` with `code`; returns the error frame.
+    pub async fn refused(&mut self, value: Value, code: &str) -> Value {
+        let answer = self.request(value.clone()).await;
+        assert_eq!(answer["type"], "error", "{value} was not refused: {answer}");
+        assert_eq!(answer["code"], code, "{value} refused with another code");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "errors carry a human message: {answer}"
+        );
+        answer
+    }
+
+    /// Waits for an `error` frame with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        self.expect(|f| f["type"] == "error" && f["code"] == code)
+            .await
+    }
+
+    /// Waits for an update of the user's own state (`presence` with `me`)
+    /// whose `me` satisfies `pred`; returns `me`. Own updates before it
+    /// that do not match are superseded states and are discarded, so a
+    /// later wait never matches a stale one.
+    pub async fn expect_me(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let frame = self
+            .expect_superseding(
+                |f| f["type"] == "presence" && f["me"].is_object(),
+                |f| pred(&f["me"]),
+            )
+            .await;
+        frame["me"].clone()
+    }
+
+    /// Waits for an update about `user` (as a watcher sees it, without
+    /// `me`) with `status`. Updates about `user` before it are superseded
+    /// states and are discarded, so a later wait never matches a stale one.
+    pub async fn expect_update(&mut self, user: &str, status: &str) -> Value {
+        self.expect_superseding(
+            |f| f["type"] == "presence" && f["user"] == user && f.get("me").is_none(),
+            |f| f["status"] == status,
+        )
+        .await
+    }
+
+    /// The next update about `user` as a watcher sees it, whatever it says.
+    pub async fn next_update(&mut self, user: &str) -> Value {
+        self.expect_superseding(
+            |f| f["type"] == "presence" && f["user"] == user && f.get("me").is_none(),
+            |_| true,
+        )
+        .await
+    }
+
+    /// Waits for a frame of `class` that satisfies `pred`, discarding the
+    /// frames of `class` before it; other frames stay in the backlog.
+    async fn expect_superseding(
+        &mut self,
+        class: impl Fn(&Value) -> bool,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut kept = std::collections::VecDeque::new();
+        let mut found = None;
+        while let Some(frame) = self.backlog.pop_front() {
+            if found.is_some() || !class(&frame) {
+                kept.push_back(frame);
+            } else if pred(&frame) {
+                found = Some(frame);
+            }
+        }
+        self.backlog = kept;
+        if let Some(frame) = found {
+            return frame;
+        }
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_frame(left).await {
+                Ok(Some(v)) if class(&v) && pred(&v) => return v,
+                Ok(Some(v)) if class(&v) => {}
+                Ok(Some(v)) => self.backlog.push_back(v),
+                Ok(None) => panic!("socket closed while waiting; backlog: {:?}", self.backlog),
+                Err(()) => panic!("no matching frame in time; backlog: {:?}", self.backlog),
+            }
+        }
+    }
+
+    /// `subscribe` and return the snapshot's entries.
+    pub async fn subscribe(&mut self, users: &[&str]) -> Vec<Value> {
+        let answer = self
+            .request(json!({"type": "subscribe", "users": users}))
+            .await;
+        assert_eq!(answer["type"], "snapshot", "subscribe refused: {answer}");
+        answer["users"].as_array().expect("entries").clone()
+    }
+
+    /// `query` one user and return their entry.
+    pub async fn query(&mut self, user: &str) -> Value {
+        let answer = self
+            .request(json!({"type": "query", "users": [user]}))
+            .await;
+        assert_eq!(answer["type"], "snapshot", "query refused: {answer}");
+        answer["users"][0].clone()
+    }
+
+    /// Whether a frame already read but not yet consumed satisfies `pred`.
+    pub fn has_backlog(&self, pred: impl Fn(&Value) -> bool) -> bool {
+        self.backlog.iter().any(pred)
+    }
+
+    /// `ready.me`: what the user saw of themselves when the socket opened.
+    pub fn ready_me(&self) -> &Value {
+        &self.ready.as_ref().expect("ready received")["me"]
     }
 
     /// Like [`request`](Self::request) but panics unless the answer is an ack.
@@ -392,8 +654,23 @@ impl Ws {
         }
     }
 
-    /// Closes the socket cleanly (a client close frame).
+    /// Closes the socket cleanly (a client close frame) and completes the
+    /// closing handshake: reads until the server's close frame, so the TCP
+    /// connection ends with a FIN. Dropping it with unread data would send
+    /// a reset, which can discard the close frame on the server before it
+    /// is read, turning a clean close into a lost connection (D7).
     pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+        let _ = tokio::time::timeout(DEADLINE, async {
+            while let Some(Ok(_)) = self.stream.next().await {}
+        })
+        .await;
+    }
+
+    /// Sends a close frame and drops the connection at once, without
+    /// reading anything: an app that quits. Unread frames make the kernel
+    /// end the connection with a reset.
+    pub async fn close_and_drop(mut self) {
         let _ = self.stream.close(None).await;
     }
 

@@ -197,6 +197,12 @@ impl App {
         if !conns.is_empty() {
             let step = self.config.drain_window / conns.len() as u32;
             for conn in conns {
+                // The protocol's `shutting_down` notice tells the client to
+                // reconnect elsewhere with backoff; it was never sent.
+                conn.push_control(
+                    frames::notice("shutting_down"),
+                    self.config.max_control_queue,
+                );
                 conn.request_close(CloseReason::ShuttingDown);
                 tokio::time::sleep(step).await;
             }

@@ -204,10 +204,17 @@ struct Reader {
 /// pause is disconnected.
 const MAX_STRIKES: u32 = 100;
 
+/// After a failed write, how many already-sent frames are examined for a
+/// goodbye, and how long to wait for each (see `end_after_write_failure`).
+const MAX_FRAMES_AFTER_WRITE_FAILURE: usize = 16;
+const GOODBYE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What the socket loop does next.
 enum Step {
     Continue,
     End(SocketEnd),
+    /// Writing to the client failed; how the socket ended is still open.
+    WriteFailed,
 }
 
 impl Reader {
@@ -251,6 +258,12 @@ impl Reader {
                     }
                 }
             };
+            let step = match step {
+                Step::WriteFailed => {
+                    Step::End(Box::pin(self.end_after_write_failure(socket)).await)
+                }
+                step => step,
+            };
             if let Step::End(end) = step {
                 if end == SocketEnd::Clean {
                     self.conn.request_close(CloseReason::Ended);
@@ -259,6 +272,25 @@ impl Reader {
                 return end;
             }
         }
+    }
+
+    /// A write failed. That often means the client already said goodbye
+    /// and left: an app that quits sends its close frame (or `bye`) and
+    /// drops the connection, and the reset that follows fails our next
+    /// write before the frame is read. Read what already arrived before
+    /// calling the socket lost, so a clean goodbye still removes the device
+    /// at once (D7). (Before, such a device showed `away` for the whole
+    /// grace period.)
+    async fn end_after_write_failure(&mut self, socket: &mut WebSocket) -> SocketEnd {
+        for _ in 0..MAX_FRAMES_AFTER_WRITE_FAILURE {
+            match tokio::time::timeout(GOODBYE_WAIT, socket.next()).await {
+                Ok(Some(Ok(Message::Close(_)))) => return SocketEnd::Clean,
+                Ok(Some(Ok(Message::Text(text)))) if is_bye(&text) => return SocketEnd::Clean,
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        SocketEnd::Lost
     }
 
     async fn on_frame(&mut self, message: Message) -> Step {
@@ -298,7 +330,7 @@ impl Reader {
         };
         match tokio::time::timeout(app.config.write_timeout, batch).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Step::End(SocketEnd::Lost),
+            Ok(Err(_)) => return Step::WriteFailed,
             Err(_) => {
                 app.metrics.ws_slow_consumers_dropped.inc();
                 self.conn.request_close(CloseReason::SlowConsumer);
@@ -333,7 +365,7 @@ impl Reader {
         let ping = socket.send(Message::Ping(Default::default()));
         match tokio::time::timeout(self.app.config.write_timeout, ping).await {
             Ok(Ok(())) => Step::Continue,
-            Ok(Err(_)) => Step::End(SocketEnd::Lost),
+            Ok(Err(_)) => Step::WriteFailed,
             Err(_) => {
                 self.app.metrics.ws_slow_consumers_dropped.inc();
                 Step::End(SocketEnd::Lost)
@@ -347,7 +379,13 @@ impl Reader {
         if self.bucket.try_take(Instant::now()).is_err() {
             self.strikes += 1;
             self.app.metrics.rate_limited(Limit::WsMessages).inc();
-            self.reply_error("rate_limited", "too many messages; slow down", None);
+            // Every frame with a `ref` gets one reply that echoes it, even
+            // a refused one (the protocol's promise; this used to drop it).
+            let ref_ = match parse_client_message(text) {
+                Ok(frame) => frame.ref_,
+                Err(e) => e.ref_,
+            };
+            self.reply_error("rate_limited", "too many messages; slow down", ref_);
             if self.strikes >= MAX_STRIKES {
                 self.conn.request_close(CloseReason::Flooding);
             }
@@ -415,11 +453,19 @@ impl Reader {
             }
             ClientMessage::Subscribe { users } => {
                 let users = validate_users(&users, app.config.max_query_users)?;
-                let new: Vec<Arc<str>> = users
+                // The snapshot answers every user asked, once, in the order
+                // asked, including users already watched (it used to list
+                // only the new ones, in hash order, so re-subscribing
+                // answered with an empty snapshot).
+                let mut seen = HashSet::new();
+                let asked: Vec<Arc<str>> = users
                     .into_iter()
-                    .filter(|u| !self.subscriptions.contains(u))
-                    .collect::<HashSet<_>>()
-                    .into_iter()
+                    .filter(|u| seen.insert(u.clone()))
+                    .collect();
+                let new: Vec<Arc<str>> = asked
+                    .iter()
+                    .filter(|u| !self.subscriptions.contains(*u))
+                    .cloned()
                     .collect();
                 if self.subscriptions.len() + new.len() > app.config.max_subscriptions {
                     return Err(Refusal::new(
@@ -434,7 +480,7 @@ impl Reader {
                     app.hub.watch(u, &self.conn);
                     self.subscriptions.insert(u.clone());
                 }
-                let snapshots = app.backend.presence(&new).await?;
+                let snapshots = app.backend.presence(&asked).await?;
                 self.push(frames::snapshot(&snapshots, ref_.as_deref()));
                 Ok(false)
             }
@@ -528,6 +574,10 @@ pub fn validate_users(users: &[String], max: usize) -> Result<Vec<Arc<str>>, Ref
             }
         })
         .collect()
+}
+
+fn is_bye(text: &str) -> bool {
+    parse_client_message(text).is_ok_and(|f| matches!(f.message, ClientMessage::Bye))
 }
 
 fn close_message(code: u16, reason: &'static str) -> Message {
