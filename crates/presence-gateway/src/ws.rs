@@ -151,6 +151,7 @@ async fn run_socket(
             }
         };
         let conn = Conn::new(session.conn, user.clone(), device);
+        conn.note_me_version(info.me.version);
         conn.push_control(
             frames::ready(&info, &session, &app.config),
             app.config.max_control_queue,
