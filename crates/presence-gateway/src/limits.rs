@@ -36,8 +36,11 @@ pub fn check_status_change(
 
 fn limited(retry_after: std::time::Duration) -> Refusal {
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    Refusal::new(
-        "rate_limited",
-        format!("too many status changes; retry in {secs} s"),
-    )
+    Refusal {
+        retry_after_secs: Some(secs),
+        ..Refusal::new(
+            "rate_limited",
+            format!("too many status changes; retry in {secs} s"),
+        )
+    }
 }

@@ -238,8 +238,7 @@ impl From<PresenceError> for RestError {
 
 impl From<Refusal> for RestError {
     fn from(refusal: Refusal) -> Self {
-        let retry_after_secs =
-            (refusal.code == "rate_limited").then(|| retry_after_secs(&refusal.message));
+        let retry_after_secs = refusal.retry_after_secs;
         Self {
             error: refusal.into(),
             retry_after_secs,
@@ -569,32 +568,9 @@ fn body_error(e: wire::ApiError, body: &[u8]) -> ApiError {
     ApiError::bad_request(wire::INVALID_JSON, e.error.message)
 }
 
-/// The wait a rate-limit refusal asks for. [`crate::limits`] says it only
-/// in the message ("… retry in N s"), so it is read back from there; at
-/// least 1 s if the message ever changes shape.
-fn retry_after_secs(message: &str) -> u64 {
-    message
-        .rsplit_once("retry in ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .and_then(|secs| secs.parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_is_read_from_the_rate_limit_message() {
-        let check = |message: &str, expected: u64| {
-            assert_eq!(retry_after_secs(message), expected, "{message:?}");
-        };
-        check("too many status changes; retry in 12 s", 12);
-        check("too many status changes; retry in 1 s", 1);
-        check("too many status changes; retry in 0 s", 1);
-        check("something else entirely", 1);
-    }
 
     #[test]
     fn settings_patch_applies_the_idle_floor() {

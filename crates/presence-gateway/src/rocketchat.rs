@@ -946,24 +946,13 @@ impl RcError {
     /// makes is the rate limit.
     fn from_refusal(refusal: Refusal) -> Self {
         match refusal.code {
-            "rate_limited" => Self::too_many_requests(retry_after_secs(&refusal.message)),
+            "rate_limited" => Self::too_many_requests(refusal.retry_after_secs.unwrap_or(1)),
             code => Self::failure(RcFailure::typed(
                 refusal.message,
                 format!("error-{}", code.replace('_', "-")),
             )),
         }
     }
-}
-
-/// The wait in a rate-limit refusal of [`crate::limits`] ("…; retry in
-/// 12 s"); at least one second.
-fn retry_after_secs(message: &str) -> u64 {
-    message
-        .rsplit_once("retry in ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .and_then(|secs| secs.parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1)
 }
 
 impl From<BackendError> for RcError {
@@ -1113,6 +1102,5 @@ mod tests {
             error.body["error"],
             "Error, too many requests. Please slow down. You must wait 42 seconds before trying this endpoint again. [error-too-many-requests]"
         );
-        assert_eq!(retry_after_secs("something else"), 1);
     }
 }

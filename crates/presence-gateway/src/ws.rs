@@ -525,6 +525,8 @@ impl Reader {
 pub struct Refusal {
     pub code: &'static str,
     pub message: String,
+    /// For rate limits: whole seconds until a retry can succeed (≥ 1).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Refusal {
@@ -532,6 +534,7 @@ impl Refusal {
         Self {
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 }
