@@ -162,7 +162,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
         let body = read_body(request, app.config.max_body_bytes).await?;
         wire::parse_body(&body)
             .map(JsonBody)
-            .map_err(|e| body_error(e, &body))
+            .map_err(body_error)
     }
 }
 
@@ -550,22 +550,13 @@ fn payload_too_large(limit: usize) -> ApiError {
 
 /// The gateway's error for a body `parse_body` refused; its codes are the
 /// two constants of [`presence_protocol::rest`].
-///
-/// serde_json reports a number or boolean where an enum (a status) is
-/// expected as a syntax error ("expected value"), so `parse_body` calls
-/// such a body `invalid_json`. A body that parses as JSON is not invalid
-/// JSON: it is an invalid request.
-fn body_error(e: wire::ApiError, body: &[u8]) -> ApiError {
-    if e.code() != wire::INVALID_JSON {
-        return ApiError::bad_request(wire::INVALID_REQUEST, e.error.message);
-    }
-    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
-        return ApiError::bad_request(
-            wire::INVALID_REQUEST,
-            "the body is not a valid request: a field has a value of the wrong type",
-        );
-    }
-    ApiError::bad_request(wire::INVALID_JSON, e.error.message)
+fn body_error(e: wire::ApiError) -> ApiError {
+    let code = if e.code() == wire::INVALID_JSON {
+        wire::INVALID_JSON
+    } else {
+        wire::INVALID_REQUEST
+    };
+    ApiError::bad_request(code, e.error.message)
 }
 
 #[cfg(test)]

@@ -55,7 +55,18 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = excerpt(&e.path().to_string(), crate::MAX_ECHO_CHARS).into_owned();
-        classify(e.into_inner(), path)
+        let e = e.into_inner();
+        // serde_json reports a number or boolean where an enum's string
+        // belongs as a syntax error; a body that is valid JSON has the
+        // wrong shape, it is not malformed.
+        if !e.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+            return BodyError::Shape(ShapeError {
+                path,
+                kind: ShapeErrorKind::Other,
+                detail: "a value of the wrong type".to_owned(),
+            });
+        }
+        classify(e, path)
     })?;
     de.end().map_err(|e| classify(e, ".".to_owned()))?;
     Ok(value)

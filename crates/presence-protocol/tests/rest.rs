@@ -224,6 +224,10 @@ fn parse_body_errors_name_the_problem() {
         "unknown variant `offline`",
     );
     check_refused::<SetStatusRequest>(r#"{"text":5}"#, REQUEST, "field `text`");
+    // serde_json calls a number where an enum string belongs a syntax
+    // error; valid JSON of the wrong shape is still an invalid request.
+    check_refused::<SetStatusRequest>(r#"{"status":5}"#, REQUEST, "field `status`");
+    check_refused::<SetStatusRequest>(r#"{"status":true}"#, REQUEST, "field `status`");
     check_refused::<SetStatusRequest>(
         r#"{"expires_at":"soon"}"#,
         REQUEST,
