@@ -160,9 +160,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
 
     async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, ApiError> {
         let body = read_body(request, app.config.max_body_bytes).await?;
-        wire::parse_body(&body)
-            .map(JsonBody)
-            .map_err(body_error)
+        wire::parse_body(&body).map(JsonBody).map_err(body_error)
     }
 }
 
