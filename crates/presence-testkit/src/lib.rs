@@ -1,0 +1,28 @@
+//! `presence-testkit`: helpers for tests that need a real Redis.
+//!
+//! DESIGN §5: "The real Redis is Debian's `redis-server` (7.x); tests spawn
+//! their own instances on free ports." This crate is how:
+//!
+//! - [`RedisServer`] starts `redis-server` on a free loopback port with its
+//!   own temporary directory, waits until it answers `PING`, and kills it
+//!   when dropped. It can be restarted on the same port and directory (AOF
+//!   restart tests) or killed with `SIGKILL` (crash tests).
+//! - [`resp`] is a raw RESP2 client of a hundred lines, for tests that poke
+//!   Redis behind the back of the code under test (`CLIENT KILL TYPE
+//!   pubsub`, `DEBUG SLEEP`, reading a key) without depending on the client
+//!   library that code uses.
+//! - [`free_port`] finds a free loopback port.
+//!
+//! Everything here panics on failure with a message that says what to do:
+//! that is what a test helper should do, and why this crate is only ever a
+//! dev-dependency.
+//!
+//! Servers never use port 6379 and never read a configuration file, so a
+//! system Redis on the same machine neither helps nor hurts.
+#![forbid(unsafe_code)]
+
+mod redis_server;
+pub mod resp;
+
+pub use redis_server::{RedisOptions, RedisServer, START_DEADLINE, free_port};
+pub use resp::Reply;
