@@ -206,6 +206,12 @@ impl MemoryBackend {
                 changed_at: record.updated_at,
                 counted: None,
             };
+            // W3: the stored version is that of the last durable change, but
+            // device-only changes after it were published with larger
+            // versions, and the devices are gone now (the user shows
+            // offline). Move past every version issued before the restart;
+            // versions follow the clock, so this needs no write.
+            entry.presence.durable.version = next_version(entry.presence.durable.version, now);
             // Expiries that passed while we were down take effect now.
             let outcome = entry.presence.advance(Context {
                 now,
@@ -799,7 +805,11 @@ impl Inner {
             && entry.profile != *profile
         {
             if let Some(old) = &entry.profile.username {
-                self.usernames.write().remove(old);
+                // The old name may have moved to another user since.
+                let mut usernames = self.usernames.write();
+                if usernames.get(old) == Some(&id) {
+                    usernames.remove(old);
+                }
             }
             if let Some(new) = &profile.username {
                 self.usernames.write().insert(new.clone(), id.clone());
