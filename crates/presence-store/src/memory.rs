@@ -428,8 +428,16 @@ impl Backend for MemoryBackend {
                 return Err(e);
             }
         };
-        await_ticket(ticket).await?;
-        await_ticket(cap_ticket).await?;
+        // The device is registered; if its durable write failed, take it
+        // back out so a refused connect leaves no ghost device or count.
+        let written = match await_ticket(ticket).await {
+            Ok(()) => await_ticket(cap_ticket).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            let _ = self.disconnect(session, SocketEnd::Clean).await;
+            return Err(e);
+        }
         Ok(ConnectInfo {
             me,
             settings: self.inner.settings(),
@@ -461,7 +469,14 @@ impl Backend for MemoryBackend {
     }
 
     async fn disconnect(&self, session: &Session, end: SocketEnd) -> BackendResult<()> {
-        self.inner.connections.fetch_sub(1, Ordering::AcqRel);
+        // Saturating: a second disconnect of one socket must not wrap the
+        // count to u64::MAX (which would disable the broadcast).
+        let _ = self
+            .inner
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
         {
             let mut cap = self.inner.cap.lock();
             let count = self.inner.connections.load(Ordering::Acquire);
