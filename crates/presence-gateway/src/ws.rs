@@ -26,7 +26,7 @@ use presence_store::{BackendError, Profile, Session, SocketEnd};
 use serde::Deserialize;
 
 use crate::app::App;
-use crate::auth::{self, AuthError, Identity};
+use crate::auth::{self, AuthError};
 use crate::error::ApiError;
 use crate::frames;
 use crate::hub::{CloseReason, Conn};
@@ -97,6 +97,16 @@ async fn upgrade(
                 .into_response();
         }
     };
+    let session = Session {
+        user: Arc::from(identity.user_id.as_str()),
+        device,
+        platform,
+        conn: app.next_conn_id(),
+        profile: Profile {
+            username: identity.username,
+            name: identity.name,
+        },
+    };
     let config = &app.config;
     let app2 = app.clone();
     ws.max_frame_size(config.max_frame_bytes)
@@ -106,7 +116,7 @@ async fn upgrade(
         .max_write_buffer_size(config.socket_buffer_bytes.max(config.max_frame_bytes) * 8)
         .on_upgrade(move |socket| {
             let tracker = app2.sockets.clone();
-            tracker.track_future(run_socket(app2, identity, device, platform, socket))
+            tracker.track_future(run_socket(app2, session, socket))
         })
 }
 
@@ -118,77 +128,90 @@ fn valid_device_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }
 
-async fn run_socket(
-    app: Arc<App>,
-    identity: Identity,
-    device: DeviceId,
-    platform: Platform,
-    mut socket: WebSocket,
-) {
-    let user: Arc<str> = Arc::from(identity.user_id.as_str());
-    let session = Session {
-        user: user.clone(),
-        device: device.clone(),
-        platform,
-        conn: app.next_conn_id(),
-        profile: Profile {
-            username: identity.username.clone(),
-            name: identity.name.clone(),
-        },
+/// One socket's life: register the device, then hand the socket to a task
+/// of its own that serves frames and finally deregisters it.
+///
+/// Opening runs in axum's upgrade task, which then ends; the long-lived
+/// task owns one boxed [`OpenSocket`] and a small `serve` future, so an
+/// idle socket costs little (DESIGN §6: memory per idle connection).
+async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket) {
+    let tracker = app.sockets.clone();
+    if let Some(reader) = Box::pin(open_socket(app, session, &mut socket)).await {
+        tracker.spawn(serve_socket(Box::new(OpenSocket { reader, socket })));
+    }
+}
+
+/// What an open socket's task owns.
+struct OpenSocket {
+    reader: Reader,
+    socket: WebSocket,
+}
+
+async fn serve_socket(mut open: Box<OpenSocket>) {
+    let OpenSocket { reader, socket } = &mut *open;
+    let end = reader.serve(socket).await;
+    Box::pin(close_socket(open.reader, end)).await;
+}
+
+/// Registers the device with the backend, queues `ready`, and replaces an
+/// older socket of the same device. `None` when the backend refused.
+async fn open_socket(app: Arc<App>, session: Session, socket: &mut WebSocket) -> Option<Reader> {
+    let info = match app.backend.connect(&session).await {
+        Ok(info) => info,
+        Err(e) => {
+            let frame = frames::error(e.code(), &e.to_string(), None);
+            let _ = socket.send(Message::Text(frame)).await;
+            let _ = socket
+                .send(close_message(1011, "backend_unavailable"))
+                .await;
+            return None;
+        }
     };
-    // `info` and `identity` end in this block so they are not part of the
-    // socket's long-lived future.
-    let conn = {
-        let info = match app.backend.connect(&session).await {
-            Ok(info) => info,
-            Err(e) => {
-                let frame = frames::error(e.code(), &e.to_string(), None);
-                let _ = socket.send(Message::Text(frame)).await;
-                let _ = socket
-                    .send(close_message(1011, "backend_unavailable"))
-                    .await;
-                return;
-            }
-        };
-        let conn = Conn::new(session.conn, user.clone(), device);
-        conn.note_me_version(info.me.version);
-        conn.push_control(
-            frames::ready(&info, &session, &app.config),
-            app.config.max_control_queue,
-        );
-        conn
-    };
+    let conn = Conn::new(session.conn, session.user.clone(), session.device.clone());
+    conn.note_me_version(info.me.version);
+    conn.push_control(
+        frames::ready(&info, &session, &app.config),
+        app.config.max_control_queue,
+    );
     for old in app.hub.add_owner(&conn) {
         old.push_control(frames::notice("replaced"), app.config.max_control_queue);
         old.request_close(CloseReason::Replaced);
     }
-    app.metrics.connections(platform).inc();
-    tracing::debug!(user = %user, device = %session.device.0, platform = %platform, "socket open");
-
-    let mut reader = Reader {
-        app: app.clone(),
-        conn: conn.clone(),
-        session: session.clone(),
-        subscriptions: HashSet::new(),
+    app.metrics.connections(session.platform).inc();
+    tracing::debug!(
+        user = %session.user,
+        device = %session.device.0,
+        platform = %session.platform,
+        "socket open"
+    );
+    Some(Reader {
         bucket: app.config.rate_limits.connection_bucket(Instant::now()),
+        app,
+        conn,
+        session,
+        subscriptions: HashSet::new(),
         strikes: 0,
-    };
-    let end = reader.serve(&mut socket).await;
+    })
+}
 
+/// Forgets the socket's subscriptions and tells the backend how it ended.
+async fn close_socket(mut reader: Reader, end: SocketEnd) {
+    let app = &reader.app;
+    let conn = &reader.conn;
     for user in reader.subscriptions.drain() {
-        app.hub.unwatch(&user, &conn);
+        app.hub.unwatch(&user, conn);
     }
-    app.hub.remove_owner(&conn);
+    app.hub.remove_owner(conn);
     // A socket the server closed while draining is deregistered like a
     // goodbye; every other server-side close leaves the device lost (D7).
     let end = match conn.close_requested() {
         Some(CloseReason::ShuttingDown) => SocketEnd::Clean,
         _ => end,
     };
-    if let Err(e) = app.backend.disconnect(&session, end).await {
+    if let Err(e) = app.backend.disconnect(&reader.session, end).await {
         tracing::warn!(error = %e, "disconnect failed");
     }
-    app.metrics.connections(platform).dec();
+    app.metrics.connections(reader.session.platform).dec();
 }
 
 struct Reader {
