@@ -10,7 +10,12 @@
 //! **Architecture Invariant:** every update frame is serialised once per
 //! node, then shared by reference among all the sockets that receive it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+/// Hash maps keyed by user id: foldhash is several times faster than
+/// SipHash on short strings and still seeded per process, so ids chosen
+/// by clients cannot be precomputed to collide.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,7 +245,7 @@ type ConnMap = HashMap<Arc<str>, Vec<Arc<Conn>>>;
 pub struct Hub {
     watchers: Box<[RwLock<ConnMap>]>,
     owners: Box<[RwLock<ConnMap>]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     active: AtomicBool,
 }
 
@@ -252,7 +257,7 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new() -> Hub {
-        let shards = || (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
+        let shards = || (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect();
         Hub {
             watchers: shards(),
             owners: shards(),
