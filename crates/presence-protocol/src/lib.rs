@@ -40,12 +40,17 @@
 //! - [`rocketchat`]: bodies of the Rocket.Chat-compatible API under
 //!   `/api/v1`.
 //! - [`rfc3339`]: the timestamp format and its serde helpers.
+//! - [`cluster`]: what gateways and shard leaders exchange through Redis
+//!   in cluster mode (stream entries, replies, updates, control
+//!   messages). Internal to the cluster: timestamps there are integer
+//!   milliseconds, not RFC 3339.
 //! - The payloads that appear on more than one surface are at the crate
 //!   root: [`PresenceEntry`], [`SelfState`], [`PublicSettings`],
 //!   [`StatusChange`].
 #![forbid(unsafe_code)]
 
 mod body;
+pub mod cluster;
 mod echo;
 mod payload;
 pub mod rest;

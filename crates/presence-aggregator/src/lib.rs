@@ -1,0 +1,82 @@
+//! `presence-aggregator`: the pure heart of a cluster shard leader.
+//!
+//! In cluster mode (DESIGN §2, `docs/cluster.md`) each shard of users has
+//! one aggregator leader. Gateways append commands to the shard's Redis
+//! stream; the leader applies them with `presence-core` and commits what
+//! changed in one fenced script. This crate is everything in between that
+//! does not touch Redis or a runtime:
+//!
+//! - [`ShardState`] (`shard.rs`): the shard's users, devices, socket
+//!   owners, node index and timers in memory. Stream entries, time,
+//!   lapsed heartbeats, dead nodes, settings and custom status changes go
+//!   in; [`ShardChanges`] come out.
+//! - [`ShardChanges`] (`changes.rs`): the final values to write (user
+//!   documents, devices, heartbeat members, views, cursor, cluster-wide
+//!   state) and the messages to publish (updates, replies, control).
+//! - [`CapOwner`] (`cap.rs`): the presence cap (X1–X5) run by shard 0's
+//!   leader over the live nodes' connection counts.
+//!
+//! The async runner — lease, stream reads, commit script — drives these
+//! and lives elsewhere; everything here is deterministic given `now`, so
+//! it is tested without Redis, clocks or sleeps.
+//!
+//! # Driving a shard (what the runner does)
+//!
+//! 1. **Takeover.** With the lease held, read `presence:{s}:cursor`, the
+//!    user ids of `presence:{s}:users` and, per user, the document,
+//!    devices, view and self view; the settings and custom statuses; on
+//!    shard 0 `presence:cap`. Call [`ShardState::load`] and commit its
+//!    changes. Then sweep once (step 3) before reading the stream from
+//!    the cursor.
+//! 2. **Stream.** Read entries after the cursor (`XREAD` with a block
+//!    timeout no later than [`ShardState::next_deadline`]), decode each
+//!    with `StreamEntry::from_fields` and call
+//!    [`ShardState::apply_raw_batch`]; commit.
+//! 3. **Sweeps**, every few seconds: `ZRANGEBYSCORE presence:{s}:hb -inf
+//!    <now>` → [`ShardState::expire_heartbeats`]; the live nodes of
+//!    `presence:nodes` → [`ShardState::expire_nodes_not_in`]; on shard 0
+//!    the live nodes' counts of `presence:conns` →
+//!    [`ShardState::observe_connections`]. Commit each (or
+//!    [`ShardChanges::merge`] them into one commit).
+//! 4. **Timers.** When `now` reaches [`ShardState::next_deadline`], call
+//!    [`ShardState::advance`]; commit.
+//! 5. **Shard 0's announcements** (other shards): on `presence:control`
+//!    `settings_changed` → [`ShardState::reevaluate`],
+//!    `custom_statuses_changed` → [`ShardState::custom_status_changed`] /
+//!    [`ShardState::custom_status_deleted`]; and, because pub/sub loses
+//!    messages, re-read both keys now and then and call `reevaluate` /
+//!    [`ShardState::sync_custom_statuses`] (both are no-ops when nothing
+//!    differs).
+//!
+//! **Commit** = one fenced script per [`ShardChanges`] (skip it when
+//! [`ShardChanges::is_empty`]): per user `SADD users` if `new_user`, `SET`
+//! the document, `HSET`/`HDEL` devices, `ZADD`/`ZREM` heartbeat members,
+//! `SET` view and self view; the cursor; shard 0's cluster-wide keys;
+//! then `PUBLISH` [`ShardChanges::update_messages`], the replies and the
+//! control messages. **Architecture Invariant:** a [`ShardState`] is only
+//! valid while its changes reach Redis in order. If a commit is fenced or
+//! its outcome unknown (timeout, connection lost), drop the `ShardState`
+//! and take over again from Redis; never retry a later batch on top of a
+//! lost one.
+#![forbid(unsafe_code)]
+
+mod cap;
+mod changes;
+mod shard;
+
+pub use cap::CapOwner;
+pub use changes::{ClusterChanges, ShardChanges, UserChange};
+pub use shard::{LoadedUser, ShardConfig, ShardLoad, ShardState};
+
+#[cfg(test)]
+mod tests {
+    /// The async runner keeps a shard in a task and moves changes to the
+    /// commit path.
+    #[test]
+    fn shard_state_and_changes_are_send() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<crate::ShardState>();
+        assert_send::<crate::ShardChanges>();
+        assert_send::<crate::CapOwner>();
+    }
+}

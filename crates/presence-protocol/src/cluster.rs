@@ -1,0 +1,602 @@
+//! Cluster wire types: what gateways, shard leaders and the shard 0 leader
+//! exchange through Redis in cluster mode (`docs/cluster.md`).
+//!
+//! Gateways never write user state. They append a [`StreamEntry`] (a
+//! [`ClusterCommand`] for one user) to the shard's event stream
+//! `presence:{s}:events`; the shard's leader applies it with
+//! `presence-core` and commits what changed in one fenced script, which
+//! also publishes an [`UpdateMessage`] per changed user on
+//! `presence:{s}:updates`, a [`ReplyMessage`] per entry that asked for one
+//! on `presence:{s}:replies`, and [`ControlMessage`]s on `presence:control`.
+//! The leader stores each user's views as [`StoredView`] and
+//! [`StoredSelf`] and each device as a [`StoredDevice`].
+//!
+//! # Encoding
+//!
+//! Everything is JSON. These types only travel between processes of the
+//! same build, so they use `presence-core`'s own serde forms: timestamps
+//! are **integers, milliseconds since the Unix epoch** (not the RFC 3339
+//! strings of the client-facing surfaces), durations are seconds, statuses
+//! are lower-case strings. Validated values are validated again when they
+//! are decoded ([`presence_core::StatusText`],
+//! [`presence_core::CustomStatusName`]); [`presence_core::IdleTimeLimit`]
+//! is not, so the gateway checks the idle floor (S2) before it sends one.
+//!
+//! Commands are tagged with `"type"`:
+//!
+//! ```json
+//! {"type": "connect", "device": "d1", "platform": "web", "conn": 7, "node": "n1", "profile": {"username": "alice"}}
+//! {"type": "device_event", "device": "d1", "event": "lock"}
+//! {"type": "disconnect", "device": "d1", "conn": 7, "end": "lost"}
+//! {"type": "set_status", "request": {"status": "busy", "text": "Presenting", "expires_at": 1700000060000}}
+//! ```
+//!
+//! Stream entries are flat field lists (`u` user, `c` command JSON, `n`
+//! node, `r` reply id), see [`StreamEntry::to_fields`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use presence_core::{
+    CalendarSource, CapState, ChosenStatus, CustomStatus, CustomStatusId, CustomStatusName, Device,
+    DeviceEvent, DeviceId, DisplayedStatus, IdleTimeLimit, Platform, PresenceError, PublicView,
+    SelfView, StatusRequest, StatusText, Timestamp, WorkspaceSettings,
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+/// Error code of a reply to a command sent to a shard that does not own
+/// its user, or of an admin command sent to a shard other than 0.
+pub const WRONG_SHARD: &str = "wrong_shard";
+/// Error code of a reply to a stream entry whose command could not be
+/// decoded.
+pub const INVALID_COMMAND: &str = "invalid_command";
+
+/// The shard of `user`: `fnv1a64(user id bytes) % shards` (`docs/cluster.md`).
+/// `shards` must be at least 1.
+pub fn shard_of(user: &str, shards: u16) -> u16 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = user
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    (hash % u64::from(shards.max(1))) as u16
+}
+
+/// The member of `presence:{s}:hb` for one device: `<user>\n<device>`.
+/// User ids must not contain a newline; device ids may.
+pub fn heartbeat_member(user: &str, device: &str) -> String {
+    let mut member = String::with_capacity(user.len() + 1 + device.len());
+    member.push_str(user);
+    member.push('\n');
+    member.push_str(device);
+    member
+}
+
+/// Splits a heartbeat member into user and device at its first newline.
+pub fn split_heartbeat_member(member: &str) -> Option<(&str, &str)> {
+    member.split_once('\n')
+}
+
+/// A Redis stream entry id, `<ms>-<seq>`. Ordered like Redis orders them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        Self { ms, seq }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// A string that is not a stream id.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("'{0}' is not a stream id (expected <ms>-<seq>)")]
+pub struct InvalidStreamId(String);
+
+impl FromStr for StreamId {
+    type Err = InvalidStreamId;
+
+    /// Parses `<ms>-<seq>`; a bare `<ms>` means sequence 0, as in Redis.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidStreamId(s.chars().take(64).collect());
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Ok(Self {
+            ms: ms.parse().map_err(|_| invalid())?,
+            seq: seq.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+impl Serialize for StreamId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a user's token said about them (username, display name). Empty
+/// profiles never overwrite a stored one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Profile {
+    pub fn is_empty(&self) -> bool {
+        self.username.is_none() && self.name.is_none()
+    }
+}
+
+/// How a socket ended (D7): `"clean"` or `"lost"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketEnd {
+    /// `bye` or a close frame: the device is removed at once.
+    Clean,
+    /// The socket dropped: the device shows `away` for the grace period,
+    /// which the leader measures from when it applies the command.
+    Lost,
+}
+
+/// Where a calendar event comes from (K2): `{"device": "desktop"}` or
+/// `"integration"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalendarOrigin {
+    Device(Platform),
+    Integration,
+}
+
+impl From<CalendarSource> for CalendarOrigin {
+    fn from(source: CalendarSource) -> Self {
+        match source {
+            CalendarSource::Device(platform) => Self::Device(platform),
+            CalendarSource::Integration => Self::Integration,
+        }
+    }
+}
+
+impl From<CalendarOrigin> for CalendarSource {
+    fn from(origin: CalendarOrigin) -> Self {
+        match origin {
+            CalendarOrigin::Device(platform) => Self::Device(platform),
+            CalendarOrigin::Integration => Self::Integration,
+        }
+    }
+}
+
+/// [`StatusRequest`] on the wire. `text` keeps its three states: absent
+/// (keep), `""` (clear), a string (set, validated by the leader).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequestBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ChosenStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+impl From<StatusRequest> for StatusRequestBody {
+    fn from(r: StatusRequest) -> Self {
+        Self {
+            status: r.status,
+            text: r.text,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+impl From<StatusRequestBody> for StatusRequest {
+    fn from(r: StatusRequestBody) -> Self {
+        Self {
+            status: r.status,
+            text: r.text,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// A change of the workspace settings; absent fields stay as they are.
+/// Already validated by the gateway (the idle floor, S2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_custom_status_text: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_invisible: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar_integration: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_auto_away: Option<bool>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_idle_time_limit: Option<IdleTimeLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u64>,
+}
+
+impl SettingsPatch {
+    /// `settings` with this patch applied.
+    pub fn apply_to(&self, settings: &WorkspaceSettings) -> WorkspaceSettings {
+        let mut next = settings.clone();
+        if let Some(v) = self.allow_custom_status_text {
+            next.allow_custom_status_text = v;
+        }
+        if let Some(v) = self.allow_invisible {
+            next.allow_invisible = v;
+        }
+        if let Some(v) = self.calendar_integration {
+            next.calendar_integration = v;
+        }
+        if let Some(v) = self.default_auto_away {
+            next.default_auto_away = v;
+        }
+        if let Some(v) = self.default_idle_time_limit {
+            next.default_idle_time_limit = v;
+        }
+        if let Some(v) = self.cap {
+            next.cap = v;
+        }
+        next
+    }
+}
+
+/// Everything a gateway can ask a shard leader. The user is the
+/// [`StreamEntry::user`]; the admin commands (see [`Self::is_admin`]) go
+/// to shard 0's stream, whose leader owns the cluster-wide settings,
+/// custom statuses and presence cap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClusterCommand {
+    /// D1: a new socket `conn` on gateway `node`; replaces a device with
+    /// the same id.
+    Connect {
+        device: DeviceId,
+        platform: Platform,
+        conn: u64,
+        node: String,
+        #[serde(default)]
+        profile: Profile,
+    },
+    /// D2–D6, D8.
+    DeviceEvent {
+        device: DeviceId,
+        event: DeviceEvent,
+    },
+    /// D7. Ignored unless `conn` is the device's live socket.
+    Disconnect {
+        device: DeviceId,
+        conn: u64,
+        end: SocketEnd,
+    },
+    /// A2, A3, M1, M2, T1–T6, I2.
+    SetStatus { request: StatusRequestBody },
+    /// C2.
+    UseCustomStatus { id: CustomStatusId },
+    /// K1, K2.
+    Calendar {
+        event_id: String,
+        busy: bool,
+        source: CalendarOrigin,
+    },
+    /// S1, S2 (the limit is validated by the gateway).
+    SetPreferences {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auto_away: Option<bool>,
+        /// Seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idle_time_limit: Option<IdleTimeLimit>,
+    },
+    /// Records the profile a token carried.
+    TouchProfile { profile: Profile },
+    /// Admin, shard 0: S1, T5, I2, K1, X1.
+    UpdateSettings { patch: SettingsPatch },
+    /// Admin, shard 0: C1. The gateway picks the id.
+    CreateCustomStatus {
+        id: CustomStatusId,
+        name: CustomStatusName,
+        status_type: DisplayedStatus,
+    },
+    /// Admin, shard 0: C1, C3.
+    UpdateCustomStatus {
+        id: CustomStatusId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<CustomStatusName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status_type: Option<DisplayedStatus>,
+    },
+    /// Admin, shard 0: C1, C3.
+    DeleteCustomStatus { id: CustomStatusId },
+    /// Admin, shard 0: X4.
+    EnableBroadcast,
+}
+
+impl ClusterCommand {
+    /// Whether this is a cluster-wide admin command, handled by shard 0's
+    /// leader whatever the entry's user.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Self::UpdateSettings { .. }
+                | Self::CreateCustomStatus { .. }
+                | Self::UpdateCustomStatus { .. }
+                | Self::DeleteCustomStatus { .. }
+                | Self::EnableBroadcast
+        )
+    }
+
+    /// The `"type"` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::DeviceEvent { .. } => "device_event",
+            Self::Disconnect { .. } => "disconnect",
+            Self::SetStatus { .. } => "set_status",
+            Self::UseCustomStatus { .. } => "use_custom_status",
+            Self::Calendar { .. } => "calendar",
+            Self::SetPreferences { .. } => "set_preferences",
+            Self::TouchProfile { .. } => "touch_profile",
+            Self::UpdateSettings { .. } => "update_settings",
+            Self::CreateCustomStatus { .. } => "create_custom_status",
+            Self::UpdateCustomStatus { .. } => "update_custom_status",
+            Self::DeleteCustomStatus { .. } => "delete_custom_status",
+            Self::EnableBroadcast => "enable_broadcast",
+        }
+    }
+}
+
+/// One entry of `presence:{s}:events`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    /// The user the command is about (the admin's id for admin commands).
+    pub user: String,
+    pub command: ClusterCommand,
+    /// The gateway node that appended the entry; replies go back to it.
+    pub node: String,
+    /// Set when the gateway waits for a [`ReplyMessage`].
+    pub reply: Option<String>,
+}
+
+/// Why stream entry fields do not make a [`StreamEntry`].
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum EntryError {
+    #[error("stream entry has no field '{0}'")]
+    MissingField(&'static str),
+    #[error("stream entry field '{0}' is not UTF-8")]
+    NotUtf8(&'static str),
+    /// The envelope is fine but the command is not: the leader still
+    /// answers the reply id, if any, with [`INVALID_COMMAND`].
+    #[error("stream entry command is invalid: {detail}")]
+    BadCommand {
+        user: String,
+        node: String,
+        reply: Option<String>,
+        detail: String,
+    },
+}
+
+impl StreamEntry {
+    /// The fields to `XADD`: `u`, `c`, `n`, and `r` when a reply is wanted.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        let command =
+            serde_json::to_string(&self.command).expect("cluster commands always serialize");
+        let mut fields = vec![
+            ("u", self.user.clone()),
+            ("c", command),
+            ("n", self.node.clone()),
+        ];
+        if let Some(reply) = &self.reply {
+            fields.push(("r", reply.clone()));
+        }
+        fields
+    }
+
+    /// Decodes the fields of a stream entry, as `XREAD`/`XRANGE` return
+    /// them. Unknown fields are ignored; a repeated field's last value wins.
+    pub fn from_fields<K, V>(fields: impl IntoIterator<Item = (K, V)>) -> Result<Self, EntryError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let (mut user, mut command, mut node, mut reply) = (None, None, None, None);
+        for (key, value) in fields {
+            let slot = match key.as_ref() {
+                b"u" => (&mut user, "u"),
+                b"c" => (&mut command, "c"),
+                b"n" => (&mut node, "n"),
+                b"r" => (&mut reply, "r"),
+                _ => continue,
+            };
+            let text =
+                std::str::from_utf8(value.as_ref()).map_err(|_| EntryError::NotUtf8(slot.1))?;
+            *slot.0 = Some(text.to_owned());
+        }
+        let user = user.ok_or(EntryError::MissingField("u"))?;
+        let node = node.ok_or(EntryError::MissingField("n"))?;
+        let command = command.ok_or(EntryError::MissingField("c"))?;
+        match serde_json::from_str(&command) {
+            Ok(command) => Ok(Self {
+                user,
+                command,
+                node,
+                reply,
+            }),
+            Err(e) => Err(EntryError::BadCommand {
+                user,
+                node,
+                reply,
+                detail: e.to_string().chars().take(160).collect(),
+            }),
+        }
+    }
+}
+
+/// A user's own view with its version (W3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSelf {
+    pub version: u64,
+    pub view: SelfView,
+}
+
+/// What others see of a user, with its version: the value of
+/// `presence:{s}:view:<uid>`, `{"status", "text", "version"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredView {
+    pub status: DisplayedStatus,
+    pub text: Option<StatusText>,
+    pub version: u64,
+}
+
+impl StoredView {
+    pub fn new(view: &PublicView, version: u64) -> Self {
+        Self {
+            status: view.status,
+            text: view.text.clone(),
+            version,
+        }
+    }
+
+    pub fn view(&self) -> PublicView {
+        PublicView {
+            status: self.status,
+            text: self.text.clone(),
+        }
+    }
+}
+
+/// One device in `presence:{s}:devices:<uid>`: its state and who holds
+/// its socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDevice {
+    pub node: String,
+    pub conn: u64,
+    pub device: Device,
+}
+
+/// What a command did, as the leader answers it.
+///
+/// `{"ok": {...}}` or `{"error": {"code": "status_text_too_long", "message": "..."}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandResult {
+    Ok(CommandOk),
+    Error(CommandError),
+}
+
+impl CommandResult {
+    pub fn error(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Error(CommandError {
+            code: code.into(),
+            message: message.into(),
+        })
+    }
+}
+
+impl From<&PresenceError> for CommandResult {
+    fn from(e: &PresenceError) -> Self {
+        Self::Error(CommandError::from(e))
+    }
+}
+
+/// A command that succeeded. Which fields are set depends on the
+/// command: `me` for every user command, `settings` for
+/// `update_settings`, `custom_status` for the custom status commands (the
+/// deleted one for `delete_custom_status`), `cap` for `enable_broadcast`
+/// and `update_settings`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub me: Option<StoredSelf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<WorkspaceSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_status: Option<CustomStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<CapState>,
+}
+
+/// A refused command: a stable code (a [`PresenceError::code`],
+/// [`WRONG_SHARD`] or [`INVALID_COMMAND`]) and a human message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&PresenceError> for CommandError {
+    fn from(e: &PresenceError) -> Self {
+        Self {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// An answer on `presence:{s}:replies`: `{"node", "r", "result"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyMessage {
+    /// The gateway that asked; others ignore the message.
+    pub node: String,
+    /// The entry's reply id.
+    pub r: String,
+    pub result: CommandResult,
+}
+
+/// A change of one user, on `presence:{s}:updates`:
+/// `{"user", "version", "epoch", "public"?, "self"?}`.
+///
+/// `public` is present when what others see changed, `self` when what the
+/// user sees of themselves changed; `version` is the user's version after
+/// the change (W3), the version of both views that are present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateMessage {
+    pub user: String,
+    pub version: u64,
+    /// The lease epoch of the leader that published it.
+    pub epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<PublicView>,
+    #[serde(rename = "self", default, skip_serializing_if = "Option::is_none")]
+    pub self_view: Option<SelfView>,
+}
+
+/// A cluster-wide announcement on `presence:control`, tagged with `"type"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlMessage {
+    /// X2–X4: real-time updates stopped (`false`) or resumed (`true`).
+    Broadcast { active: bool },
+    /// The workspace settings changed; every leader re-evaluates (S1).
+    SettingsChanged { settings: WorkspaceSettings },
+    /// Custom statuses were created, renamed, remapped (`changed`) or
+    /// deleted; every leader updates the users using them (C3).
+    CustomStatusesChanged {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed: Vec<CustomStatus>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deleted: Vec<CustomStatusId>,
+    },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,524 @@
+//! Round trips of every cluster wire type and variant, plus the exact JSON
+//! of the shapes other components rely on.
+
+use presence_core::{
+    AwayReason, CapState, ChosenStatus, CustomStatus, CustomStatusId, CustomStatusName, Device,
+    DeviceEvent, DeviceId, DisplayedStatus, EffectivePreferences, IdleTimeLimit, Link, Platform,
+    PresenceError, PublicView, SelfStatus, SelfView, StatusText, Timestamp, WorkspaceSettings,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::*;
+
+const T: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) -> String {
+    let json = serde_json::to_string(value).expect("serializes");
+    let back: T = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    assert_eq!(&back, value, "round trip of {json}");
+    json
+}
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId(id.to_owned())
+}
+
+fn custom(id: &str, name: &str, status_type: DisplayedStatus) -> CustomStatus {
+    CustomStatus {
+        id: CustomStatusId(id.to_owned()),
+        name: CustomStatusName::parse(name).unwrap(),
+        status_type,
+        updated_at: T,
+    }
+}
+
+fn self_view() -> SelfView {
+    SelfView {
+        status: SelfStatus::Busy,
+        text: StatusText::parse("In a meeting").unwrap(),
+        chosen: ChosenStatus::Busy,
+        custom_status: Some(CustomStatusId("cs1".into())),
+        expires_at: Some(T),
+        calendar_busy: false,
+        connection: DisplayedStatus::Away,
+        devices: 2,
+        preferences: EffectivePreferences {
+            auto_away: true,
+            idle_time_limit: IdleTimeLimit::new(300).unwrap(),
+        },
+    }
+}
+
+fn every_command() -> Vec<ClusterCommand> {
+    vec![
+        ClusterCommand::Connect {
+            device: dev("d1"),
+            platform: Platform::Desktop,
+            conn: 7,
+            node: "n1".into(),
+            profile: Profile {
+                username: Some("alice".into()),
+                name: Some("Alice A.".into()),
+            },
+        },
+        ClusterCommand::Connect {
+            device: dev("d2"),
+            platform: Platform::Mobile,
+            conn: u64::MAX,
+            node: "n2".into(),
+            profile: Profile::default(),
+        },
+        ClusterCommand::DeviceEvent {
+            device: dev("d1"),
+            event: DeviceEvent::Lock,
+        },
+        ClusterCommand::Disconnect {
+            device: dev("d1"),
+            conn: 7,
+            end: SocketEnd::Clean,
+        },
+        ClusterCommand::Disconnect {
+            device: dev("d1"),
+            conn: 8,
+            end: SocketEnd::Lost,
+        },
+        ClusterCommand::SetStatus {
+            request: StatusRequestBody {
+                status: Some(ChosenStatus::Busy),
+                text: Some("Presenting 🎤".into()),
+                expires_at: Some(T),
+            },
+        },
+        ClusterCommand::SetStatus {
+            request: StatusRequestBody {
+                status: None,
+                text: Some(String::new()),
+                expires_at: None,
+            },
+        },
+        ClusterCommand::SetStatus {
+            request: StatusRequestBody::default(),
+        },
+        ClusterCommand::UseCustomStatus {
+            id: CustomStatusId("cs1".into()),
+        },
+        ClusterCommand::Calendar {
+            event_id: "ev-1".into(),
+            busy: true,
+            source: CalendarOrigin::Device(Platform::Desktop),
+        },
+        ClusterCommand::Calendar {
+            event_id: "ev-1".into(),
+            busy: false,
+            source: CalendarOrigin::Integration,
+        },
+        ClusterCommand::SetPreferences {
+            auto_away: Some(false),
+            idle_time_limit: Some(IdleTimeLimit::new(600).unwrap()),
+        },
+        ClusterCommand::SetPreferences {
+            auto_away: None,
+            idle_time_limit: None,
+        },
+        ClusterCommand::TouchProfile {
+            profile: Profile {
+                username: Some("bob".into()),
+                name: None,
+            },
+        },
+        ClusterCommand::UpdateSettings {
+            patch: SettingsPatch {
+                allow_custom_status_text: Some(false),
+                allow_invisible: Some(false),
+                calendar_integration: Some(true),
+                default_auto_away: Some(false),
+                default_idle_time_limit: Some(IdleTimeLimit::new(120).unwrap()),
+                cap: Some(0),
+            },
+        },
+        ClusterCommand::UpdateSettings {
+            patch: SettingsPatch::default(),
+        },
+        ClusterCommand::CreateCustomStatus {
+            id: CustomStatusId("cs2".into()),
+            name: CustomStatusName::parse("On vacation").unwrap(),
+            status_type: DisplayedStatus::Away,
+        },
+        ClusterCommand::UpdateCustomStatus {
+            id: CustomStatusId("cs2".into()),
+            name: Some(CustomStatusName::parse("Holidays").unwrap()),
+            status_type: Some(DisplayedStatus::Offline),
+        },
+        ClusterCommand::UpdateCustomStatus {
+            id: CustomStatusId("cs2".into()),
+            name: None,
+            status_type: None,
+        },
+        ClusterCommand::DeleteCustomStatus {
+            id: CustomStatusId("cs2".into()),
+        },
+        ClusterCommand::EnableBroadcast,
+    ]
+}
+
+#[test]
+fn every_command_round_trips_as_json_and_as_stream_fields() {
+    for (i, command) in every_command().into_iter().enumerate() {
+        let json = round_trip(&command);
+        assert!(
+            json.contains(&format!("\"type\":\"{}\"", command.kind())),
+            "{json} is tagged with its kind"
+        );
+        let entry = StreamEntry {
+            user: format!("user-{i}"),
+            command,
+            node: "node-a".into(),
+            reply: (i % 2 == 0).then(|| format!("r{i}")),
+        };
+        let fields = entry.to_fields();
+        assert_eq!(fields.len(), if entry.reply.is_some() { 4 } else { 3 });
+        assert_eq!(StreamEntry::from_fields(fields), Ok(entry));
+    }
+}
+
+#[test]
+fn admin_commands_are_exactly_the_cluster_wide_ones() {
+    let admin: Vec<&str> = every_command()
+        .iter()
+        .filter(|c| c.is_admin())
+        .map(ClusterCommand::kind)
+        .collect();
+    assert_eq!(
+        admin,
+        [
+            "update_settings",
+            "update_settings",
+            "create_custom_status",
+            "update_custom_status",
+            "update_custom_status",
+            "delete_custom_status",
+            "enable_broadcast"
+        ]
+    );
+}
+
+#[test]
+fn command_json_has_the_documented_shape() {
+    let connect = ClusterCommand::Connect {
+        device: dev("d1"),
+        platform: Platform::Web,
+        conn: 7,
+        node: "n1".into(),
+        profile: Profile {
+            username: Some("alice".into()),
+            name: None,
+        },
+    };
+    assert_eq!(
+        serde_json::to_string(&connect).unwrap(),
+        r#"{"type":"connect","device":"d1","platform":"web","conn":7,"node":"n1","profile":{"username":"alice"}}"#
+    );
+    let set = ClusterCommand::SetStatus {
+        request: StatusRequestBody {
+            status: Some(ChosenStatus::Invisible),
+            text: None,
+            expires_at: Some(T),
+        },
+    };
+    assert_eq!(
+        serde_json::to_string(&set).unwrap(),
+        r#"{"type":"set_status","request":{"status":"invisible","expires_at":1700000000000}}"#
+    );
+    let calendar = ClusterCommand::Calendar {
+        event_id: "e".into(),
+        busy: true,
+        source: CalendarOrigin::Device(Platform::Desktop),
+    };
+    assert_eq!(
+        serde_json::to_string(&calendar).unwrap(),
+        r#"{"type":"calendar","event_id":"e","busy":true,"source":{"device":"desktop"}}"#
+    );
+    // A connect without a profile decodes to an empty one.
+    let bare: ClusterCommand = serde_json::from_str(
+        r#"{"type":"connect","device":"d","platform":"mobile","conn":1,"node":"n"}"#,
+    )
+    .unwrap();
+    assert!(matches!(bare, ClusterCommand::Connect { profile, .. } if profile.is_empty()));
+}
+
+#[test]
+fn t4_status_request_text_keeps_its_three_states() {
+    for text in [None, Some(""), Some("Lunch")] {
+        let body = StatusRequestBody {
+            status: None,
+            text: text.map(str::to_owned),
+            expires_at: None,
+        };
+        round_trip(&body);
+        let request: presence_core::StatusRequest = body.clone().into();
+        assert_eq!(request.text.as_deref(), text);
+        assert_eq!(StatusRequestBody::from(request), body);
+    }
+}
+
+#[test]
+fn calendar_origin_converts_both_ways() {
+    for source in [
+        presence_core::CalendarSource::Integration,
+        presence_core::CalendarSource::Device(Platform::Desktop),
+        presence_core::CalendarSource::Device(Platform::Web),
+    ] {
+        let origin = CalendarOrigin::from(source);
+        round_trip(&origin);
+        assert_eq!(presence_core::CalendarSource::from(origin), source);
+    }
+}
+
+#[test]
+fn settings_patch_applies_only_present_fields() {
+    let base = WorkspaceSettings::default();
+    assert_eq!(SettingsPatch::default().apply_to(&base), base);
+    let patched = SettingsPatch {
+        allow_invisible: Some(false),
+        cap: Some(5),
+        ..SettingsPatch::default()
+    }
+    .apply_to(&base);
+    assert!(!patched.allow_invisible);
+    assert_eq!(patched.cap, 5);
+    assert_eq!(
+        patched.default_idle_time_limit,
+        base.default_idle_time_limit
+    );
+}
+
+#[test]
+fn stream_entry_field_errors_name_the_field() {
+    let ok = [
+        ("u", "alice"),
+        ("c", r#"{"type":"enable_broadcast"}"#),
+        ("n", "n1"),
+    ];
+    assert!(StreamEntry::from_fields(ok).is_ok());
+    assert_eq!(
+        StreamEntry::from_fields([("c", "{}"), ("n", "n1")]),
+        Err(EntryError::MissingField("u"))
+    );
+    assert_eq!(
+        StreamEntry::from_fields([("u", "a"), ("c", "{}")]),
+        Err(EntryError::MissingField("n"))
+    );
+    assert_eq!(
+        StreamEntry::from_fields([("u", "a"), ("n", "n1")]),
+        Err(EntryError::MissingField("c"))
+    );
+    let bytes: [(&[u8], &[u8]); 3] = [(b"u", b"\xff"), (b"c", b"{}"), (b"n", b"n")];
+    assert_eq!(
+        StreamEntry::from_fields(bytes),
+        Err(EntryError::NotUtf8("u"))
+    );
+    // An unknown command keeps the envelope, so the leader can answer it.
+    let bad = StreamEntry::from_fields([
+        ("u", "alice"),
+        ("c", r#"{"type":"teleport"}"#),
+        ("n", "n1"),
+        ("r", "r9"),
+        ("extra", "ignored"),
+    ]);
+    match bad {
+        Err(EntryError::BadCommand {
+            user, node, reply, ..
+        }) => {
+            assert_eq!((user.as_str(), node.as_str()), ("alice", "n1"));
+            assert_eq!(reply.as_deref(), Some("r9"));
+        }
+        other => panic!("expected BadCommand, got {other:?}"),
+    }
+    // A custom status name is validated again when decoded (C1).
+    let invalid_name = StreamEntry::from_fields([
+        ("u", "admin"),
+        (
+            "c",
+            r#"{"type":"create_custom_status","id":"x","name":"<b>","status_type":"busy"}"#,
+        ),
+        ("n", "n1"),
+    ]);
+    assert!(matches!(invalid_name, Err(EntryError::BadCommand { .. })));
+}
+
+#[test]
+fn stream_ids_parse_print_and_order_like_redis() {
+    let id: StreamId = "1700000000000-3".parse().unwrap();
+    assert_eq!(id, StreamId::new(1_700_000_000_000, 3));
+    assert_eq!(id.to_string(), "1700000000000-3");
+    assert_eq!("42".parse::<StreamId>().unwrap(), StreamId::new(42, 0));
+    assert!("x-1".parse::<StreamId>().is_err());
+    assert!("1-".parse::<StreamId>().is_err());
+    assert!(StreamId::new(1, 9) < StreamId::new(2, 0));
+    assert!(StreamId::new(2, 0) < StreamId::new(2, 1));
+    assert_eq!(round_trip(&id), "\"1700000000000-3\"");
+}
+
+#[test]
+fn shard_of_is_fnv1a64_modulo_shards() {
+    // FNV-1a 64 of "" is the offset basis, of "a" a published test vector.
+    assert_eq!(
+        shard_of("", 1 << 15),
+        (0xcbf2_9ce4_8422_2325_u64 % (1 << 15)) as u16
+    );
+    assert_eq!(
+        shard_of("a", 1 << 15),
+        (0xaf63_dc4c_8601_ec8c_u64 % (1 << 15)) as u16
+    );
+    assert_eq!(shard_of("alice", 1), 0);
+    assert_eq!(shard_of("alice", 0), 0, "0 shards is treated as 1");
+    let spread: std::collections::BTreeSet<u16> = (0..200)
+        .map(|i| shard_of(&format!("user-{i}"), 16))
+        .collect();
+    assert_eq!(spread.len(), 16, "200 users reach every one of 16 shards");
+}
+
+#[test]
+fn heartbeat_members_split_at_the_first_newline() {
+    let member = heartbeat_member("alice", "web\n2");
+    assert_eq!(member, "alice\nweb\n2");
+    assert_eq!(split_heartbeat_member(&member), Some(("alice", "web\n2")));
+    assert_eq!(split_heartbeat_member("no-newline"), None);
+}
+
+#[test]
+fn command_results_round_trip() {
+    let results = [
+        CommandResult::Ok(CommandOk::default()),
+        CommandResult::Ok(CommandOk {
+            me: Some(StoredSelf {
+                version: 9,
+                view: self_view(),
+            }),
+            settings: Some(WorkspaceSettings::default()),
+            custom_status: Some(custom("cs1", "Lunch", DisplayedStatus::Away)),
+            cap: Some(CapState::new(200)),
+        }),
+        CommandResult::from(&PresenceError::StatusTextTooLong { len: 130, max: 120 }),
+        CommandResult::error(WRONG_SHARD, "user belongs to shard 3"),
+    ];
+    for result in &results {
+        round_trip(result);
+    }
+    assert_eq!(serde_json::to_string(&results[0]).unwrap(), r#"{"ok":{}}"#);
+    assert_eq!(
+        serde_json::to_string(&results[2]).unwrap(),
+        r#"{"error":{"code":"status_text_too_long","message":"status text is 130 characters long; the limit is 120"}}"#
+    );
+    let reply = ReplyMessage {
+        node: "n1".into(),
+        r: "r1".into(),
+        result: results[1].clone(),
+    };
+    round_trip(&reply);
+}
+
+#[test]
+fn stored_values_round_trip() {
+    let view = PublicView {
+        status: DisplayedStatus::Busy,
+        text: StatusText::parse("Focus").unwrap(),
+    };
+    let stored = StoredView::new(&view, 12);
+    assert_eq!(
+        round_trip(&stored),
+        r#"{"status":"busy","text":"Focus","version":12}"#
+    );
+    assert_eq!(stored.view(), view);
+    round_trip(&StoredView::new(
+        &PublicView {
+            status: DisplayedStatus::Offline,
+            text: None,
+        },
+        0,
+    ));
+    round_trip(&StoredSelf {
+        version: 3,
+        view: self_view(),
+    });
+    let mut device = Device::connect(Platform::Desktop, T);
+    device.locked = true;
+    device.link = Link::Lost { until: T };
+    round_trip(&StoredDevice {
+        node: "n1".into(),
+        conn: 3,
+        device,
+    });
+    // The away reason type is part of views; make sure it stays plain.
+    assert_eq!(
+        serde_json::to_string(&AwayReason::Idle).unwrap(),
+        "\"idle\""
+    );
+}
+
+#[test]
+fn update_messages_round_trip_with_either_view() {
+    let public = PublicView {
+        status: DisplayedStatus::Online,
+        text: None,
+    };
+    let messages = [
+        UpdateMessage {
+            user: "alice".into(),
+            version: 5,
+            epoch: 2,
+            public: Some(public.clone()),
+            self_view: Some(self_view()),
+        },
+        UpdateMessage {
+            user: "alice".into(),
+            version: 6,
+            epoch: 2,
+            public: None,
+            self_view: Some(self_view()),
+        },
+        UpdateMessage {
+            user: "bob".into(),
+            version: 7,
+            epoch: 3,
+            public: Some(public),
+            self_view: None,
+        },
+    ];
+    for message in &messages {
+        round_trip(message);
+    }
+    assert_eq!(
+        serde_json::to_string(&messages[2]).unwrap(),
+        r#"{"user":"bob","version":7,"epoch":3,"public":{"status":"online","text":null}}"#
+    );
+}
+
+#[test]
+fn control_messages_round_trip() {
+    let settings = WorkspaceSettings {
+        allow_invisible: false,
+        ..WorkspaceSettings::default()
+    };
+    let messages = [
+        ControlMessage::Broadcast { active: false },
+        ControlMessage::Broadcast { active: true },
+        ControlMessage::SettingsChanged { settings },
+        ControlMessage::CustomStatusesChanged {
+            changed: vec![custom("cs1", "Lunch", DisplayedStatus::Away)],
+            deleted: vec![CustomStatusId("cs0".into())],
+        },
+        ControlMessage::CustomStatusesChanged {
+            changed: vec![],
+            deleted: vec![],
+        },
+    ];
+    for message in &messages {
+        round_trip(message);
+    }
+    assert_eq!(
+        serde_json::to_string(&messages[0]).unwrap(),
+        r#"{"type":"broadcast","active":false}"#
+    );
+}
