@@ -7,11 +7,14 @@
 //! - [`backend`]: the [`Backend`] trait the gateway talks to, whatever
 //!   runs behind it.
 //! - [`memory`]: the embedded backend: every role in one process.
+//! - [`redis`]: the Redis foundation of cluster mode: keys, connection,
+//!   fenced scripts, streams, heartbeats, pub/sub.
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod durable;
 pub mod memory;
+pub mod redis;
 
 pub use backend::{
     Backend, BackendError, BackendResult, ConnId, ConnectInfo, PresenceSnapshot, SelfSnapshot,

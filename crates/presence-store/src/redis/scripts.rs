@@ -1,0 +1,128 @@
+//! The Lua scripts of cluster mode and how they run.
+//!
+//! Each script is loaded once with `SCRIPT LOAD` when the client connects
+//! (on every primary of a cluster) and then called by its SHA-1 with
+//! `EVALSHA`, so a commit sends its operations, not the script's text.
+//! Redis forgets scripts when it restarts (or on `SCRIPT FLUSH`); the
+//! answer is then `NOSCRIPT`, and [`RedisClient::run_script`] loads the
+//! script again and retries once, transparently. A script runs atomically
+//! and touches only keys of one slot (all named in `KEYS`), so it works
+//! unchanged on Redis Cluster.
+//!
+//! | script | keys | what it does |
+//! |---|---|---|
+//! | `acquire_lease` | lease, epoch | if no lease: `INCR` epoch, `SET` lease `"<node>:<epoch>" PX ttl` |
+//! | `renew_lease` | lease | `PEXPIRE` if the value is still ours |
+//! | `release_lease` | lease | `DEL` if the value is still ours |
+//! | `commit` | lease + the batch's keys | check the lease value, validate, then write and publish |
+//! | `refresh_node` | nodes, conns | node deadline + socket count; returns the previous deadline |
+
+use fred::prelude::{Key, LuaInterface, Pool, Value};
+
+use super::client::RedisClient;
+use super::error::RedisError;
+
+/// One script's source, named for error messages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Script {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+pub(crate) const ACQUIRE_LEASE: Script = Script {
+    name: "acquire_lease",
+    source: include_str!("lua/acquire_lease.lua"),
+};
+pub(crate) const RENEW_LEASE: Script = Script {
+    name: "renew_lease",
+    source: include_str!("lua/renew_lease.lua"),
+};
+pub(crate) const RELEASE_LEASE: Script = Script {
+    name: "release_lease",
+    source: include_str!("lua/release_lease.lua"),
+};
+pub(crate) const COMMIT: Script = Script {
+    name: "commit",
+    source: include_str!("lua/commit.lua"),
+};
+pub(crate) const REFRESH_NODE: Script = Script {
+    name: "refresh_node",
+    source: include_str!("lua/refresh_node.lua"),
+};
+
+/// Every script, in the order they are loaded.
+const ALL: [Script; 5] = [
+    ACQUIRE_LEASE,
+    RENEW_LEASE,
+    RELEASE_LEASE,
+    COMMIT,
+    REFRESH_NODE,
+];
+
+/// The SHA-1 of every script, as `SCRIPT LOAD` answered it.
+pub(crate) struct Scripts {
+    shas: Vec<(&'static str, String)>,
+}
+
+impl Scripts {
+    /// Loads every script (on every primary of a cluster).
+    pub(crate) async fn load(pool: &Pool) -> Result<Scripts, RedisError> {
+        let mut shas = Vec::with_capacity(ALL.len());
+        for script in ALL {
+            let sha: String = pool.script_load_cluster(script.source).await?;
+            shas.push((script.name, sha));
+        }
+        Ok(Scripts { shas })
+    }
+
+    fn sha(&self, script: Script) -> &str {
+        self.shas
+            .iter()
+            .find(|(name, _)| *name == script.name)
+            .map(|(_, sha)| sha.as_str())
+            .expect("every script is loaded at connect")
+    }
+}
+
+impl RedisClient {
+    /// `EVALSHA` of `script`; on `NOSCRIPT`, `SCRIPT LOAD` and one retry.
+    ///
+    /// Retrying is safe: `NOSCRIPT` means the script did not run.
+    pub(crate) async fn run_script(
+        &self,
+        script: Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, RedisError> {
+        let sha = self.scripts().sha(script);
+        // Moved into fred's refcounted strings, so the copy kept for a
+        // retry costs a reference count per argument, not their bytes.
+        let keys: Vec<Key> = keys.into_iter().map(Key::from).collect();
+        let args: Vec<Value> = args.into_iter().map(Value::from).collect();
+        let pool = self.pool()?;
+        let first: Result<Value, RedisError> = pool
+            .evalsha(sha, keys.clone(), args.clone())
+            .await
+            .map_err(RedisError::from);
+        match first {
+            Err(e) if e.is_noscript() => {
+                tracing::info!(
+                    script = script.name,
+                    "redis: script missing (NOSCRIPT); loading it again"
+                );
+                self.count_script_reload();
+                let _: String = pool.script_load_cluster(script.source).await?;
+                match pool.evalsha(sha, keys, args).await {
+                    Ok(value) => Ok(value),
+                    Err(e) => match RedisError::from(e) {
+                        e if e.is_noscript() => Err(RedisError::NoScript {
+                            script: script.name,
+                        }),
+                        e => Err(e),
+                    },
+                }
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Each shard's event stream, `presence:{s}:events`: the durable feed of
+//! commands from gateways to the shard's leader.
+//!
+//! Gateways [`append`](RedisClient::append) (`XADD … MAXLEN ~ cap`); the
+//! leader [`read`](StreamReader::read)s after its cursor, commits (the
+//! commit stores the new cursor), then [`trim`](RedisClient::trim)s what
+//! it applied. A new leader resumes from the stored cursor, so nothing
+//! appended is lost by a failover. The `MAXLEN` cap only matters while a
+//! shard has no leader for a long time.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use fred::prelude::{Client, ClientLike, Options, StreamsInterface, Value};
+
+use super::client::{RedisClient, quit_in_background};
+use super::error::RedisError;
+use super::keys::Keys;
+
+/// A stream entry id, `<ms>-<seq>`; ordered like Redis orders them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// `0-0`: before every entry (read from the start).
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    pub const fn new(ms: u64, seq: u64) -> StreamId {
+        StreamId { ms, seq }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for StreamId {
+    type Err = RedisError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || RedisError::protocol(format!("bad stream id {s:?}"));
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        Ok(StreamId {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One stream entry: its id and its field/value pairs, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEntry {
+    pub id: StreamId,
+    pub fields: Vec<(String, String)>,
+}
+
+impl StreamEntry {
+    /// The value of the first field named `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl RedisClient {
+    /// Appends an entry to shard `shard`'s stream (`XADD presence:{s}:events
+    /// MAXLEN ~ <stream_max_len> * …`) and returns its id. `fields` are
+    /// field/value pairs in order, e.g. the protocol's
+    /// `StreamEntry::to_fields()`.
+    pub async fn append<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        shard: u16,
+        fields: &[(K, V)],
+    ) -> Result<StreamId, RedisError> {
+        if fields.is_empty() {
+            return Err(RedisError::Config("a stream entry needs a field".into()));
+        }
+        let cap = i64::try_from(self.config().stream_max_len).unwrap_or(i64::MAX);
+        let pairs: Vec<(String, String)> = fields
+            .iter()
+            .map(|(f, v)| (f.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        let id: String = self
+            .pool()?
+            .xadd(
+                Keys::new(shard).events(),
+                false,
+                ("MAXLEN", "~", cap),
+                "*",
+                pairs,
+            )
+            .await?;
+        id.parse()
+    }
+
+    /// Up to `count` entries after `after`, from the pool. With `block`,
+    /// waits up to that long for the first one, holding a pooled
+    /// connection meanwhile: a leader should read through its own
+    /// [`StreamReader`] instead.
+    pub async fn read(
+        &self,
+        shard: u16,
+        after: StreamId,
+        count: u64,
+        block: Option<Duration>,
+    ) -> Result<Vec<StreamEntry>, RedisError> {
+        let pool = self.pool()?;
+        xread(
+            pool.next_connected(),
+            self.config().command_timeout,
+            shard,
+            after,
+            count,
+            block,
+        )
+        .await
+    }
+
+    /// Deletes every entry before `min_id` (`XTRIM … MINID min_id`; the
+    /// entry `min_id` itself stays). Returns how many were deleted.
+    pub async fn trim(&self, shard: u16, min_id: StreamId) -> Result<u64, RedisError> {
+        let deleted: u64 = self
+            .pool()?
+            .xtrim(
+                Keys::new(shard).events(),
+                ("MINID", "=", min_id.to_string()),
+            )
+            .await?;
+        Ok(deleted)
+    }
+
+    /// How many entries shard `shard`'s stream holds (`XLEN`).
+    pub async fn stream_len(&self, shard: u16) -> Result<u64, RedisError> {
+        Ok(self.pool()?.xlen(Keys::new(shard).events()).await?)
+    }
+}
+
+/// A connection of its own for blocking stream reads (see
+/// [`RedisClient::stream_reader`]). Reconnects by itself like the pool.
+pub struct StreamReader {
+    client: Client,
+    command_timeout: Duration,
+}
+
+impl StreamReader {
+    pub(crate) fn new(client: Client, command_timeout: Duration) -> StreamReader {
+        StreamReader {
+            client,
+            command_timeout,
+        }
+    }
+
+    /// Up to `count` entries of shard `shard` after `after`
+    /// (`XREAD COUNT count [BLOCK ms] STREAMS presence:{s}:events after`).
+    /// With `block`, waits up to that long for the first entry; an empty
+    /// result means none came. The command's deadline is `block` plus the
+    /// command timeout.
+    pub async fn read(
+        &self,
+        shard: u16,
+        after: StreamId,
+        count: u64,
+        block: Option<Duration>,
+    ) -> Result<Vec<StreamEntry>, RedisError> {
+        xread(
+            &self.client,
+            self.command_timeout,
+            shard,
+            after,
+            count,
+            block,
+        )
+        .await
+    }
+
+    /// Closes the connection.
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        quit_in_background(self.client.clone());
+    }
+}
+
+async fn xread(
+    client: &Client,
+    command_timeout: Duration,
+    shard: u16,
+    after: StreamId,
+    count: u64,
+    block: Option<Duration>,
+) -> Result<Vec<StreamEntry>, RedisError> {
+    let key = Keys::new(shard).events();
+    // BLOCK 0 would wait forever: at least 1 ms.
+    let block_ms = block.map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX).max(1));
+    let timeout = command_timeout + block.unwrap_or_default();
+    let reply: Value = client
+        .with_options(&Options {
+            timeout: Some(timeout),
+            ..Options::default()
+        })
+        .xread(Some(count.max(1)), block_ms, key, after.to_string())
+        .await?;
+    parse_xread(reply)
+}
+
+/// `XREAD`'s answer for one stream (RESP2): nil (nothing), or
+/// `[[key, [[id, [f, v, …]], …]]]`.
+fn parse_xread(reply: Value) -> Result<Vec<StreamEntry>, RedisError> {
+    let streams = match reply {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(streams) => streams,
+        other => return Err(unexpected(&other)),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(mut key_and_entries) = stream else {
+            return Err(unexpected(&stream));
+        };
+        let entries = match (key_and_entries.pop(), key_and_entries.len()) {
+            (Some(Value::Array(entries)), 1) => entries,
+            _ => {
+                return Err(RedisError::protocol(
+                    "an XREAD stream is not [key, entries]",
+                ));
+            }
+        };
+        for entry in entries {
+            out.push(parse_entry(entry)?);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_entry(entry: Value) -> Result<StreamEntry, RedisError> {
+    let Value::Array(mut parts) = entry else {
+        return Err(unexpected(&entry));
+    };
+    if parts.len() != 2 {
+        return Err(RedisError::protocol("a stream entry is not [id, fields]"));
+    }
+    let fields = parts.pop().expect("two items");
+    let id: String = parts
+        .pop()
+        .expect("two items")
+        .convert()
+        .map_err(|e| RedisError::protocol(format!("stream id: {e}")))?;
+    let flat: Vec<String> = match fields {
+        Value::Null => Vec::new(),
+        fields => fields
+            .convert()
+            .map_err(|e| RedisError::protocol(format!("stream fields: {e}")))?,
+    };
+    if !flat.len().is_multiple_of(2) {
+        return Err(RedisError::protocol("stream fields are not pairs"));
+    }
+    let mut pairs = Vec::with_capacity(flat.len() / 2);
+    let mut flat = flat.into_iter();
+    while let (Some(f), Some(v)) = (flat.next(), flat.next()) {
+        pairs.push((f, v));
+    }
+    Ok(StreamEntry {
+        id: id.parse()?,
+        fields: pairs,
+    })
+}
+
+fn unexpected(value: &Value) -> RedisError {
+    RedisError::protocol(format!("unexpected XREAD reply {:?}", value.kind()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_parse_print_and_order_like_redis() {
+        let cases = [
+            ("0-0", StreamId::ZERO),
+            ("1700000000000-7", StreamId::new(1_700_000_000_000, 7)),
+        ];
+        for (text, id) in cases {
+            assert_eq!(text.parse::<StreamId>().unwrap(), id);
+            assert_eq!(id.to_string(), text);
+        }
+        assert!(StreamId::new(1, 9) < StreamId::new(2, 0));
+        assert!(StreamId::new(2, 1) > StreamId::new(2, 0));
+        for bad in ["", "1", "a-1", "1-", "-1", "1-2-3"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn xread_replies_parse() {
+        let s = |t: &str| Value::String(t.into());
+        let reply = Value::Array(vec![Value::Array(vec![
+            s("presence:{0}:events"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    s("1-0"),
+                    Value::Array(vec![s("u"), s("alice"), s("c"), s("{}")]),
+                ]),
+                Value::Array(vec![s("1-1"), Value::Array(vec![s("u"), s("bob")])]),
+            ]),
+        ])]);
+        let entries = parse_xread(reply).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, StreamId::new(1, 0));
+        assert_eq!(entries[0].field("c"), Some("{}"));
+        assert_eq!(entries[1].fields, [("u".to_owned(), "bob".to_owned())]);
+        assert!(parse_xread(Value::Null).unwrap().is_empty());
+    }
+}
