@@ -257,7 +257,11 @@ impl Default for Hub {
 
 impl Hub {
     pub fn new() -> Hub {
-        let shards = || (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect();
+        let shards = || {
+            (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect()
+        };
         Hub {
             watchers: shards(),
             owners: shards(),
