@@ -30,12 +30,15 @@
 //!   [`read_views`](RedisClient::read_views)).
 //! - [`RedisSubscriber`]: pub/sub with lag and reconnects surfaced as
 //!   [`SubscriberEvent::Resync`].
+//! - [`RedisBackend`] (`backend.rs`): the gateway's [`Backend`](crate::Backend)
+//!   in cluster mode, built on all of the above.
 //! - [`RedisError`]: transport failures have the code
 //!   `backend_unavailable`.
 //!
 //! Scripts live in `lua/*.lua`, loaded with `SCRIPT LOAD` at connect and
 //! called with `EVALSHA` (reloaded once on `NOSCRIPT`).
 
+pub mod backend;
 mod client;
 mod commit;
 mod error;
@@ -48,6 +51,7 @@ mod stream;
 mod subscriber;
 mod url;
 
+pub use backend::{RedisBackend, RedisBackendConfig};
 pub use client::{Backoff, RedisClient, RedisConfig};
 pub use commit::{CommitBatch, CommitOp, CommitOutcome};
 pub use error::RedisError;

@@ -1,0 +1,1350 @@
+//! [`RedisBackend`]: the gateway side of cluster mode (`docs/cluster.md`).
+//!
+//! The gateway talks to a [`Backend`]; in cluster mode that backend owns no
+//! user state. It turns every mutation into a [`ClusterCommand`] appended to
+//! the user's shard stream (admin commands to shard 0's), and waits for the
+//! shard leader's [`ReplyMessage`] when the caller needs an answer. Reads
+//! go straight to the views and documents the leaders store.
+//!
+//! ```text
+//!  gateway ─ Backend call ─► append(presence:{s}:events, command, reply id r)
+//!                                   │ (shard leader applies, commits)
+//!  waiter(r) ◄─ pump task ◄─ presence:{s}:replies  {node, r, result}
+//!  subscribe() ◄─ pump task ◄─ presence:{s}:updates / presence:{0}:control
+//!  liveness task ─► refresh_node (H2, X1) + refresh_heartbeats (H1)
+//! ```
+//!
+//! Two background tasks run per backend:
+//!
+//! - the **pump** owns the [`RedisSubscriber`](super::RedisSubscriber): it
+//!   resolves waiters, turns [`UpdateMessage`]s into [`Update::Presence`] /
+//!   [`Update::SelfState`] (dropping versions not newer than the last seen,
+//!   W3) and [`ControlMessage`]s into [`Update::Broadcast`] /
+//!   [`Update::Settings`];
+//! - the **liveness** task refreshes this node's lease and socket count
+//!   every [`RedisBackendConfig::heartbeat_interval`] and the heartbeat
+//!   deadlines of its live devices, one `ZADD` per 500 devices.
+//!
+//! **Resync (H3).** Pub/sub loses messages on reconnect and lag. On any
+//! [`SubscriberEvent::Resync`] the pump re-reads the stored views of every
+//! user this backend has seen (read with [`Backend::presence`] or updated
+//! since start: the gateway reads a user before it pushes their updates, so
+//! this covers every watched user) and the own views of users with a
+//! socket here, and emits an [`Update`] for each one newer than what was
+//! last emitted. The gateway's own resync (a lagged broadcast receiver)
+//! still works as with any backend. After a `Reconnected` resync, and
+//! whenever `refresh_node` says the node lease had lapsed, every live
+//! device is registered again with a `Connect` (the leader may have
+//! removed it). A re-registered device starts `online` (D1); its client
+//! re-reports idle or lock.
+//!
+//! **Directory reads** (`list_not_offline(None)`, `list_changed_since`,
+//! `user_by_username`, `status_counts`) scan every shard's user set and
+//! `MGET` the users' views, own views and documents, 500 users per round
+//! trip: O(users) per call. They are admin/compat endpoints, so
+//! correctness comes first; a username index and maintained counters
+//! written by the leaders are the way to make them cheap.
+//! `list_changed_since` uses the document's `updated_at`, which leaders set
+//! on every durable change (not on device-only changes).
+//!
+//! **Architecture Invariant:** this backend never writes user state. It
+//! writes only stream entries, heartbeat deadlines (`ZADD XX GT`) and its
+//! own node lease and socket count.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use fred::prelude::{KeysInterface, SetsInterface};
+use parking_lot::Mutex;
+use presence_core::{
+    CalendarSource, CapState, CustomStatus, CustomStatusId, CustomStatusName, DeviceEvent,
+    DisplayedStatus, Platform, PreferencesUpdate, PresenceError, PublicView, SelfStatus,
+    StatusRequest, Timestamp, UserPresence, WorkspaceSettings,
+};
+use presence_protocol::cluster::{
+    self as wire, CalendarOrigin, ClusterCommand, CommandOk, CommandResult, ControlMessage,
+    ReplyMessage, StoredSelf, StoredView, UpdateMessage,
+};
+use tokio::sync::{Notify, broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+use super::client::RedisClient;
+use super::error::RedisError;
+use super::heartbeats::HEARTBEAT_CHUNK;
+use super::keys::{Keys, heartbeat_member, shard_of};
+use super::shard::LOAD_CHUNK;
+use super::subscriber::{ResyncReason, SubscriberEvent};
+use crate::backend::{
+    Backend, BackendError, BackendResult, ConnId, ConnectInfo, PresenceSnapshot, SelfSnapshot,
+    Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
+};
+use crate::durable::{Profile, UserRecord};
+
+/// Capacity of the [`Update`] broadcast channel.
+const UPDATE_CHANNEL_CAPACITY: usize = 16_384;
+/// Pause before building the subscriber again after it failed or closed.
+const SUBSCRIBER_RETRY: Duration = Duration::from_millis(200);
+/// Pause before retrying a resync whose reads failed.
+const RESYNC_RETRY: Duration = Duration::from_millis(250);
+/// Pause before retrying a registration of every live device that failed.
+const REGISTRATION_RETRY: Duration = Duration::from_millis(500);
+/// The stream entry's user for cluster-wide admin commands (the trait does
+/// not say which admin asked).
+const ADMIN_USER: &str = "admin";
+
+/// How a [`RedisBackend`] behaves. [`RedisBackendConfig::new`] gives the
+/// defaults of DESIGN §2.
+#[derive(Clone, Debug)]
+pub struct RedisBackendConfig {
+    /// This gateway's node id: unique in the cluster, stable across the
+    /// process's life. Replies are addressed to it.
+    pub node_id: String,
+    /// The cluster's shard count (`presence:meta`).
+    pub shards: u16,
+    /// How long a caller waits for a shard leader's answer before
+    /// `backend_unavailable`. Default 5 s (a leader failover takes ≤ 5 s).
+    pub request_timeout: Duration,
+    /// How often heartbeats and the node lease are refreshed (H1). Default
+    /// 10 s.
+    pub heartbeat_interval: Duration,
+    /// The heartbeat deadline written for each live device (H1). Default
+    /// 30 s.
+    pub heartbeat_timeout: Duration,
+    /// The node lease written each interval (H2). Default 30 s.
+    pub node_lease_ttl: Duration,
+}
+
+impl RedisBackendConfig {
+    pub fn new(node_id: impl Into<String>, shards: u16) -> RedisBackendConfig {
+        RedisBackendConfig {
+            node_id: node_id.into(),
+            shards: shards.max(1),
+            request_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+            node_lease_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The cluster-mode [`Backend`] (see the module documentation).
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Inner {
+    client: RedisClient,
+    config: RedisBackendConfig,
+    updates: broadcast::Sender<Update>,
+    waiters: Mutex<HashMap<String, oneshot::Sender<CommandResult>>>,
+    next_id: AtomicU64,
+    /// Per user: the last public and own versions emitted (W3). Also the
+    /// set of users resynced after a pub/sub loss.
+    seen: Mutex<HashMap<Arc<str>, Seen>>,
+    /// This node's open sockets.
+    live: Mutex<HashMap<ConnId, LiveSocket>>,
+    cluster: Mutex<Option<CachedCluster>>,
+    subscribed: AtomicBool,
+    stopping: AtomicBool,
+    /// Wakes the liveness task to register every live device again.
+    reregister: Notify,
+    stop: Notify,
+    /// Times every live device was registered again (tests, metrics).
+    reregistrations: AtomicU64,
+    /// Heartbeat refresh commands sent (tests, metrics).
+    heartbeat_commands: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    public: u64,
+    own: u64,
+}
+
+#[derive(Clone, Debug)]
+struct LiveSocket {
+    user: Arc<str>,
+    device: presence_core::DeviceId,
+    platform: Platform,
+    profile: Profile,
+}
+
+#[derive(Clone, Debug)]
+struct CachedCluster {
+    settings: Arc<WorkspaceSettings>,
+    custom: Vec<CustomStatus>,
+    cap: CapState,
+}
+
+impl RedisBackend {
+    /// Starts the background tasks and returns at once; [`Backend::ready`]
+    /// turns true once the subscriber listens. Call
+    /// [`RedisClient::ensure_meta`] first.
+    pub async fn start(client: RedisClient, config: RedisBackendConfig) -> RedisBackend {
+        let (updates, _) = broadcast::channel(UPDATE_CHANNEL_CAPACITY);
+        let inner = Arc::new(Inner {
+            client,
+            config,
+            updates,
+            waiters: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            seen: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            cluster: Mutex::new(None),
+            subscribed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            reregister: Notify::new(),
+            stop: Notify::new(),
+            reregistrations: AtomicU64::new(0),
+            heartbeat_commands: AtomicU64::new(0),
+        });
+        let pump = tokio::spawn(run_pump(inner.clone()));
+        let liveness = tokio::spawn(run_liveness(inner.clone()));
+        RedisBackend {
+            inner,
+            tasks: Mutex::new(vec![pump, liveness]),
+        }
+    }
+
+    /// The node id replies are addressed to.
+    pub fn node_id(&self) -> &str {
+        &self.inner.config.node_id
+    }
+
+    /// Sockets open on this node (what `refresh_node` reports, X1).
+    pub fn connections(&self) -> u64 {
+        self.inner.live.lock().len() as u64
+    }
+
+    /// How many times every live device was registered again (H2, H3).
+    pub fn reregistrations(&self) -> u64 {
+        self.inner.reregistrations.load(Ordering::Relaxed)
+    }
+
+    /// Heartbeat `ZADD` commands sent since start (H1).
+    pub fn heartbeat_commands(&self) -> u64 {
+        self.inner.heartbeat_commands.load(Ordering::Relaxed)
+    }
+
+    /// Runs one liveness round now (node lease, count, heartbeats), as the
+    /// background task does every interval.
+    pub async fn refresh_now(&self) -> Result<(), RedisError> {
+        self.inner.refresh_liveness().await
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn connect(&self, session: &Session) -> BackendResult<ConnectInfo> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        inner.live.lock().insert(
+            session.conn,
+            LiveSocket {
+                user: session.user.clone(),
+                device: session.device.clone(),
+                platform: session.platform,
+                profile: session.profile.clone(),
+            },
+        );
+        let command = connect_command(&inner.config.node_id, session);
+        let result = async {
+            let ok = inner.request(&session.user, command).await?;
+            let me = self_snapshot(&session.user, ok)?;
+            let cluster = inner.cluster_state().await?;
+            Ok(ConnectInfo {
+                me,
+                settings: cluster.settings,
+                presence_active: cluster.cap.enabled,
+            })
+        }
+        .await;
+        if result.is_err() {
+            inner.live.lock().remove(&session.conn);
+            // The leader may have applied the connect without us hearing
+            // back: take it back so a refused connect leaves no ghost
+            // device (if this append fails too, the device's heartbeat
+            // lapses, since nothing refreshes it).
+            let undo = disconnect_command(session, SocketEnd::Clean);
+            let _ = inner.append(&session.user, undo, None).await;
+        }
+        result
+    }
+
+    async fn device_event(&self, session: &Session, event: DeviceEvent) -> BackendResult<()> {
+        let command = ClusterCommand::DeviceEvent {
+            device: session.device.clone(),
+            event,
+        };
+        self.inner.request(&session.user, command).await.map(drop)
+    }
+
+    async fn calendar(
+        &self,
+        user: &str,
+        event_id: String,
+        busy: bool,
+        source: CalendarSource,
+    ) -> BackendResult<SelfSnapshot> {
+        let command = ClusterCommand::Calendar {
+            event_id,
+            busy,
+            source: CalendarOrigin::from(source),
+        };
+        let ok = self.inner.request(user, command).await?;
+        self_snapshot(user, ok)
+    }
+
+    async fn disconnect(&self, session: &Session, end: SocketEnd) -> BackendResult<()> {
+        let removed = self.inner.live.lock().remove(&session.conn).is_some();
+        if !removed {
+            // Already disconnected (or never connected): nothing to tell.
+            return Ok(());
+        }
+        let command = disconnect_command(session, end);
+        self.inner.request(&session.user, command).await.map(drop)
+    }
+
+    async fn set_status(
+        &self,
+        user: &str,
+        profile: Option<&Profile>,
+        request: StatusRequest,
+    ) -> BackendResult<SelfSnapshot> {
+        self.inner.touch_profile_quietly(user, profile).await?;
+        let command = ClusterCommand::SetStatus {
+            request: request.into(),
+        };
+        let ok = self.inner.request(user, command).await?;
+        self_snapshot(user, ok)
+    }
+
+    async fn use_custom_status(
+        &self,
+        user: &str,
+        profile: Option<&Profile>,
+        id: &CustomStatusId,
+    ) -> BackendResult<SelfSnapshot> {
+        self.inner.touch_profile_quietly(user, profile).await?;
+        let command = ClusterCommand::UseCustomStatus { id: id.clone() };
+        let ok = self.inner.request(user, command).await?;
+        self_snapshot(user, ok)
+    }
+
+    async fn set_preferences(
+        &self,
+        user: &str,
+        update: PreferencesUpdate,
+    ) -> BackendResult<SelfSnapshot> {
+        let command = ClusterCommand::SetPreferences {
+            auto_away: update.auto_away,
+            idle_time_limit: update.idle_time_limit,
+        };
+        let ok = self.inner.request(user, command).await?;
+        self_snapshot(user, ok)
+    }
+
+    async fn self_state(&self, user: &str) -> BackendResult<SelfSnapshot> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        let key = Keys::for_user(user, inner.config.shards).self_view(user);
+        let stored: Option<String> = async {
+            let value: Option<String> = inner.client.pool()?.get(key).await?;
+            Ok::<_, RedisError>(value)
+        }
+        .await
+        .map_err(unavailable)?;
+        match stored {
+            Some(json) => {
+                let stored: StoredSelf = decode(&json, "a stored own view")?;
+                Ok(SelfSnapshot {
+                    user: Arc::from(user),
+                    view: stored.view,
+                    version: stored.version,
+                })
+            }
+            None => {
+                let settings = inner.cluster_state().await?.settings;
+                Ok(SelfSnapshot {
+                    user: Arc::from(user),
+                    view: UserPresence::default().self_view(&settings),
+                    version: 0,
+                })
+            }
+        }
+    }
+
+    async fn touch_profile(&self, user: &str, profile: &Profile) -> BackendResult<()> {
+        let command = ClusterCommand::TouchProfile {
+            profile: wire_profile(profile),
+        };
+        self.inner.request(user, command).await.map(drop)
+    }
+
+    async fn presence(&self, users: &[Arc<str>]) -> BackendResult<Vec<PresenceSnapshot>> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        let views = inner.read_views(users).await?;
+        let mut seen = inner.seen.lock();
+        Ok(users
+            .iter()
+            .zip(views)
+            .map(|(user, view)| {
+                let snapshot = snapshot_of(user.clone(), view);
+                let entry = seen.entry(user.clone()).or_default();
+                entry.public = entry.public.max(snapshot.version);
+                snapshot
+            })
+            .collect())
+    }
+
+    async fn list_not_offline(&self, ids: Option<&[Arc<str>]>) -> BackendResult<Vec<UserListing>> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        let scanned = match ids {
+            Some(ids) => inner.scan_users(ids.to_vec()).await?,
+            None => inner.scan_users(inner.all_users().await?).await?,
+        };
+        Ok(scanned
+            .into_iter()
+            .filter(|u| u.presence.view.status != DisplayedStatus::Offline)
+            .map(ScannedUser::listing)
+            .collect())
+    }
+
+    async fn list_changed_since(
+        &self,
+        since: Timestamp,
+        except: &str,
+    ) -> BackendResult<Vec<UserListing>> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        let scanned = inner.scan_users(inner.all_users().await?).await?;
+        Ok(scanned
+            .into_iter()
+            .filter(|u| &*u.presence.user != except)
+            .filter(|u| u.record.as_ref().is_some_and(|r| r.updated_at >= since))
+            .map(ScannedUser::listing)
+            .collect())
+    }
+
+    async fn user_by_username(&self, username: &str) -> BackendResult<Option<Arc<str>>> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        let scanned = inner.scan_users(inner.all_users().await?).await?;
+        Ok(scanned
+            .into_iter()
+            .find(|u| {
+                u.record
+                    .as_ref()
+                    .and_then(|r| r.profile.username.as_deref())
+                    == Some(username)
+            })
+            .map(|u| u.presence.user))
+    }
+
+    async fn status_counts(&self) -> BackendResult<StatusCounts> {
+        let inner = &self.inner;
+        inner.check_running()?;
+        let scanned = inner.scan_users(inner.all_users().await?).await?;
+        let mut counts = StatusCounts::default();
+        for user in scanned {
+            match user.presence.view.status {
+                DisplayedStatus::Online => counts.online += 1,
+                DisplayedStatus::Away => counts.away += 1,
+                DisplayedStatus::Busy => counts.busy += 1,
+                DisplayedStatus::Offline => {
+                    if user.own_status == Some(SelfStatus::Invisible) {
+                        counts.invisible += 1;
+                    }
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn settings(&self) -> BackendResult<Arc<WorkspaceSettings>> {
+        self.inner.check_running()?;
+        Ok(self.inner.cluster_state().await?.settings)
+    }
+
+    async fn update_settings(&self, patch: SettingsPatch) -> BackendResult<Arc<WorkspaceSettings>> {
+        let command = ClusterCommand::UpdateSettings {
+            patch: wire_patch(&patch),
+        };
+        let ok = self.inner.admin_request(command).await?;
+        let settings = ok.settings.ok_or_else(|| {
+            BackendError::Unavailable("the leader's answer lacks settings".into())
+        })?;
+        Ok(Arc::new(settings))
+    }
+
+    async fn custom_statuses(&self) -> BackendResult<Vec<CustomStatus>> {
+        self.inner.check_running()?;
+        Ok(self.inner.cluster_state().await?.custom)
+    }
+
+    async fn create_custom_status(
+        &self,
+        name: CustomStatusName,
+        status_type: DisplayedStatus,
+    ) -> BackendResult<CustomStatus> {
+        let command = ClusterCommand::CreateCustomStatus {
+            id: self.inner.new_custom_status_id(),
+            name,
+            status_type,
+        };
+        custom_status_of(self.inner.admin_request(command).await?)
+    }
+
+    async fn update_custom_status(
+        &self,
+        id: &CustomStatusId,
+        name: Option<CustomStatusName>,
+        status_type: Option<DisplayedStatus>,
+    ) -> BackendResult<CustomStatus> {
+        let command = ClusterCommand::UpdateCustomStatus {
+            id: id.clone(),
+            name,
+            status_type,
+        };
+        custom_status_of(self.inner.admin_request(command).await?)
+    }
+
+    async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus> {
+        let command = ClusterCommand::DeleteCustomStatus { id: id.clone() };
+        custom_status_of(self.inner.admin_request(command).await?)
+    }
+
+    async fn cap_state(&self) -> BackendResult<CapState> {
+        // Always fresh: the count moves without control messages.
+        self.inner.check_running()?;
+        self.inner.invalidate_cluster();
+        Ok(self.inner.cluster_state().await?.cap)
+    }
+
+    async fn enable_broadcast(&self) -> BackendResult<CapState> {
+        let ok = self
+            .inner
+            .admin_request(ClusterCommand::EnableBroadcast)
+            .await?;
+        ok.cap
+            .ok_or_else(|| BackendError::Unavailable("the leader's answer lacks the cap".into()))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.inner.updates.subscribe()
+    }
+
+    async fn ready(&self) -> bool {
+        let inner = &self.inner;
+        !inner.stopping.load(Ordering::Acquire)
+            && inner.subscribed.load(Ordering::Acquire)
+            && inner.client.is_connected()
+    }
+
+    async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Deregister every device (D7: a drain is a clean end).
+        let sockets: Vec<(ConnId, LiveSocket)> = inner.live.lock().drain().collect();
+        for (conn, socket) in sockets {
+            let session = Session {
+                user: socket.user.clone(),
+                device: socket.device.clone(),
+                platform: socket.platform,
+                conn,
+                profile: socket.profile.clone(),
+            };
+            let command = disconnect_command(&session, SocketEnd::Clean);
+            if let Err(error) = inner.append(&socket.user, command, None).await {
+                tracing::warn!(%error, "redis backend: a device could not be deregistered at shutdown");
+            }
+        }
+        // Report zero sockets so the cap count drops at once.
+        let _ = inner
+            .client
+            .refresh_node(&inner.config.node_id, now_ms(), 0)
+            .await;
+        inner.stop.notify_waiters();
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        for (_, waiter) in inner.waiters.lock().drain() {
+            drop(waiter);
+        }
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        for task in self.tasks.lock().iter() {
+            task.abort();
+        }
+    }
+}
+
+// ---- Requests ----
+
+impl Inner {
+    fn check_running(&self) -> BackendResult<()> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(BackendError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Appends `command` for `user` to the user's shard (admin commands to
+    /// shard 0) and waits for the leader's answer.
+    async fn request(&self, user: &str, command: ClusterCommand) -> BackendResult<CommandOk> {
+        self.check_running()?;
+        let reply = format!("{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().insert(reply.clone(), tx);
+        let guard = WaiterGuard {
+            inner: self,
+            reply: &reply,
+        };
+        self.append(user, command, Some(reply.clone())).await?;
+        let answer = tokio::time::timeout(self.config.request_timeout, rx).await;
+        drop(guard);
+        match answer {
+            Ok(Ok(CommandResult::Ok(ok))) => Ok(ok),
+            Ok(Ok(CommandResult::Error(e))) => Err(error_from_reply(&e.code, &e.message)),
+            Ok(Err(_)) => Err(BackendError::ShuttingDown),
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "no shard leader answered within {:?}",
+                self.config.request_timeout
+            ))),
+        }
+    }
+
+    async fn admin_request(&self, command: ClusterCommand) -> BackendResult<CommandOk> {
+        let ok = self.request(ADMIN_USER, command).await;
+        // Whatever happened, the cluster-wide state may have moved.
+        self.invalidate_cluster();
+        ok
+    }
+
+    /// `XADD`s one entry; fails at once while Redis is unreachable.
+    async fn append(
+        &self,
+        user: &str,
+        command: ClusterCommand,
+        reply: Option<String>,
+    ) -> BackendResult<()> {
+        if !self.client.is_connected() {
+            return Err(BackendError::Unavailable("redis is unreachable".into()));
+        }
+        let shard = if command.is_admin() {
+            0
+        } else {
+            shard_of(user, self.config.shards)
+        };
+        let entry = wire::StreamEntry {
+            user: user.to_owned(),
+            command,
+            node: self.config.node_id.clone(),
+            reply,
+        };
+        self.client
+            .append(shard, &entry.to_fields())
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    /// Records a token's profile before a status change, without waiting
+    /// (the stream keeps the order; the status change's answer covers it).
+    async fn touch_profile_quietly(
+        &self,
+        user: &str,
+        profile: Option<&Profile>,
+    ) -> BackendResult<()> {
+        self.check_running()?;
+        match profile {
+            Some(p) if !(p.username.is_none() && p.name.is_none()) => {
+                let command = ClusterCommand::TouchProfile {
+                    profile: wire_profile(p),
+                };
+                self.append(user, command, None).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn new_custom_status_id(&self) -> CustomStatusId {
+        let node = super::keys::fnv1a64(self.config.node_id.as_bytes()) & 0xffff_ffff;
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        CustomStatusId(format!("cs{:x}{node:08x}{n:x}", now_ms()))
+    }
+}
+
+/// Removes a waiter whatever way its request ends (answer, timeout, error,
+/// cancelled caller).
+struct WaiterGuard<'a> {
+    inner: &'a Inner,
+    reply: &'a str,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.waiters.lock().remove(self.reply);
+    }
+}
+
+// ---- Reads ----
+
+/// One user as a directory scan reads them.
+struct ScannedUser {
+    presence: PresenceSnapshot,
+    own_status: Option<SelfStatus>,
+    record: Option<UserRecord>,
+}
+
+impl ScannedUser {
+    fn listing(self) -> UserListing {
+        UserListing {
+            presence: self.presence,
+            profile: self.record.map(|r| r.profile).unwrap_or_default(),
+        }
+    }
+}
+
+impl Inner {
+    /// The stored views of `users`, in order (`None`: never seen).
+    async fn read_views(&self, users: &[Arc<str>]) -> BackendResult<Vec<Option<StoredView>>> {
+        let mut by_shard: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, user) in users.iter().enumerate() {
+            by_shard
+                .entry(shard_of(user, self.config.shards))
+                .or_default()
+                .push(i);
+        }
+        let mut out = vec![None; users.len()];
+        for (shard, indexes) in by_shard {
+            let names: Vec<&str> = indexes.iter().map(|&i| &*users[i]).collect();
+            let raw = self
+                .client
+                .read_views(shard, &names)
+                .await
+                .map_err(unavailable)?;
+            for (&i, json) in indexes.iter().zip(raw) {
+                out[i] = json
+                    .map(|json| decode::<StoredView>(&json, "a stored view"))
+                    .transpose()?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user of every shard (`SMEMBERS presence:{s}:users`).
+    async fn all_users(&self) -> BackendResult<Vec<Arc<str>>> {
+        let mut users = Vec::new();
+        for shard in 0..self.config.shards {
+            let members: Vec<String> = async {
+                let members: Vec<String> = self
+                    .client
+                    .pool()?
+                    .smembers(Keys::new(shard).users())
+                    .await?;
+                Ok::<_, RedisError>(members)
+            }
+            .await
+            .map_err(unavailable)?;
+            users.extend(members.into_iter().map(Arc::from));
+        }
+        users.sort_unstable();
+        Ok(users)
+    }
+
+    /// View, own view and document of each of `users`, 500 per `MGET`.
+    async fn scan_users(&self, users: Vec<Arc<str>>) -> BackendResult<Vec<ScannedUser>> {
+        let mut out = Vec::with_capacity(users.len());
+        for chunk in users.chunks(LOAD_CHUNK) {
+            let mut keys = Vec::with_capacity(chunk.len() * 3);
+            for user in chunk {
+                let k = Keys::for_user(user, self.config.shards);
+                keys.push(k.view(user));
+                keys.push(k.self_view(user));
+                keys.push(k.user(user));
+            }
+            let values: Vec<Option<String>> = if self.client.is_cluster() {
+                // Keys of several slots: one GET each, pipelined by fred.
+                let mut values = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let value: Option<String> = self
+                        .client
+                        .pool()
+                        .map_err(unavailable)?
+                        .get(key)
+                        .await
+                        .map_err(|e| unavailable(e.into()))?;
+                    values.push(value);
+                }
+                values
+            } else {
+                async {
+                    let values: Vec<Option<String>> = self.client.pool()?.mget(keys).await?;
+                    Ok::<_, RedisError>(values)
+                }
+                .await
+                .map_err(unavailable)?
+            };
+            let mut values = values.into_iter();
+            for user in chunk {
+                let (view, own, doc) = (values.next(), values.next(), values.next());
+                let view = view
+                    .flatten()
+                    .map(|j| decode::<StoredView>(&j, "a stored view"))
+                    .transpose()?;
+                let own = own
+                    .flatten()
+                    .map(|j| decode::<StoredSelf>(&j, "a stored own view"))
+                    .transpose()?;
+                let record = doc
+                    .flatten()
+                    .map(|j| decode::<UserRecord>(&j, "a user document"))
+                    .transpose()?;
+                out.push(ScannedUser {
+                    presence: snapshot_of(user.clone(), view),
+                    own_status: own.map(|s| s.view.status),
+                    record,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Settings, custom statuses and cap, cached until a control message,
+    /// an admin command or a resync says they may have changed.
+    async fn cluster_state(&self) -> BackendResult<CachedCluster> {
+        if let Some(cached) = self.cluster.lock().clone() {
+            return Ok(cached);
+        }
+        let snapshot = self
+            .client
+            .read_cluster_state()
+            .await
+            .map_err(unavailable)?;
+        let settings: WorkspaceSettings = match &snapshot.settings {
+            Some(json) => decode(json, "the workspace settings")?,
+            None => WorkspaceSettings::default(),
+        };
+        let mut custom = Vec::with_capacity(snapshot.custom_statuses.len());
+        for (_, json) in &snapshot.custom_statuses {
+            custom.push(decode::<CustomStatus>(json, "a custom status")?);
+        }
+        custom.sort_by_cached_key(|s: &CustomStatus| (s.name.unique_key(), s.id.clone()));
+        let cap = match &snapshot.cap {
+            Some(json) => decode(json, "the cap state")?,
+            None => CapState::new(settings.cap),
+        };
+        let cached = CachedCluster {
+            settings: Arc::new(settings),
+            custom,
+            cap,
+        };
+        *self.cluster.lock() = Some(cached.clone());
+        Ok(cached)
+    }
+
+    fn invalidate_cluster(&self) {
+        *self.cluster.lock() = None;
+    }
+}
+
+// ---- The pump: pub/sub → waiters and updates ----
+
+#[derive(Clone, Copy)]
+enum Channel {
+    Updates,
+    Replies,
+    Control,
+}
+
+async fn run_pump(inner: Arc<Inner>) {
+    let mut channels: HashMap<String, Channel> = HashMap::new();
+    for shard in 0..inner.config.shards {
+        let keys = Keys::new(shard);
+        channels.insert(keys.updates_channel(), Channel::Updates);
+        channels.insert(keys.replies_channel(), Channel::Replies);
+    }
+    channels.insert(Keys::control_channel(), Channel::Control);
+    let names: Vec<String> = channels.keys().cloned().collect();
+    let mut first = true;
+    loop {
+        let mut subscriber = match inner.client.subscriber().await {
+            Ok(subscriber) => subscriber,
+            Err(error) => {
+                tracing::warn!(%error, "redis backend: no subscriber yet; retrying");
+                tokio::time::sleep(SUBSCRIBER_RETRY).await;
+                continue;
+            }
+        };
+        if let Err(error) = subscriber.subscribe(&names).await {
+            tracing::warn!(%error, "redis backend: subscribing failed; retrying");
+            tokio::time::sleep(SUBSCRIBER_RETRY).await;
+            continue;
+        }
+        inner.subscribed.store(true, Ordering::Release);
+        // A resync whose reads failed (Redis not fully back yet) is retried
+        // until it completes.
+        let mut resync_pending = false;
+        if !first {
+            // A new subscriber after the old one closed: like a reconnect.
+            inner.reregister.notify_one();
+            resync_pending = !inner.resync(ResyncReason::Reconnected).await;
+        }
+        first = false;
+        loop {
+            tokio::select! {
+                event = subscriber.recv() => match event {
+                    Some(SubscriberEvent::Message { channel, payload }) => {
+                        match channels.get(&channel) {
+                            Some(kind) => inner.handle_message(*kind, &payload),
+                            None => tracing::debug!(%channel, "redis backend: a message on an unknown channel"),
+                        }
+                    }
+                    Some(SubscriberEvent::Resync(reason)) => {
+                        if reason == ResyncReason::Reconnected {
+                            inner.reregister.notify_one();
+                        }
+                        resync_pending = !inner.resync(reason).await;
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(RESYNC_RETRY), if resync_pending => {
+                    resync_pending = !inner.resync(ResyncReason::Lagged { missed: 0 }).await;
+                }
+            }
+        }
+        inner.subscribed.store(false, Ordering::Release);
+        tracing::warn!("redis backend: the subscriber closed; building a new one");
+        tokio::time::sleep(SUBSCRIBER_RETRY).await;
+    }
+}
+
+impl Inner {
+    fn handle_message(&self, kind: Channel, payload: &str) {
+        match kind {
+            Channel::Replies => match serde_json::from_str::<ReplyMessage>(payload) {
+                Ok(reply) if reply.node == self.config.node_id => {
+                    if let Some(waiter) = self.waiters.lock().remove(&reply.r) {
+                        let _ = waiter.send(reply.result);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "redis backend: an undecodable reply"),
+            },
+            Channel::Updates => match serde_json::from_str::<UpdateMessage>(payload) {
+                Ok(update) => self.emit_update(update),
+                Err(error) => tracing::warn!(%error, "redis backend: an undecodable update"),
+            },
+            Channel::Control => match serde_json::from_str::<ControlMessage>(payload) {
+                Ok(control) => self.handle_control(control),
+                Err(error) => {
+                    tracing::warn!(%error, "redis backend: an undecodable control message")
+                }
+            },
+        }
+    }
+
+    /// W3: emits each view only if newer than the last one emitted.
+    fn emit_update(&self, update: UpdateMessage) {
+        let user: Arc<str> = Arc::from(update.user.as_str());
+        let (public, own) = {
+            let mut seen = self.seen.lock();
+            let entry = seen.entry(user.clone()).or_default();
+            let public = update.public.filter(|_| update.version > entry.public);
+            if public.is_some() {
+                entry.public = update.version;
+            }
+            let own = update.self_view.filter(|_| update.version > entry.own);
+            if own.is_some() {
+                entry.own = update.version;
+            }
+            (public, own)
+        };
+        if let Some(view) = public {
+            let _ = self.updates.send(Update::Presence {
+                snapshot: Arc::new(PresenceSnapshot {
+                    user: user.clone(),
+                    view,
+                    version: update.version,
+                }),
+                changed_at: SystemTime::now(),
+            });
+        }
+        if let Some(view) = own {
+            let _ = self.updates.send(Update::SelfState(Arc::new(SelfSnapshot {
+                user,
+                view,
+                version: update.version,
+            })));
+        }
+    }
+
+    fn handle_control(&self, control: ControlMessage) {
+        match control {
+            ControlMessage::Broadcast { active } => {
+                if let Some(cached) = self.cluster.lock().as_mut() {
+                    cached.cap.enabled = active;
+                }
+                let _ = self.updates.send(Update::Broadcast { active });
+            }
+            ControlMessage::SettingsChanged { settings } => {
+                let settings = Arc::new(settings);
+                if let Some(cached) = self.cluster.lock().as_mut() {
+                    cached.settings = settings.clone();
+                    cached.cap.cap = settings.cap;
+                }
+                let _ = self.updates.send(Update::Settings(settings));
+            }
+            ControlMessage::CustomStatusesChanged { .. } => self.invalidate_cluster(),
+        }
+    }
+
+    /// Pub/sub may have lost messages: re-read what this node watches and
+    /// emit whatever is newer (H3). `false` if a read failed; the pump
+    /// retries.
+    async fn resync(&self, reason: ResyncReason) -> bool {
+        tracing::info!(?reason, "redis backend: resynchronising");
+        self.invalidate_cluster();
+        let users: Vec<Arc<str>> = self.seen.lock().keys().cloned().collect();
+        for chunk in users.chunks(LOAD_CHUNK) {
+            match self.read_views(chunk).await {
+                Ok(views) => {
+                    for (user, view) in chunk.iter().zip(views) {
+                        if let Some(view) = view {
+                            self.emit_update(UpdateMessage {
+                                user: user.to_string(),
+                                version: view.version,
+                                epoch: 0,
+                                public: Some(view.view()),
+                                self_view: None,
+                            });
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "redis backend: resync read failed");
+                    return false;
+                }
+            }
+        }
+        let local: Vec<Arc<str>> = {
+            let live = self.live.lock();
+            let mut users: Vec<Arc<str>> = live.values().map(|s| s.user.clone()).collect();
+            users.sort_unstable();
+            users.dedup();
+            users
+        };
+        for user in local {
+            let key = Keys::for_user(&user, self.config.shards).self_view(&user);
+            let stored: Result<Option<String>, RedisError> = async {
+                let value: Option<String> = self.client.pool()?.get(key).await?;
+                Ok(value)
+            }
+            .await;
+            match stored {
+                Ok(Some(json)) => match serde_json::from_str::<StoredSelf>(&json) {
+                    Ok(own) => self.emit_update(UpdateMessage {
+                        user: user.to_string(),
+                        version: own.version,
+                        epoch: 0,
+                        public: None,
+                        self_view: Some(own.view),
+                    }),
+                    Err(error) => tracing::warn!(%error, "redis backend: a bad stored own view"),
+                },
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "redis backend: resync read failed");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+// ---- Liveness: node lease, socket count, heartbeats, re-registration ----
+
+async fn run_liveness(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(inner.config.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A registration that failed half way (Redis went again) is retried
+    // until it completes.
+    let mut registration_pending = false;
+    loop {
+        tokio::select! {
+            _ = inner.stop.notified() => return,
+            _ = ticker.tick() => {
+                if let Err(error) = inner.refresh_liveness().await {
+                    tracing::warn!(%error, "redis backend: liveness refresh failed");
+                }
+            }
+            _ = inner.reregister.notified() => {
+                registration_pending = !inner.register_all().await;
+            }
+            _ = tokio::time::sleep(REGISTRATION_RETRY), if registration_pending => {
+                registration_pending = !inner.register_all().await;
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// One round: node lease and count (X1, H2), then every live device's
+    /// heartbeat deadline (H1). A lapsed lease registers every device again.
+    async fn refresh_liveness(&self) -> Result<(), RedisError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let now = now_ms();
+        let (count, members) = {
+            let live = self.live.lock();
+            let mut members: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+            for socket in live.values() {
+                members
+                    .entry(shard_of(&socket.user, self.config.shards))
+                    .or_default()
+                    .push(heartbeat_member(&socket.user, &socket.device.0));
+            }
+            (live.len() as u64, members)
+        };
+        let lease_until = now + duration_ms(self.config.node_lease_ttl);
+        let previous = self
+            .client
+            .refresh_node(&self.config.node_id, lease_until, count)
+            .await?;
+        if previous.is_some_and(|deadline| deadline <= now) {
+            tracing::warn!(
+                "redis backend: this node's lease had lapsed; registering its devices again"
+            );
+            self.register_all().await;
+        }
+        let deadline = now + duration_ms(self.config.heartbeat_timeout);
+        for (shard, mut members) in members {
+            members.sort_unstable();
+            members.dedup();
+            let refresh = self
+                .client
+                .refresh_heartbeats(shard, deadline, &members)
+                .await?;
+            debug_assert!(refresh.commands <= members.len().div_ceil(HEARTBEAT_CHUNK));
+            self.heartbeat_commands
+                .fetch_add(refresh.commands as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Appends a `Connect` for every live socket (H2, H3); `false` if an
+    /// append failed (the caller retries the whole registration).
+    async fn register_all(&self) -> bool {
+        let sockets: Vec<(ConnId, LiveSocket)> = self
+            .live
+            .lock()
+            .iter()
+            .map(|(c, s)| (*c, s.clone()))
+            .collect();
+        for (conn, socket) in sockets {
+            let session = Session {
+                user: socket.user.clone(),
+                device: socket.device.clone(),
+                platform: socket.platform,
+                conn,
+                profile: socket.profile.clone(),
+            };
+            let command = connect_command(&self.config.node_id, &session);
+            if let Err(error) = self.append(&socket.user, command, None).await {
+                tracing::warn!(%error, "redis backend: registering a device again failed; retrying");
+                return false;
+            }
+        }
+        self.reregistrations.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+// ---- Helpers ----
+
+fn connect_command(node: &str, session: &Session) -> ClusterCommand {
+    ClusterCommand::Connect {
+        device: session.device.clone(),
+        platform: session.platform,
+        conn: session.conn.0,
+        node: node.to_owned(),
+        profile: wire_profile(&session.profile),
+    }
+}
+
+fn disconnect_command(session: &Session, end: SocketEnd) -> ClusterCommand {
+    ClusterCommand::Disconnect {
+        device: session.device.clone(),
+        conn: session.conn.0,
+        end: match end {
+            SocketEnd::Clean => wire::SocketEnd::Clean,
+            SocketEnd::Lost => wire::SocketEnd::Lost,
+        },
+    }
+}
+
+fn wire_profile(profile: &Profile) -> wire::Profile {
+    wire::Profile {
+        username: profile.username.clone(),
+        name: profile.name.clone(),
+    }
+}
+
+fn wire_patch(patch: &SettingsPatch) -> wire::SettingsPatch {
+    wire::SettingsPatch {
+        allow_custom_status_text: patch.allow_custom_status_text,
+        allow_invisible: patch.allow_invisible,
+        calendar_integration: patch.calendar_integration,
+        default_auto_away: patch.default_auto_away,
+        default_idle_time_limit: patch.default_idle_time_limit,
+        cap: patch.cap,
+    }
+}
+
+fn self_snapshot(user: &str, ok: CommandOk) -> BackendResult<SelfSnapshot> {
+    let me = ok.me.ok_or_else(|| {
+        BackendError::Unavailable("the leader's answer lacks the own view".into())
+    })?;
+    Ok(SelfSnapshot {
+        user: Arc::from(user),
+        view: me.view,
+        version: me.version,
+    })
+}
+
+fn custom_status_of(ok: CommandOk) -> BackendResult<CustomStatus> {
+    ok.custom_status.ok_or_else(|| {
+        BackendError::Unavailable("the leader's answer lacks the custom status".into())
+    })
+}
+
+fn snapshot_of(user: Arc<str>, view: Option<StoredView>) -> PresenceSnapshot {
+    match view {
+        Some(stored) => PresenceSnapshot {
+            user,
+            view: stored.view(),
+            version: stored.version,
+        },
+        None => PresenceSnapshot {
+            user,
+            view: PublicView {
+                status: DisplayedStatus::Offline,
+                text: None,
+            },
+            version: 0,
+        },
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> BackendResult<T> {
+    serde_json::from_str(json)
+        .map_err(|e| BackendError::Unavailable(format!("{what} in redis does not decode: {e}")))
+}
+
+fn unavailable(error: RedisError) -> BackendError {
+    BackendError::Unavailable(error.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The first unsigned number in `text` after `after`, for rebuilding a
+/// rule error's fields from the leader's message.
+fn number_after(text: &str, after: &str) -> u64 {
+    text.split_once(after)
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A leader's refusal as the [`BackendError`] the embedded backend would
+/// have returned: the same code, and the same message wherever the
+/// message's fields can be read back. Codes that are not rule errors
+/// (`wrong_shard`, `invalid_command`) mean the cluster is misconfigured or
+/// mid-failover: `backend_unavailable`.
+pub fn error_from_reply(code: &str, message: &str) -> BackendError {
+    let quoted = || message.split('\'').nth(1).unwrap_or_default().to_owned();
+    let rule = match code {
+        "status_text_too_long" => PresenceError::StatusTextTooLong {
+            len: number_after(message, "is") as usize,
+            max: number_after(message, "limit is") as usize,
+        },
+        "status_text_invalid" => PresenceError::StatusTextInvalid,
+        "status_text_disabled" => PresenceError::StatusTextDisabled,
+        "idle_time_limit_too_low" => PresenceError::IdleTimeLimitTooLow {
+            seconds: number_after(message, "limit of"),
+            min: number_after(message, "minimum of"),
+        },
+        "invisible_disabled" => PresenceError::InvisibleDisabled,
+        "unsupported_event" => {
+            let platform = message
+                .strip_prefix("a ")
+                .and_then(|m| m.split(' ').next())
+                .and_then(|p| serde_json::from_value(serde_json::Value::String(p.into())).ok());
+            let event = serde_json::from_value(serde_json::Value::String(quoted())).ok();
+            match (platform, event) {
+                (Some(platform), Some(event)) => {
+                    PresenceError::UnsupportedEvent { platform, event }
+                }
+                (Some(platform), None) => PresenceError::UnsupportedCalendarSource { platform },
+                _ => PresenceError::UnsupportedCalendarSource {
+                    platform: Platform::Web,
+                },
+            }
+        }
+        "expiry_not_in_future" => PresenceError::ExpiryNotInFuture,
+        "expiry_without_change" => PresenceError::ExpiryWithoutChange,
+        "empty_status_change" => PresenceError::EmptyStatusChange,
+        "custom_status_name_taken" => PresenceError::CustomStatusNameTaken { name: quoted() },
+        "custom_status_name_invalid" => PresenceError::CustomStatusNameInvalid {
+            reason: "rejected by the shard leader",
+        },
+        "custom_status_not_found" => PresenceError::CustomStatusNotFound { id: quoted() },
+        "broadcast_enable_refused" => PresenceError::BroadcastEnableRefused {
+            count: number_after(message, "enabled:"),
+            cap: number_after(message, "cap is"),
+        },
+        "calendar_disabled" => PresenceError::CalendarDisabled,
+        "unknown_device" => PresenceError::UnknownDevice { device: quoted() },
+        "calendar_event_id_invalid" => PresenceError::CalendarEventIdInvalid {
+            max: number_after(message, "1-") as usize,
+        },
+        "too_many_calendar_events" => PresenceError::TooManyCalendarEvents {
+            max: number_after(message, "limit") as usize,
+        },
+        _ => {
+            return BackendError::Unavailable(format!(
+                "the shard leader refused: {code}: {message}"
+            ));
+        }
+    };
+    BackendError::Rule(rule)
+}

@@ -1,0 +1,717 @@
+//! `RedisBackend` against a real redis-server, with the test playing the
+//! shard leader: it reads the streams with `RedisClient::read` and
+//! publishes crafted replies, updates and control messages with a raw
+//! `PUBLISH`. (The conformance suite with a real aggregator runs in
+//! `presence-aggregator`, which this crate cannot depend on.)
+
+mod redis_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use presence_core::{
+    ChosenStatus, DeviceEvent, DeviceId, DisplayedStatus, Platform, PublicView, SelfStatus,
+    StatusRequest, StatusText, Timestamp, UserPresence, WorkspaceSettings,
+};
+use presence_protocol::cluster::{
+    self as wire, ClusterCommand, CommandOk, CommandResult, ControlMessage, ReplyMessage,
+    StoredSelf, StoredView, UpdateMessage,
+};
+use presence_store::redis::{
+    Keys, RedisBackend, RedisBackendConfig, RedisClient, StreamId, heartbeat_member, shard_of,
+};
+use presence_store::{Backend, ConnId, PresenceSnapshot, Profile, Session, Update, UserRecord};
+use presence_testkit::{RedisOptions, RedisServer};
+use redis_support::{calls, connect, eventually};
+use tokio::sync::broadcast;
+
+const SHARDS: u16 = 4;
+const NODE: &str = "gw-1";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn config() -> RedisBackendConfig {
+    let mut config = RedisBackendConfig::new(NODE, SHARDS);
+    config.request_timeout = Duration::from_millis(400);
+    // The background round runs once at start; tests call `refresh_now`.
+    config.heartbeat_interval = Duration::from_secs(3600);
+    config
+}
+
+async fn start(server: &RedisServer, config: RedisBackendConfig) -> (RedisClient, RedisBackend) {
+    let client = connect(server).await;
+    client.ensure_meta(config.shards).await.unwrap();
+    let backend = RedisBackend::start(client.clone(), config).await;
+    eventually("the backend is ready", WAIT, || async {
+        backend.ready().await.then_some(())
+    })
+    .await;
+    (client, backend)
+}
+
+/// Waits for the next entry of `shard` after `after`.
+async fn next_entry(
+    client: &RedisClient,
+    shard: u16,
+    after: &mut StreamId,
+) -> (wire::StreamEntry, StreamId) {
+    let entries = client
+        .read(shard, *after, 1, Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let entry = entries
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no entry in shard {shard} after {after}"));
+    *after = entry.id;
+    let decoded = wire::StreamEntry::from_fields(entry.fields.clone()).unwrap();
+    (decoded, entry.id)
+}
+
+fn publish(server: &RedisServer, channel: &str, message: &impl serde::Serialize) {
+    server.command(&["PUBLISH", channel, &serde_json::to_string(message).unwrap()]);
+}
+
+fn own_view() -> presence_core::SelfView {
+    UserPresence::default().self_view(&WorkspaceSettings::default())
+}
+
+fn ok_me(version: u64) -> CommandResult {
+    CommandResult::Ok(CommandOk {
+        me: Some(StoredSelf {
+            version,
+            view: own_view(),
+        }),
+        ..CommandOk::default()
+    })
+}
+
+fn session(user: &str, device: &str, conn: u64) -> Session {
+    Session {
+        user: Arc::from(user),
+        device: DeviceId(device.into()),
+        platform: Platform::Web,
+        conn: ConnId(conn),
+        profile: Profile {
+            username: Some(format!("{user}-name")),
+            name: None,
+        },
+    }
+}
+
+/// Answers every entry of every shard that asks, with `ok_me(1)`.
+fn auto_leader(client: RedisClient, addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut cursors = vec![StreamId::default(); usize::from(SHARDS)];
+        loop {
+            let mut idle = true;
+            for shard in 0..SHARDS {
+                let entries = client
+                    .read(shard, cursors[usize::from(shard)], 100, None)
+                    .await
+                    .unwrap_or_default();
+                for entry in entries {
+                    idle = false;
+                    cursors[usize::from(shard)] = entry.id;
+                    let decoded = wire::StreamEntry::from_fields(entry.fields).unwrap();
+                    if let Some(r) = decoded.reply {
+                        let reply = ReplyMessage {
+                            node: decoded.node,
+                            r,
+                            result: ok_me(1),
+                        };
+                        let channel = Keys::new(shard).replies_channel();
+                        let json = serde_json::to_string(&reply).unwrap();
+                        let _ = presence_testkit::resp::query(addr, &["PUBLISH", &channel, &json]);
+                    }
+                }
+            }
+            if idle {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    })
+}
+
+async fn next_update(rx: &mut broadcast::Receiver<Update>) -> Update {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an update in time")
+        .expect("the update channel is open")
+}
+
+/// Commands go to the user's shard stream with `u`, `c`, `n` and `r`; the
+/// leader's reply resolves the waiting call.
+#[tokio::test]
+async fn commands_land_in_the_users_shard_with_a_reply_id() {
+    let server = RedisServer::start();
+    let (client, backend) = start(&server, config()).await;
+    let backend = Arc::new(backend);
+    let user = "alice";
+    let shard = shard_of(user, SHARDS);
+
+    let call = tokio::spawn({
+        let backend = backend.clone();
+        async move {
+            let request = StatusRequest {
+                status: Some(ChosenStatus::Busy),
+                text: Some("Presenting".into()),
+                expires_at: None,
+            };
+            backend.set_status("alice", None, request).await
+        }
+    });
+    let mut after = StreamId::default();
+    let (entry, _) = next_entry(&client, shard, &mut after).await;
+    assert_eq!(entry.user, user);
+    assert_eq!(entry.node, NODE);
+    let ClusterCommand::SetStatus { request } = &entry.command else {
+        panic!("expected set_status, got {:?}", entry.command);
+    };
+    assert_eq!(request.status, Some(ChosenStatus::Busy));
+    assert_eq!(request.text.as_deref(), Some("Presenting"));
+    let r = entry.reply.clone().expect("set_status asks for a reply");
+
+    // A reply for another node with the same id is not ours.
+    let foreign = ReplyMessage {
+        node: "gw-2".into(),
+        r: r.clone(),
+        result: CommandResult::error("status_text_too_long", "nope"),
+    };
+    publish(&server, &Keys::new(shard).replies_channel(), &foreign);
+    let reply = ReplyMessage {
+        node: NODE.into(),
+        r,
+        result: ok_me(7),
+    };
+    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    let me = call.await.unwrap().unwrap();
+    assert_eq!((&*me.user, me.version), ("alice", 7));
+    assert_eq!(me.view, own_view());
+
+    // Admin commands go to shard 0, whoever they are about.
+    let call = tokio::spawn({
+        let backend = backend.clone();
+        async move { backend.enable_broadcast().await }
+    });
+    let mut after0 = StreamId::default();
+    let (entry, _) = next_entry(&client, 0, &mut after0).await;
+    assert_eq!(entry.command, ClusterCommand::EnableBroadcast);
+    let cap = presence_core::CapState::new(200);
+    let reply = ReplyMessage {
+        node: NODE.into(),
+        r: entry.reply.unwrap(),
+        result: CommandResult::Ok(CommandOk {
+            cap: Some(cap),
+            ..CommandOk::default()
+        }),
+    };
+    publish(&server, &Keys::new(0).replies_channel(), &reply);
+    assert_eq!(call.await.unwrap().unwrap(), cap);
+    backend.shutdown().await;
+}
+
+/// A refusal keeps its rule code; no answer is `backend_unavailable` after
+/// the request timeout.
+#[tokio::test]
+async fn refusals_keep_their_code_and_silence_times_out_to_backend_unavailable() {
+    let server = RedisServer::start();
+    let (client, backend) = start(&server, config()).await;
+    let backend = Arc::new(backend);
+    let s = session("bob", "d1", 1);
+    let shard = shard_of("bob", SHARDS);
+
+    let call = tokio::spawn({
+        let (backend, s) = (backend.clone(), s.clone());
+        async move { backend.device_event(&s, DeviceEvent::Lock).await }
+    });
+    let mut after = StreamId::default();
+    let (entry, _) = next_entry(&client, shard, &mut after).await;
+    assert_eq!(
+        entry.command,
+        ClusterCommand::DeviceEvent {
+            device: DeviceId("d1".into()),
+            event: DeviceEvent::Lock
+        }
+    );
+    let reply = ReplyMessage {
+        node: NODE.into(),
+        r: entry.reply.unwrap(),
+        result: CommandResult::error("unsupported_event", "a web device cannot report 'lock'"),
+    };
+    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    let error = call.await.unwrap().unwrap_err();
+    assert_eq!(error.code(), "unsupported_event");
+    assert_eq!(error.to_string(), "a web device cannot report 'lock'");
+
+    let started = Instant::now();
+    // Nobody answers this one: the request times out.
+    let error = backend
+        .device_event(&s, DeviceEvent::Activity)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "backend_unavailable");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    backend.shutdown().await;
+}
+
+/// W3: updates become `Update`s; versions not newer than the last seen
+/// are dropped, per view.
+#[tokio::test]
+async fn w3_updates_become_updates_and_stale_versions_are_dropped() {
+    let server = RedisServer::start();
+    let (_client, backend) = start(&server, config()).await;
+    let mut rx = backend.subscribe();
+    let channel = Keys::for_user("carol", SHARDS).updates_channel();
+    let busy = PublicView {
+        status: DisplayedStatus::Busy,
+        text: Some(StatusText::parse("Focus").unwrap().unwrap()),
+    };
+    let message = |version: u64, public: bool, own: bool| UpdateMessage {
+        user: "carol".into(),
+        version,
+        epoch: 1,
+        public: public.then(|| busy.clone()),
+        self_view: own.then(own_view),
+    };
+
+    publish(&server, &channel, &message(3, true, true));
+    let Update::Presence { snapshot, .. } = next_update(&mut rx).await else {
+        panic!("expected a presence update")
+    };
+    assert_eq!(
+        *snapshot,
+        PresenceSnapshot {
+            user: Arc::from("carol"),
+            view: busy.clone(),
+            version: 3
+        }
+    );
+    let Update::SelfState(me) = next_update(&mut rx).await else {
+        panic!("expected a self update")
+    };
+    assert_eq!(me.version, 3);
+
+    // Stale and repeated versions are dropped; a newer one goes through.
+    publish(&server, &channel, &message(2, true, true));
+    publish(&server, &channel, &message(3, true, false));
+    publish(&server, &channel, &message(4, false, true));
+    let Update::SelfState(me) = next_update(&mut rx).await else {
+        panic!("expected the v4 self update, not a stale one")
+    };
+    assert_eq!(me.version, 4);
+    publish(&server, &channel, &message(4, true, false));
+    let Update::Presence { snapshot, .. } = next_update(&mut rx).await else {
+        panic!("expected the v4 presence update")
+    };
+    assert_eq!(snapshot.version, 4);
+    assert!(rx.try_recv().is_err(), "nothing else was emitted");
+    backend.shutdown().await;
+}
+
+/// X3 and settings: control messages become `Broadcast` and `Settings`.
+#[tokio::test]
+async fn x3_control_messages_become_broadcast_and_settings_updates() {
+    let server = RedisServer::start();
+    let (_client, backend) = start(&server, config()).await;
+    let mut rx = backend.subscribe();
+    let control = Keys::control_channel();
+
+    publish(
+        &server,
+        &control,
+        &ControlMessage::Broadcast { active: false },
+    );
+    assert!(matches!(
+        next_update(&mut rx).await,
+        Update::Broadcast { active: false }
+    ));
+    let settings = WorkspaceSettings {
+        allow_invisible: false,
+        ..WorkspaceSettings::default()
+    };
+    publish(
+        &server,
+        &control,
+        &ControlMessage::SettingsChanged {
+            settings: settings.clone(),
+        },
+    );
+    let Update::Settings(got) = next_update(&mut rx).await else {
+        panic!("expected a settings update")
+    };
+    assert_eq!(*got, settings);
+    backend.shutdown().await;
+}
+
+/// H1: one `ZADD` per 500 live devices per shard per round, moving the
+/// deadlines the leader registered.
+#[tokio::test]
+async fn h1_heartbeats_are_refreshed_in_chunks_of_500() {
+    let server = RedisServer::start();
+    let mut config = config();
+    config.shards = 1;
+    let (client, backend) = start(&server, config).await;
+    let leader = auto_leader(client.clone(), server.addr());
+    let backend = Arc::new(backend);
+    let sessions: Vec<Session> = (0..1001)
+        .map(|i| session(&format!("user-{i}"), "web", i))
+        .collect();
+    let mut calls_in_flight = Vec::new();
+    for s in sessions.clone() {
+        let backend = backend.clone();
+        calls_in_flight.push(tokio::spawn(async move { backend.connect(&s).await }));
+    }
+    for call in calls_in_flight {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(backend.connections(), 1001);
+    // What the leader would have added for each connect.
+    let hb = Keys::new(0).heartbeats();
+    for s in &sessions {
+        server.command(&["ZADD", &hb, "1", &heartbeat_member(&s.user, &s.device.0)]);
+    }
+
+    server.command(&["CONFIG", "RESETSTAT"]);
+    let before = backend.heartbeat_commands();
+    backend.refresh_now().await.unwrap();
+    assert_eq!(backend.heartbeat_commands() - before, 3);
+    // Redis saw those 3, plus the node lease's ZADD in `refresh_node`.
+    assert_eq!(calls(&server, "zadd"), 3 + 1);
+    let lowest = server.command(&["ZRANGE", &hb, "0", "0", "WITHSCORES"]);
+    let score: f64 = lowest.lines().last().unwrap().trim().parse().unwrap_or(0.0);
+    assert!(score > 1_700_000_000_000.0, "deadlines moved: {lowest}");
+    // X1: the node's socket count is stored with its lease.
+    assert_eq!(server.command(&["HGET", &Keys::conns(), NODE]), "1001");
+    leader.abort();
+    backend.shutdown().await;
+}
+
+/// H2: when `refresh_node` finds the node lease lapsed, every live device
+/// is registered again with a `Connect`.
+#[tokio::test]
+async fn h2_a_lapsed_node_lease_registers_every_device_again() {
+    let server = RedisServer::start();
+    let mut config = config();
+    config.shards = 1;
+    let (client, backend) = start(&server, config).await;
+    let leader = auto_leader(client.clone(), server.addr());
+    for (i, user) in ["dave", "erin"].into_iter().enumerate() {
+        backend
+            .connect(&session(user, "desk", i as u64 + 10))
+            .await
+            .unwrap();
+    }
+    backend.refresh_now().await.unwrap();
+    assert_eq!(backend.reregistrations(), 0);
+    leader.abort();
+    let mut after = client
+        .read(0, StreamId::default(), 1000, None)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
+
+    // The lease lapsed (a partition, a stall): its deadline is in the past.
+    server.command(&["ZADD", &Keys::nodes(), "1", NODE]);
+    backend.refresh_now().await.unwrap();
+    assert_eq!(backend.reregistrations(), 1);
+    let mut registered = Vec::new();
+    for _ in 0..2 {
+        let (entry, _) = next_entry(&client, 0, &mut after).await;
+        let ClusterCommand::Connect { conn, node, .. } = entry.command else {
+            panic!("expected a connect, got {:?}", entry.command);
+        };
+        assert_eq!(node, NODE);
+        assert!(entry.reply.is_none());
+        registered.push((entry.user, conn));
+    }
+    registered.sort();
+    assert_eq!(
+        registered,
+        [("dave".to_string(), 10), ("erin".to_string(), 11)]
+    );
+    backend.shutdown().await;
+}
+
+/// Reads decode the stored views and documents; unknown users are offline
+/// at version 0.
+#[tokio::test]
+async fn reads_decode_stored_views_documents_and_cluster_state() {
+    let server = RedisServer::start();
+    let (_client, backend) = start(&server, config()).await;
+    let busy = PublicView {
+        status: DisplayedStatus::Busy,
+        text: Some(StatusText::parse("Focus").unwrap().unwrap()),
+    };
+    let store_user = |user: &str, view: &PublicView, version: u64, own: SelfStatus| {
+        let keys = Keys::for_user(user, SHARDS);
+        server.command(&["SADD", &keys.users(), user]);
+        let stored = serde_json::to_string(&StoredView::new(view, version)).unwrap();
+        server.command(&["SET", &keys.view(user), &stored]);
+        let mut me = own_view();
+        me.status = own;
+        let me = serde_json::to_string(&StoredSelf { version, view: me }).unwrap();
+        server.command(&["SET", &keys.self_view(user), &me]);
+        let record = UserRecord {
+            state: Default::default(),
+            profile: Profile {
+                username: Some(format!("{user}-name")),
+                name: None,
+            },
+            updated_at: Timestamp::from_millis(1_000 * version as i64),
+        };
+        let record = serde_json::to_string(&record).unwrap();
+        server.command(&["SET", &keys.user(user), &record]);
+    };
+    let offline = PublicView {
+        status: DisplayedStatus::Offline,
+        text: None,
+    };
+    store_user("frank", &busy, 5, SelfStatus::Busy);
+    store_user("grace", &offline, 2, SelfStatus::Invisible);
+
+    let users: Vec<Arc<str>> = vec![Arc::from("frank"), Arc::from("nobody")];
+    let got = backend.presence(&users).await.unwrap();
+    assert_eq!(got[0].view, busy);
+    assert_eq!(got[0].version, 5);
+    assert_eq!((got[1].view.clone(), got[1].version), (offline.clone(), 0));
+
+    let me = backend.self_state("frank").await.unwrap();
+    assert_eq!((me.view.status, me.version), (SelfStatus::Busy, 5));
+    let unknown = backend.self_state("nobody").await.unwrap();
+    assert_eq!(unknown.version, 0);
+
+    let listed = backend.list_not_offline(None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(&*listed[0].presence.user, "frank");
+    assert_eq!(listed[0].profile.username.as_deref(), Some("frank-name"));
+    let changed = backend
+        .list_changed_since(Timestamp::from_millis(2_000), "nobody")
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 2);
+    let changed = backend
+        .list_changed_since(Timestamp::from_millis(3_000), "nobody")
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        backend
+            .user_by_username("grace-name")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("grace")
+    );
+    assert_eq!(backend.user_by_username("who").await.unwrap(), None);
+    let counts = backend.status_counts().await.unwrap();
+    assert_eq!((counts.busy, counts.invisible, counts.online), (1, 1, 0));
+
+    // Cluster-wide state: defaults while absent, then what shard 0 stored,
+    // re-read after a control message invalidates the cache.
+    assert_eq!(
+        *backend.settings().await.unwrap(),
+        WorkspaceSettings::default()
+    );
+    let settings = WorkspaceSettings {
+        cap: 5,
+        ..WorkspaceSettings::default()
+    };
+    server.command(&[
+        "SET",
+        &Keys::settings(),
+        &serde_json::to_string(&settings).unwrap(),
+    ]);
+    let status = presence_core::CustomStatus {
+        id: presence_core::CustomStatusId("cs1".into()),
+        name: presence_core::CustomStatusName::parse("Lunch").unwrap(),
+        status_type: DisplayedStatus::Away,
+        updated_at: Timestamp::from_millis(1),
+    };
+    server.command(&[
+        "HSET",
+        &Keys::custom_statuses(),
+        "cs1",
+        &serde_json::to_string(&status).unwrap(),
+    ]);
+    let mut rx = backend.subscribe();
+    publish(
+        &server,
+        &Keys::control_channel(),
+        &ControlMessage::CustomStatusesChanged {
+            changed: vec![status.clone()],
+            deleted: vec![],
+        },
+    );
+    eventually("custom statuses re-read", WAIT, || async {
+        (backend.custom_statuses().await.unwrap() == vec![status.clone()]).then_some(())
+    })
+    .await;
+    assert_eq!(backend.settings().await.unwrap().cap, 5);
+    assert!(rx.try_recv().is_err());
+    let cap = backend.cap_state().await.unwrap();
+    assert_eq!((cap.cap, cap.enabled), (5, true));
+    backend.shutdown().await;
+}
+
+/// H3: with Redis gone calls fail at once with `backend_unavailable` and
+/// readiness drops; after a restart the backend is ready again, serves
+/// reads, and registers its live devices again.
+#[tokio::test]
+async fn h3_redis_down_fails_fast_and_recovers_after_restart() {
+    let mut server = RedisServer::start();
+    let mut config = config();
+    config.shards = 1;
+    let (client, backend) = start(&server, config).await;
+    let leader = auto_leader(client.clone(), server.addr());
+    backend.connect(&session("heidi", "web", 1)).await.unwrap();
+    leader.abort();
+    let users: Vec<Arc<str>> = vec![Arc::from("heidi")];
+    let before_kill = client
+        .read(0, StreamId::default(), 100, None)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
+
+    server.kill9();
+    eventually("readiness drops", WAIT, || async {
+        (!backend.ready().await).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let error = backend.presence(&users).await.unwrap_err();
+    assert_eq!(error.code(), "backend_unavailable");
+    let error = backend
+        .device_event(&session("heidi", "web", 1), DeviceEvent::Activity)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "backend_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(2), "failed fast");
+
+    let registered = backend.reregistrations();
+    server.restart();
+    eventually(
+        "ready after the restart",
+        Duration::from_secs(10),
+        || async { backend.ready().await.then_some(()) },
+    )
+    .await;
+    eventually("reads work again", WAIT, || async {
+        backend.presence(&users).await.ok()
+    })
+    .await;
+    eventually("devices registered again", WAIT, || async {
+        (backend.reregistrations() > registered).then_some(())
+    })
+    .await;
+    // The re-registration put heidi's device into the stream again.
+    eventually("a new connect for heidi", WAIT, || async {
+        let entries = client.read(0, before_kill, 10, None).await.ok()?;
+        entries
+            .into_iter()
+            .filter_map(|e| wire::StreamEntry::from_fields(e.fields).ok())
+            .find(|e| e.user == "heidi" && matches!(e.command, ClusterCommand::Connect { .. }))
+    })
+    .await;
+    backend.shutdown().await;
+}
+
+/// Shutdown deregisters every device (a clean end) and later calls are
+/// refused with `shutting_down`.
+#[tokio::test]
+async fn shutdown_deregisters_devices_and_refuses_calls() {
+    let server = RedisServer::start();
+    let mut config = config();
+    config.shards = 1;
+    let (client, backend) = start(&server, config).await;
+    let leader = auto_leader(client.clone(), server.addr());
+    backend.connect(&session("ivan", "web", 3)).await.unwrap();
+    leader.abort();
+    backend.shutdown().await;
+    let entries = client.read(0, StreamId::default(), 10, None).await.unwrap();
+    let last = wire::StreamEntry::from_fields(entries.last().unwrap().fields.clone()).unwrap();
+    assert_eq!(
+        last.command,
+        ClusterCommand::Disconnect {
+            device: DeviceId("web".into()),
+            conn: 3,
+            end: wire::SocketEnd::Clean
+        }
+    );
+    assert!(!backend.ready().await);
+    let error = backend.self_state("ivan").await.unwrap_err();
+    assert_eq!(error.code(), "shutting_down");
+    assert_eq!(server.command(&["HGET", &Keys::conns(), NODE]), "0");
+}
+
+/// H3: after the subscriber reconnects, the views of users this node
+/// watches are read again and whatever changed while messages were lost
+/// is emitted.
+#[tokio::test]
+async fn h3_resync_after_a_reconnect_emits_views_missed_meanwhile() {
+    let mut server = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..RedisOptions::default()
+    });
+    let (_client, backend) = start(&server, config()).await;
+    let users: Vec<Arc<str>> = vec![Arc::from("judy")];
+    assert_eq!(backend.presence(&users).await.unwrap()[0].version, 0);
+    let mut rx = backend.subscribe();
+
+    // The leader changed judy, but the update was never delivered.
+    let online = PublicView {
+        status: DisplayedStatus::Online,
+        text: None,
+    };
+    let stored = serde_json::to_string(&StoredView::new(&online, 9)).unwrap();
+    server.command(&["SET", &Keys::for_user("judy", SHARDS).view("judy"), &stored]);
+    server.restart();
+
+    let Update::Presence { snapshot, .. } = next_update(&mut rx).await else {
+        panic!("expected judy's missed update")
+    };
+    assert_eq!((&*snapshot.user, snapshot.version), ("judy", 9));
+    assert_eq!(snapshot.view, online);
+    backend.shutdown().await;
+}
+
+/// A connect nobody answers is `backend_unavailable`, is not counted, and
+/// is taken back with a clean disconnect so no ghost device stays.
+#[tokio::test]
+async fn an_unanswered_connect_is_taken_back() {
+    let server = RedisServer::start();
+    let mut config = config();
+    config.shards = 1;
+    let (client, backend) = start(&server, config).await;
+    let error = backend
+        .connect(&session("kim", "web", 42))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "backend_unavailable");
+    assert_eq!(backend.connections(), 0);
+    let entries = client.read(0, StreamId::default(), 10, None).await.unwrap();
+    let commands: Vec<ClusterCommand> = entries
+        .into_iter()
+        .map(|e| wire::StreamEntry::from_fields(e.fields).unwrap().command)
+        .collect();
+    assert!(matches!(
+        commands[0],
+        ClusterCommand::Connect { conn: 42, .. }
+    ));
+    assert_eq!(
+        commands[1],
+        ClusterCommand::Disconnect {
+            device: DeviceId("web".into()),
+            conn: 42,
+            end: wire::SocketEnd::Clean
+        }
+    );
+    backend.shutdown().await;
+}
