@@ -463,7 +463,7 @@ async fn reads_decode_stored_views_documents_and_cluster_state() {
                 username: Some(format!("{user}-name")),
                 name: None,
             },
-            updated_at: Timestamp::from_millis(1_000 * version as i64),
+            updated_at: Timestamp::from_millis(version as i64 / 1000),
         };
         let record = serde_json::to_string(&record).unwrap();
         server.command(&["SET", &keys.user(user), &record]);
@@ -472,17 +472,17 @@ async fn reads_decode_stored_views_documents_and_cluster_state() {
         status: DisplayedStatus::Offline,
         text: None,
     };
-    store_user("frank", &busy, 5, SelfStatus::Busy);
-    store_user("grace", &offline, 2, SelfStatus::Invisible);
+    store_user("frank", &busy, 5_000_000, SelfStatus::Busy);
+    store_user("grace", &offline, 2_000_000, SelfStatus::Invisible);
 
     let users: Vec<Arc<str>> = vec![Arc::from("frank"), Arc::from("nobody")];
     let got = backend.presence(&users).await.unwrap();
     assert_eq!(got[0].view, busy);
-    assert_eq!(got[0].version, 5);
+    assert_eq!(got[0].version, 5_000_000);
     assert_eq!((got[1].view.clone(), got[1].version), (offline.clone(), 0));
 
     let me = backend.self_state("frank").await.unwrap();
-    assert_eq!((me.view.status, me.version), (SelfStatus::Busy, 5));
+    assert_eq!((me.view.status, me.version), (SelfStatus::Busy, 5_000_000));
     let unknown = backend.self_state("nobody").await.unwrap();
     assert_eq!(unknown.version, 0);
 
@@ -495,6 +495,7 @@ async fn reads_decode_stored_views_documents_and_cluster_state() {
         .await
         .unwrap();
     assert_eq!(changed.len(), 2);
+    // Versions come from the leader's clock (ms · 1000).
     let changed = backend
         .list_changed_since(Timestamp::from_millis(3_000), "nobody")
         .await
@@ -712,6 +713,44 @@ async fn an_unanswered_connect_is_taken_back() {
             conn: 42,
             end: wire::SocketEnd::Clean
         }
+    );
+    backend.shutdown().await;
+}
+
+/// A leader's first view of a new user that is still offline without text
+/// is no change for anyone here (they read as offline at version 0); once
+/// the user is known, an offline view is a change like any other.
+#[tokio::test]
+async fn w3_the_first_offline_view_of_an_unknown_user_is_not_an_update() {
+    let server = RedisServer::start();
+    let (_client, backend) = start(&server, config()).await;
+    let mut rx = backend.subscribe();
+    let channel = Keys::for_user("newbie", SHARDS).updates_channel();
+    let view = |status| PublicView { status, text: None };
+    let message = |version: u64, status| UpdateMessage {
+        user: "newbie".into(),
+        version,
+        epoch: 1,
+        public: Some(view(status)),
+        self_view: None,
+    };
+
+    publish(&server, &channel, &message(10, DisplayedStatus::Offline));
+    publish(&server, &channel, &message(11, DisplayedStatus::Online));
+    let Update::Presence { snapshot, .. } = next_update(&mut rx).await else {
+        panic!("expected a presence update")
+    };
+    assert_eq!(
+        (snapshot.view.status, snapshot.version),
+        (DisplayedStatus::Online, 11)
+    );
+    publish(&server, &channel, &message(12, DisplayedStatus::Offline));
+    let Update::Presence { snapshot, .. } = next_update(&mut rx).await else {
+        panic!("expected a presence update")
+    };
+    assert_eq!(
+        (snapshot.view.status, snapshot.version),
+        (DisplayedStatus::Offline, 12)
     );
     backend.shutdown().await;
 }

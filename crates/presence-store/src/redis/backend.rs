@@ -44,8 +44,10 @@
 //! trip: O(users) per call. They are admin/compat endpoints, so
 //! correctness comes first; a username index and maintained counters
 //! written by the leaders are the way to make them cheap.
-//! `list_changed_since` uses the document's `updated_at`, which leaders set
-//! on every durable change (not on device-only changes).
+//! `list_changed_since` compares the stored view's version, which leaders
+//! derive from their clock (`max(previous + 1, now_ms · 1000)`), with the
+//! time asked; `user_by_username` picks, among documents carrying the
+//! name, the one written last (a username can move between users).
 //!
 //! **Architecture Invariant:** this backend never writes user state. It
 //! writes only stream entries, heartbeat deadlines (`ZADD XX GT`) and its
@@ -427,7 +429,7 @@ impl Backend for RedisBackend {
         Ok(scanned
             .into_iter()
             .filter(|u| &*u.presence.user != except)
-            .filter(|u| u.record.as_ref().is_some_and(|r| r.updated_at >= since))
+            .filter(|u| u.presence.version >= changed_since_version(since))
             .map(ScannedUser::listing)
             .collect())
     }
@@ -436,15 +438,17 @@ impl Backend for RedisBackend {
         let inner = &self.inner;
         inner.check_running()?;
         let scanned = inner.scan_users(inner.all_users().await?).await?;
+        // A username can move to another user: the record written last
+        // carries it now.
         Ok(scanned
             .into_iter()
-            .find(|u| {
-                u.record
-                    .as_ref()
-                    .and_then(|r| r.profile.username.as_deref())
-                    == Some(username)
+            .filter_map(|u| {
+                let record = u.record?;
+                (record.profile.username.as_deref() == Some(username))
+                    .then_some((record.updated_at, u.presence.user))
             })
-            .map(|u| u.presence.user))
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+            .map(|(_, user)| user))
     }
 
     async fn status_counts(&self) -> BackendResult<StatusCounts> {
@@ -963,8 +967,20 @@ impl Inner {
         let user: Arc<str> = Arc::from(update.user.as_str());
         let (public, own) = {
             let mut seen = self.seen.lock();
+            let known = seen.contains_key(&user);
             let entry = seen.entry(user.clone()).or_default();
-            let public = update.public.filter(|_| update.version > entry.public);
+            // A user this node never read nor heard of reads as offline at
+            // version 0 here (and from the store): a leader's first view of
+            // a new user that is still offline without text changes nothing
+            // anyone here was shown.
+            let unchanged_new_user = !known
+                && update
+                    .public
+                    .as_ref()
+                    .is_some_and(|v| v.status == DisplayedStatus::Offline && v.text.is_none());
+            let public = update
+                .public
+                .filter(|_| update.version > entry.public && !unchanged_new_user);
             if public.is_some() {
                 entry.public = update.version;
             }
@@ -1250,6 +1266,16 @@ fn snapshot_of(user: Arc<str>, view: Option<StoredView>) -> PresenceSnapshot {
             version: 0,
         },
     }
+}
+
+/// The lowest view version written at or after `since`: leaders make
+/// versions from their clock, `max(previous + 1, now_ms · 1000)`
+/// (`presence_core::next_version`), so a stored view's version tells when
+/// it was last written.
+fn changed_since_version(since: Timestamp) -> u64 {
+    u64::try_from(since.as_millis())
+        .unwrap_or(0)
+        .saturating_mul(1000)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> BackendResult<T> {
