@@ -16,9 +16,16 @@
 //! - [`CapOwner`] (`cap.rs`): the presence cap (X1–X5) run by shard 0's
 //!   leader over the live nodes' connection counts.
 //!
-//! The async runner — lease, stream reads, commit script — drives these
-//! and lives elsewhere; everything here is deterministic given `now`, so
-//! it is tested without Redis, clocks or sleeps.
+//! Those three are deterministic given `now`, so they are tested without
+//! Redis, clocks or sleeps. The async runner drives them against Redis:
+//!
+//! - [`Aggregator::start`] (`runner.rs`): competes for every shard's lease
+//!   and runs a leader for each shard it holds; [`AggregatorHandle`] stops
+//!   it and exposes [`AggregatorStats`] (`stats.rs`).
+//! - `leader.rs`: one held shard — takeover, stream loop, timers, sweeps,
+//!   trim, lease renewal with a monotonic validity deadline.
+//! - `encode.rs`: [`ShardChanges`] → fenced `CommitBatch`es, and stored
+//!   JSON → [`ShardLoad`].
 //!
 //! # Driving a shard (what the runner does)
 //!
@@ -62,11 +69,18 @@
 
 mod cap;
 mod changes;
+mod encode;
+mod leader;
+mod runner;
 mod shard;
+mod stats;
 
 pub use cap::CapOwner;
 pub use changes::{ClusterChanges, ShardChanges, UserChange};
+pub use encode::commit_batches;
+pub use runner::{Aggregator, AggregatorConfig, AggregatorHandle};
 pub use shard::{LoadedUser, ShardConfig, ShardLoad, ShardState};
+pub use stats::{AggregatorStats, StatsSnapshot};
 
 #[cfg(test)]
 mod tests {

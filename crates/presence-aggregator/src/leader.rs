@@ -1,0 +1,385 @@
+//! One shard's leader, for as long as this node holds the shard's lease:
+//! the steps `lib.rs` documents, against Redis.
+//!
+//! 1. Takeover: `load_shard` + `read_cluster_state` → [`ShardState::load`]
+//!    → commit, then a sweep.
+//! 2. Loop: sweeps every `sweep_interval` (lapsed heartbeats, dead nodes,
+//!    on shard 0 the cap; elsewhere a re-read of settings and custom
+//!    statuses), timers when due, a trim every `trim_interval`, and
+//!    otherwise an `XREAD` blocking until the next of those (at most
+//!    `ttl / 3`) → [`ShardState::apply_raw_batch`] → commit.
+//!
+//! A renewal task runs beside the loop and moves `valid_until` forward
+//! (monotonic clock: the instant the renewal was *sent* + ttl − margin).
+//! The loop checks it before every commit: past it, the leader drops the
+//! shard at once, even if Redis never said the lease is gone.
+//!
+//! **Architecture Invariant:** a commit that is fenced or whose outcome is
+//! unknown ends the leadership and drops the [`ShardState`]; the next
+//! leader (this node or another) takes over from what Redis holds. A later
+//! batch is never committed on top of a lost one.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use presence_core::Timestamp;
+use presence_protocol::cluster::StreamEntry as Entry;
+use presence_store::redis::{CommitOutcome, StreamId, StreamReader, lease_value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::encode::{self, commit_batches, to_protocol_id};
+use crate::runner::Ctx;
+use crate::stats::AggregatorStats;
+use crate::{ShardChanges, ShardConfig, ShardState};
+
+/// Why a leadership ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    /// The node shuts down: release the lease.
+    Shutdown,
+    /// The lease is lost, lapsed or fenced, or a commit's outcome is
+    /// unknown: drop the shard without touching the lease.
+    Lost,
+    /// The takeover could not complete (Redis unreachable, a stored
+    /// document that does not parse): give the lease back so another node
+    /// may try.
+    Failed,
+}
+
+/// Leads `shard` with lease `epoch`, acquired by a request sent at
+/// `acquired_at`, until the lease is lost or the node shuts down.
+pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: Instant) {
+    let config = &ctx.config;
+    ctx.stats.set_held(shard, Some(epoch));
+    let (valid_tx, valid_rx) =
+        watch::channel(acquired_at + config.lease_ttl - config.lease_margin());
+    let lost = CancellationToken::new();
+    let renewal = AbortOnDrop(tokio::spawn(renew(
+        ctx.clone(),
+        shard,
+        epoch,
+        valid_tx,
+        lost.clone(),
+    )));
+    let mut leader = Leader {
+        ctx,
+        shard,
+        epoch,
+        lease: lease_value(&config.node_id, epoch),
+        valid_until: valid_rx,
+        lost,
+    };
+    let exit = match leader.run().await {
+        Ok(never) => match never {},
+        Err(exit) => exit,
+    };
+    drop(renewal);
+    match exit {
+        Exit::Shutdown | Exit::Failed => {
+            match ctx
+                .client
+                .release_lease(shard, &config.node_id, epoch)
+                .await
+            {
+                Ok(true) => tracing::info!(shard, epoch, ?exit, "released the shard lease"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(shard, %error, "could not release the shard lease"),
+            }
+        }
+        Exit::Lost => tracing::warn!(shard, epoch, "lost the shard; dropped its state"),
+    }
+    ctx.stats.set_held(shard, None);
+}
+
+/// Uninhabited: the leader loop only ever returns an [`Exit`].
+enum Never {}
+
+struct Leader<'a> {
+    ctx: &'a Ctx,
+    shard: u16,
+    epoch: u64,
+    lease: String,
+    valid_until: watch::Receiver<Instant>,
+    lost: CancellationToken,
+}
+
+impl Leader<'_> {
+    async fn run(&mut self) -> Result<Never, Exit> {
+        let config = &self.ctx.config;
+        let reader = self.ctx.client.stream_reader().await.map_err(|error| {
+            tracing::warn!(shard = self.shard, %error, "no stream connection");
+            Exit::Failed
+        })?;
+        let (mut state, mut cursor) = self.takeover().await?;
+        let mut next_sweep = Instant::now();
+        let mut next_trim = Instant::now() + config.trim_interval;
+        loop {
+            if self.ctx.shutdown.is_cancelled() {
+                return Err(Exit::Shutdown);
+            }
+            self.check_valid()?;
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(&mut state).await?;
+                next_sweep = Instant::now() + config.sweep_interval;
+            }
+            if now >= next_trim {
+                self.trim(cursor).await;
+                next_trim = Instant::now() + config.trim_interval;
+            }
+            let wall = wall_now();
+            if state.next_deadline().is_some_and(|d| d <= wall) {
+                let changes = state.advance(wall);
+                self.commit(changes).await?;
+            }
+            let block = self.block_for(&state, next_sweep.min(next_trim));
+            let read = tokio::select! {
+                () = self.ctx.shutdown.cancelled() => return Err(Exit::Shutdown),
+                () = self.lost.cancelled() => return Err(Exit::Lost),
+                read = self.read(&reader, cursor, block) => read,
+            };
+            let Some(entries) = read else { continue };
+            let Some(last) = entries.last().map(|e| e.id) else {
+                continue;
+            };
+            let count = entries.len() as u64;
+            let decoded = entries.iter().map(|e| {
+                let fields = e.fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+                (to_protocol_id(e.id), Entry::from_fields(fields))
+            });
+            let changes = state.apply_raw_batch(decoded, wall_now());
+            self.commit(changes).await?;
+            cursor = last;
+            AggregatorStats::add(&self.ctx.stats.events_applied, count);
+        }
+    }
+
+    /// Step 1: load the shard and the cluster state, rebuild, commit what
+    /// differs, and sweep once.
+    async fn takeover(&mut self) -> Result<(ShardState, StreamId), Exit> {
+        let (shard, client, config) = (self.shard, &self.ctx.client, &self.ctx.config);
+        let unavailable = |error: presence_store::redis::RedisError| {
+            tracing::warn!(shard, %error, "takeover read failed");
+            Exit::Failed
+        };
+        let snapshot = client.load_shard(shard).await.map_err(unavailable)?;
+        let cluster = client.read_cluster_state().await.map_err(unavailable)?;
+        let cursor = snapshot.cursor.unwrap_or(StreamId::ZERO);
+        let users = snapshot.users.len();
+        let load = encode::shard_load(shard, snapshot, cluster).map_err(|e| {
+            tracing::error!(shard, error = %e.0, "cannot take the shard over");
+            Exit::Failed
+        })?;
+        let shard_config = ShardConfig {
+            shard,
+            shards: config.shards,
+            disconnect_grace: config.disconnect_grace,
+            heartbeat_timeout: config.heartbeat_timeout,
+        };
+        let (state, changes) = ShardState::load(shard_config, load, wall_now());
+        self.commit(changes).await?;
+        AggregatorStats::add(&self.ctx.stats.takeovers, 1);
+        tracing::info!(shard, epoch = self.epoch, users, %cursor, "took the shard over");
+        Ok((state, cursor))
+    }
+
+    /// Step 3: A5/H1 lapsed heartbeats, H2 dead nodes, X1 (shard 0) the
+    /// cluster-wide count; other shards re-read settings and custom
+    /// statuses (pub/sub announcements may be lost). A failed read skips
+    /// the sweep: an unknown set of live nodes must never look empty.
+    async fn sweep(&self, state: &mut ShardState) -> Result<(), Exit> {
+        let (shard, client) = (self.shard, &self.ctx.client);
+        let now = wall_now();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(0);
+        let read = async {
+            let lapsed = client.lapsed_heartbeats(shard, now_ms, 10_000).await?;
+            let nodes = client.live_nodes(now_ms).await?;
+            let cluster = if shard == 0 {
+                None
+            } else {
+                Some(client.read_cluster_state().await?)
+            };
+            Ok::<_, presence_store::redis::RedisError>((lapsed, nodes, cluster))
+        };
+        let (lapsed, nodes, cluster) = match read.await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(shard, %error, "sweep skipped: Redis read failed");
+                return Ok(());
+            }
+        };
+        let devices_before = state.device_count();
+        let pairs: Vec<(&str, &str)> = lapsed.iter().filter_map(|e| e.user_and_device()).collect();
+        let mut changes = state.expire_heartbeats(&pairs, now);
+        let live: BTreeSet<String> = nodes.iter().map(|n| n.node.clone()).collect();
+        let dead = state.nodes().filter(|n| !live.contains(*n)).count();
+        changes.merge(state.expire_nodes_not_in(&live, now));
+        if shard == 0 {
+            let counts: Vec<(String, u64)> = nodes
+                .iter()
+                .map(|n| (n.node.clone(), n.connections))
+                .collect();
+            changes.merge(state.observe_connections(&counts, &live, now));
+        }
+        if let Some(cluster) = cluster {
+            let (settings, statuses) = encode::cluster_state(&cluster);
+            if let Some(settings) = settings.filter(|s| s != state.settings()) {
+                changes.merge(state.reevaluate(settings, now));
+            }
+            changes.merge(state.sync_custom_statuses(statuses, now));
+        }
+        let expired = devices_before.saturating_sub(state.device_count()) as u64;
+        AggregatorStats::add(&self.ctx.stats.devices_expired, expired);
+        AggregatorStats::add(&self.ctx.stats.nodes_lapsed, dead as u64);
+        self.commit(changes).await
+    }
+
+    /// Deletes the entries before the cursor (applied and committed) and
+    /// records how many remain after it.
+    async fn trim(&self, cursor: StreamId) {
+        let (shard, client) = (self.shard, &self.ctx.client);
+        if cursor == StreamId::ZERO {
+            return;
+        }
+        if let Err(error) = client.trim(shard, cursor).await {
+            tracing::debug!(shard, %error, "stream trim failed");
+            return;
+        }
+        if let Ok(len) = client.stream_len(shard).await {
+            // The cursor's own entry stays in the stream.
+            self.ctx.stats.stream_lag[usize::from(shard)]
+                .store(len.saturating_sub(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Step 2's read: `None` on a transport error (after a short pause, so
+    /// a down Redis does not spin the loop).
+    async fn read(
+        &self,
+        reader: &StreamReader,
+        cursor: StreamId,
+        block: Duration,
+    ) -> Option<Vec<presence_store::redis::StreamEntry>> {
+        let count = self.ctx.config.batch_size.max(1) as u64;
+        match reader.read(self.shard, cursor, count, Some(block)).await {
+            Ok(entries) => Some(entries),
+            Err(error) => {
+                tracing::warn!(shard = self.shard, %error, "stream read failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
+            }
+        }
+    }
+
+    /// How long the stream read may block: until the next timer, sweep or
+    /// trim, and never longer than a third of the lease TTL.
+    fn block_for(&self, state: &ShardState, next_chore: Instant) -> Duration {
+        let mut block = self.ctx.config.renew_interval();
+        block = block.min(next_chore.saturating_duration_since(Instant::now()));
+        if let Some(deadline) = state.next_deadline() {
+            block = block.min(deadline.saturating_since(wall_now()));
+        }
+        // `BLOCK 0` would wait forever.
+        block.max(Duration::from_millis(1))
+    }
+
+    /// Whether the lease is still ours by the monotonic clock.
+    fn check_valid(&self) -> Result<(), Exit> {
+        if self.lost.is_cancelled() || Instant::now() >= *self.valid_until.borrow() {
+            tracing::warn!(
+                shard = self.shard,
+                "lease validity passed; dropping the shard"
+            );
+            return Err(Exit::Lost);
+        }
+        Ok(())
+    }
+
+    /// Commits `changes` (nothing if empty), fenced by our lease value, in
+    /// batches of at most `batch_size` users.
+    async fn commit(&self, changes: ShardChanges) -> Result<(), Exit> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let stats = &self.ctx.stats;
+        let batches = commit_batches(self.shard, self.epoch, &changes, self.ctx.config.batch_size);
+        for batch in &batches {
+            self.check_valid()?;
+            // Test hook: a pause here, after the validity check, is the
+            // worst case a real pause (GC, SIGSTOP, swap) can produce.
+            self.ctx.freeze.wait().await;
+            match self.ctx.client.commit(self.shard, &self.lease, batch).await {
+                Ok(CommitOutcome::Committed) => AggregatorStats::add(&stats.commits, 1),
+                Ok(CommitOutcome::Fenced) => {
+                    AggregatorStats::add(&stats.fenced_rejected, 1);
+                    tracing::warn!(shard = self.shard, epoch = self.epoch, "commit fenced");
+                    return Err(Exit::Lost);
+                }
+                Err(error) => {
+                    AggregatorStats::add(&stats.commit_errors, 1);
+                    tracing::warn!(shard = self.shard, %error, "commit failed; outcome unknown");
+                    return Err(Exit::Lost);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renews the lease every `ttl / 3` while not frozen, moving
+/// `valid_until` on; cancels `lost` when Redis says the lease is gone.
+async fn renew(
+    ctx: Arc<Ctx>,
+    shard: u16,
+    epoch: u64,
+    valid_until: watch::Sender<Instant>,
+    lost: CancellationToken,
+) {
+    let config = &ctx.config;
+    let every = config.renew_interval();
+    let mut next = Instant::now() + every;
+    loop {
+        tokio::time::sleep_until(next).await;
+        next = (next + every).max(Instant::now());
+        if ctx.freeze.is_frozen() {
+            continue;
+        }
+        let sent = Instant::now();
+        match ctx
+            .client
+            .renew_lease(shard, &config.node_id, epoch, config.lease_ttl)
+            .await
+        {
+            Ok(true) => {
+                valid_until.send_replace(sent + config.lease_ttl - config.lease_margin());
+            }
+            Ok(false) => {
+                tracing::warn!(shard, epoch, "the lease is no longer ours");
+                lost.cancel();
+                return;
+            }
+            Err(error) => tracing::warn!(shard, %error, "lease renewal failed"),
+        }
+    }
+}
+
+/// Aborts the task when dropped (also when the leader's own task is
+/// aborted: a dead node renews nothing).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The wall clock, for the rules (heartbeat deadlines are wall-clock ms).
+fn wall_now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
