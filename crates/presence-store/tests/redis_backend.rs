@@ -754,3 +754,33 @@ async fn w3_the_first_offline_view_of_an_unknown_user_is_not_an_update() {
     );
     backend.shutdown().await;
 }
+
+/// X1: the socket count reaches Redis shortly after a connect or a
+/// disconnect, not a heartbeat interval (here an hour) later.
+#[tokio::test]
+async fn x1_the_socket_count_is_stored_soon_after_it_changes() {
+    let server = RedisServer::start();
+    let mut config = config();
+    config.shards = 1;
+    let (client, backend) = start(&server, config).await;
+    let leader = auto_leader(client.clone(), server.addr());
+    let count = || server.command(&["HGET", &Keys::conns(), NODE]);
+    let a = session("lea", "web", 1);
+    let b = session("max", "web", 2);
+    backend.connect(&a).await.unwrap();
+    backend.connect(&b).await.unwrap();
+    eventually("two sockets stored", WAIT, || async {
+        (count() == "2").then_some(())
+    })
+    .await;
+    backend
+        .disconnect(&a, presence_store::SocketEnd::Clean)
+        .await
+        .unwrap();
+    eventually("one socket stored", WAIT, || async {
+        (count() == "1").then_some(())
+    })
+    .await;
+    leader.abort();
+    backend.shutdown().await;
+}

@@ -23,7 +23,9 @@
 //!   [`Update::Settings`];
 //! - the **liveness** task refreshes this node's lease and socket count
 //!   every [`RedisBackendConfig::heartbeat_interval`] and the heartbeat
-//!   deadlines of its live devices, one `ZADD` per 500 devices.
+//!   deadlines of its live devices, one `ZADD` per 500 devices; it also
+//!   stores the socket count within ~100 ms of a connect or disconnect
+//!   (X1), coalescing bursts into one write.
 //!
 //! **Resync (H3).** Pub/sub loses messages on reconnect and lag. On any
 //! [`SubscriberEvent::Resync`] the pump re-reads the stored views of every
@@ -89,6 +91,8 @@ use crate::durable::{Profile, UserRecord};
 const UPDATE_CHANNEL_CAPACITY: usize = 16_384;
 /// Pause before building the subscriber again after it failed or closed.
 const SUBSCRIBER_RETRY: Duration = Duration::from_millis(200);
+/// How long socket count changes are gathered before one write.
+const COUNT_COALESCE: Duration = Duration::from_millis(100);
 /// Pause before retrying a resync whose reads failed.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
 /// Pause before retrying a registration of every live device that failed.
@@ -154,6 +158,8 @@ struct Inner {
     stopping: AtomicBool,
     /// Wakes the liveness task to register every live device again.
     reregister: Notify,
+    /// Wakes the liveness task to store the socket count (X1).
+    count_changed: Notify,
     stop: Notify,
     /// Times every live device was registered again (tests, metrics).
     reregistrations: AtomicU64,
@@ -200,6 +206,7 @@ impl RedisBackend {
             subscribed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             reregister: Notify::new(),
+            count_changed: Notify::new(),
             stop: Notify::new(),
             reregistrations: AtomicU64::new(0),
             heartbeat_commands: AtomicU64::new(0),
@@ -265,7 +272,9 @@ impl Backend for RedisBackend {
             })
         }
         .await;
-        if result.is_err() {
+        if result.is_ok() {
+            inner.count_changed.notify_one();
+        } else {
             inner.live.lock().remove(&session.conn);
             // The leader may have applied the connect without us hearing
             // back: take it back so a refused connect leaves no ghost
@@ -307,6 +316,7 @@ impl Backend for RedisBackend {
             // Already disconnected (or never connected): nothing to tell.
             return Ok(());
         }
+        self.inner.count_changed.notify_one();
         let command = disconnect_command(session, end);
         self.inner.request(&session.user, command).await.map(drop)
     }
@@ -1109,6 +1119,17 @@ async fn run_liveness(inner: Arc<Inner>) {
                     tracing::warn!(%error, "redis backend: liveness refresh failed");
                 }
             }
+            _ = inner.count_changed.notified() => {
+                // Coalesce a burst of connects into one write (X1: the cap
+                // owner sees the count within a fraction of a second, not
+                // a heartbeat interval later).
+                tokio::time::sleep(COUNT_COALESCE).await;
+                if !inner.stopping.load(Ordering::Acquire)
+                    && let Err(error) = inner.refresh_lease(now_ms()).await
+                {
+                    tracing::warn!(%error, "redis backend: writing the socket count failed");
+                }
+            }
             _ = inner.reregister.notified() => {
                 registration_pending = !inner.register_all().await;
             }
@@ -1127,7 +1148,7 @@ impl Inner {
             return Ok(());
         }
         let now = now_ms();
-        let (count, members) = {
+        let members = {
             let live = self.live.lock();
             let mut members: BTreeMap<u16, Vec<String>> = BTreeMap::new();
             for socket in live.values() {
@@ -1136,19 +1157,9 @@ impl Inner {
                     .or_default()
                     .push(heartbeat_member(&socket.user, &socket.device.0));
             }
-            (live.len() as u64, members)
+            members
         };
-        let lease_until = now + duration_ms(self.config.node_lease_ttl);
-        let previous = self
-            .client
-            .refresh_node(&self.config.node_id, lease_until, count)
-            .await?;
-        if previous.is_some_and(|deadline| deadline <= now) {
-            tracing::warn!(
-                "redis backend: this node's lease had lapsed; registering its devices again"
-            );
-            self.register_all().await;
-        }
+        self.refresh_lease(now).await?;
         let deadline = now + duration_ms(self.config.heartbeat_timeout);
         for (shard, mut members) in members {
             members.sort_unstable();
@@ -1160,6 +1171,26 @@ impl Inner {
             debug_assert!(refresh.commands <= members.len().div_ceil(HEARTBEAT_CHUNK));
             self.heartbeat_commands
                 .fetch_add(refresh.commands as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Extends the node lease and stores the socket count (X1, H2); a
+    /// lease that had lapsed registers every device again.
+    async fn refresh_lease(&self, now: u64) -> Result<(), RedisError> {
+        let count = self.live.lock().len() as u64;
+        let lease_until = now + duration_ms(self.config.node_lease_ttl);
+        let previous = self
+            .client
+            .refresh_node(&self.config.node_id, lease_until, count)
+            .await?;
+        if previous.is_some_and(|deadline| deadline <= now) {
+            tracing::warn!(
+                "redis backend: this node's lease had lapsed; registering its devices again"
+            );
+            if !self.register_all().await {
+                self.reregister.notify_one();
+            }
         }
         Ok(())
     }
