@@ -7,7 +7,9 @@
 //!    on shard 0 the cap; elsewhere a re-read of settings and custom
 //!    statuses), timers when due, a trim every `trim_interval`, and
 //!    otherwise an `XREAD` blocking until the next of those (at most
-//!    `ttl / 3`) → [`ShardState::apply_raw_batch`] → commit.
+//!    `ttl / 3`) → (shards other than 0: re-read settings and custom
+//!    statuses, so a command sent after shard 0 answered an admin change
+//!    is applied under it) → [`ShardState::apply_raw_batch`] → commit.
 //!
 //! A renewal task runs beside the loop and moves `valid_until` forward
 //! (monotonic clock: the instant the renewal was *sent* + ttl − margin).
@@ -146,11 +148,18 @@ impl Leader<'_> {
                 continue;
             };
             let count = entries.len() as u64;
+            // Read-your-writes across shards: a gateway that saw shard 0
+            // commit a settings or custom status change may append a
+            // command here at once; re-read them *after* the entries, so
+            // the command is applied under them.
+            let Some(mut changes) = self.follow_cluster(&mut state).await else {
+                continue;
+            };
             let decoded = entries.iter().map(|e| {
                 let fields = e.fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
                 (to_protocol_id(e.id), Entry::from_fields(fields))
             });
-            let changes = state.apply_raw_batch(decoded, wall_now());
+            changes.merge(state.apply_raw_batch(decoded, wall_now()));
             self.commit(changes).await?;
             cursor = last;
             AggregatorStats::add(&self.ctx.stats.events_applied, count);
@@ -225,16 +234,29 @@ impl Leader<'_> {
             changes.merge(state.observe_connections(&counts, &live, now));
         }
         if let Some(cluster) = cluster {
-            let (settings, statuses) = encode::cluster_state(&cluster);
-            if let Some(settings) = settings.filter(|s| s != state.settings()) {
-                changes.merge(state.reevaluate(settings, now));
-            }
-            changes.merge(state.sync_custom_statuses(statuses, now));
+            changes.merge(apply_cluster_state(state, &cluster, now));
         }
         let expired = devices_before.saturating_sub(state.device_count()) as u64;
         AggregatorStats::add(&self.ctx.stats.devices_expired, expired);
         AggregatorStats::add(&self.ctx.stats.nodes_lapsed, dead as u64);
         self.commit(changes).await
+    }
+
+    /// Shards other than 0: re-reads the settings and custom statuses that
+    /// shard 0 owns and applies any difference (S1, C3). `None` if Redis
+    /// could not be read; shard 0, the authority, returns no changes.
+    async fn follow_cluster(&self, state: &mut ShardState) -> Option<ShardChanges> {
+        if self.shard == 0 {
+            return Some(ShardChanges::default());
+        }
+        match self.ctx.client.read_cluster_state().await {
+            Ok(cluster) => Some(apply_cluster_state(state, &cluster, wall_now())),
+            Err(error) => {
+                tracing::warn!(shard = self.shard, %error, "cannot read the cluster state");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
+            }
+        }
     }
 
     /// Deletes the entries before the cursor (applied and committed) and
@@ -327,6 +349,22 @@ impl Leader<'_> {
         }
         Ok(())
     }
+}
+
+/// Applies shard 0's settings and custom statuses as stored in `cluster`
+/// (no changes when they equal what the shard holds).
+fn apply_cluster_state(
+    state: &mut ShardState,
+    cluster: &presence_store::redis::ClusterSnapshot,
+    now: Timestamp,
+) -> ShardChanges {
+    let (settings, statuses) = encode::cluster_state(cluster);
+    let mut changes = ShardChanges::default();
+    if let Some(settings) = settings.filter(|s| s != state.settings()) {
+        changes.merge(state.reevaluate(settings, now));
+    }
+    changes.merge(state.sync_custom_statuses(statuses, now));
+    changes
 }
 
 /// Renews the lease every `ttl / 3` while not frozen, moving

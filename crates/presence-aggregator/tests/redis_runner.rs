@@ -437,3 +437,57 @@ async fn next_reply(subscriber: &mut presence_store::redis::RedisSubscriber) -> 
         }
     }
 }
+
+#[tokio::test]
+async fn k1_a_settings_change_applies_at_once_on_every_shard() {
+    const S: u16 = 4;
+    let server = RedisServer::start();
+    let client = connect(&server).await;
+    register_node(&client, "g1", Duration::from_secs(60), 1).await;
+    let mut config = aggregator_config("agg", S);
+    // Sweeps (which also re-read the settings) must not be what helps.
+    config.sweep_interval = Duration::from_secs(30);
+    let aggregator = start(&server, config).await;
+    wait_held(&aggregator, u64::from(S), WAIT).await;
+    let user = (0..)
+        .map(|i| format!("pat-{i}"))
+        .find(|u| presence_protocol::cluster::shard_of(u, S) != 0)
+        .unwrap();
+    let shard = presence_protocol::cluster::shard_of(&user, S);
+    let mut subscriber = client.subscriber().await.unwrap();
+    subscriber
+        .subscribe(&[
+            Keys::new(0).replies_channel(),
+            Keys::new(shard).replies_channel(),
+        ])
+        .await
+        .unwrap();
+    append(&client, S, &user, "g1", connect_cmd("d", "g1", 1), None).await;
+
+    let patch = presence_protocol::cluster::SettingsPatch {
+        calendar_integration: Some(true),
+        ..Default::default()
+    };
+    let update = ClusterCommand::UpdateSettings { patch };
+    append(&client, S, "admin", "g1", update, Some("settings")).await;
+    let (_, payload) = next_message(&mut subscriber, WAIT).await;
+    let reply: ReplyMessage = serde_json::from_str(&payload).unwrap();
+    assert_eq!(reply.r, "settings");
+    assert!(matches!(reply.result, CommandResult::Ok(_)), "{reply:?}");
+
+    // Sent right after the answer, to another shard: already enabled.
+    let calendar = ClusterCommand::Calendar {
+        event_id: "standup".to_owned(),
+        busy: true,
+        source: presence_protocol::cluster::CalendarOrigin::Integration,
+    };
+    append(&client, S, &user, "g1", calendar, Some("calendar")).await;
+    let (_, payload) = next_message(&mut subscriber, WAIT).await;
+    let reply: ReplyMessage = serde_json::from_str(&payload).unwrap();
+    assert_eq!(reply.r, "calendar");
+    match reply.result {
+        CommandResult::Ok(ok) => assert!(ok.me.unwrap().view.calendar_busy),
+        other => panic!("the calendar command was refused: {other:?}"),
+    }
+    aggregator.shutdown().await;
+}
