@@ -1405,3 +1405,60 @@ pub fn error_from_reply(code: &str, message: &str) -> BackendError {
     };
     BackendError::Rule(rule)
 }
+
+#[cfg(test)]
+mod tests {
+    use presence_core::{DeviceEvent, Platform, PresenceError};
+
+    use super::error_from_reply;
+
+    /// A leader's refusal comes back as the same rule error: same code,
+    /// same message.
+    #[test]
+    fn rule_errors_survive_the_reply_round_trip() {
+        let cases = [
+            PresenceError::StatusTextTooLong { len: 130, max: 120 },
+            PresenceError::StatusTextInvalid,
+            PresenceError::StatusTextDisabled,
+            PresenceError::IdleTimeLimitTooLow {
+                seconds: 30,
+                min: 60,
+            },
+            PresenceError::InvisibleDisabled,
+            PresenceError::UnsupportedEvent {
+                platform: Platform::Web,
+                event: DeviceEvent::Lock,
+            },
+            PresenceError::UnsupportedCalendarSource {
+                platform: Platform::Mobile,
+            },
+            PresenceError::ExpiryNotInFuture,
+            PresenceError::ExpiryWithoutChange,
+            PresenceError::EmptyStatusChange,
+            PresenceError::CustomStatusNameTaken {
+                name: "Lunch".into(),
+            },
+            PresenceError::CustomStatusNotFound { id: "cs1".into() },
+            PresenceError::BroadcastEnableRefused { count: 7, cap: 5 },
+            PresenceError::CalendarDisabled,
+            PresenceError::UnknownDevice {
+                device: "d1".into(),
+            },
+            PresenceError::CalendarEventIdInvalid { max: 200 },
+            PresenceError::TooManyCalendarEvents { max: 32 },
+        ];
+        for error in cases {
+            let back = error_from_reply(error.code(), &error.to_string());
+            assert_eq!(back.code(), error.code(), "{error:?}");
+            assert_eq!(back.to_string(), error.to_string(), "{error:?}");
+        }
+    }
+
+    /// Codes that are not rule errors mean the cluster cannot answer.
+    #[test]
+    fn wrong_shard_and_invalid_command_are_backend_unavailable() {
+        for code in ["wrong_shard", "invalid_command", "something_new"] {
+            assert_eq!(error_from_reply(code, "x").code(), "backend_unavailable");
+        }
+    }
+}
