@@ -74,6 +74,16 @@ impl App {
             ))
     }
 
+    /// Only the operational endpoints, for aggregator-only nodes.
+    pub fn ops_router(self: &Arc<App>) -> Router {
+        crate::ops::routes()
+            .with_state(self.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                self.metrics.clone(),
+                crate::metrics::track_http_requests,
+            ))
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }

@@ -39,6 +39,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which roles this process runs (DESIGN §2). Every process is a gateway
+/// unless it runs only the aggregator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Gateway and aggregator (the default).
+    All,
+    /// Serves clients; leaves aggregation to other nodes.
+    Gateway,
+    /// Competes for shard leases only; serves just /healthz, /readyz and
+    /// /metrics.
+    Aggregator,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum KeyAlgorithm {
     Rs256,
@@ -55,6 +68,30 @@ pub struct ServeArgs {
     /// settings, custom statuses). Created if missing.
     #[arg(long, env = "PRESENCE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Join a cluster through Redis (`redis://host:6379/0`,
+    /// `redis+sentinel://host:26379/service`, or a cluster seed list).
+    /// Without it presenced runs embedded: every role in one process.
+    #[arg(long, env = "PRESENCE_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// Roles of this process in cluster mode.
+    #[arg(long, env = "PRESENCE_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
+
+    /// Shards of the cluster (every node must agree; stored in Redis).
+    #[arg(long, env = "PRESENCE_SHARDS", default_value_t = 16)]
+    pub shards: u16,
+
+    /// This node's id in the cluster (default: host name and a random
+    /// suffix). Must be unique among running nodes.
+    #[arg(long, env = "PRESENCE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Cluster mode: how often a gateway refreshes its devices' heartbeats
+    /// and its node lease in Redis (H1).
+    #[arg(long, env = "PRESENCE_DEVICE_REFRESH_INTERVAL", default_value = "10s")]
+    pub device_refresh_interval: humantime::Duration,
 
     /// Keep durable data in memory only (lost on exit). For experiments.
     #[arg(long, env = "PRESENCE_EPHEMERAL")]
@@ -178,6 +215,20 @@ pub struct TokenArgs {
 }
 
 impl ServeArgs {
+    /// This node's cluster id.
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".to_owned());
+        let suffix: u32 = rand::random();
+        format!("{host}-{suffix:08x}")
+    }
+
     pub fn memory_config(&self) -> MemoryConfig {
         let grace: Duration = self
             .disconnect_grace

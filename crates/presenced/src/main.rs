@@ -9,20 +9,23 @@ mod config;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use presence_aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
 use presence_gateway::app::App;
 use presence_gateway::auth::{self, Authenticator, MintClaims};
 use presence_gateway::metrics::Metrics;
+use presence_store::redis::{RedisBackend, RedisBackendConfig, RedisClient, RedisConfig};
 use presence_store::{
     Backend, DurableStore, MemoryBackend, MemoryStore, RedbOptions, RedbStore, SettingsPatch,
     SystemClock,
 };
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
+use crate::config::{Cli, Command, LogFormat, Role, ServeArgs, TokenArgs};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -44,6 +47,56 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
+    let auth_config = config::auth_config(&args)?;
+    let authenticator = Authenticator::new(auth_config).context("loading the JWT key")?;
+    let shutdown = CancellationToken::new();
+    let (backend, aggregator) = match &args.redis {
+        None => {
+            if args.role != Role::All {
+                bail!(
+                    "--role {:?} needs --redis: the embedded mode runs every role",
+                    args.role
+                );
+            }
+            (embedded_backend(&args, &metrics).await?, None)
+        }
+        Some(url) => cluster_backend(&args, url, &shutdown).await?,
+    };
+    let gateway = args.gateway_config()?;
+    let app = App::new(backend, authenticator, metrics, gateway);
+    app.start_dispatcher().await;
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    // Tests and scripts read this line to learn the port of `--listen :0`.
+    println!("presenced listening on http://{addr}");
+    tracing::info!(%addr, role = ?args.role, cluster = args.redis.is_some(), "presenced started");
+
+    let router = match args.role {
+        Role::Aggregator => app.ops_router(),
+        Role::All | Role::Gateway => app.router(),
+    };
+    let shutdown_app = app.clone();
+    let server =
+        axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining sockets");
+            shutdown_app.drain().await;
+        });
+    server.await.context("serving HTTP")?;
+    if let Some(aggregator) = aggregator {
+        aggregator.shutdown().await; // Releases the shard leases.
+    }
+    shutdown.cancel();
+    tracing::info!("presenced stopped");
+    Ok(())
+}
+
+/// The embedded backend: everything in this process, durable data in
+/// `--data-dir`.
+async fn embedded_backend(args: &ServeArgs, metrics: &Metrics) -> anyhow::Result<Arc<dyn Backend>> {
     let store: Arc<dyn DurableStore> = if args.ephemeral {
         tracing::warn!("--ephemeral: durable data is kept in memory only and lost on exit");
         Arc::new(MemoryStore::new())
@@ -59,11 +112,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
         Arc::new(store)
     };
-    let auth_config = config::auth_config(&args)?;
-    let authenticator = Authenticator::new(auth_config).context("loading the JWT key")?;
     let backend = MemoryBackend::start(args.memory_config(), store, Arc::new(SystemClock))
         .context("loading durable data")?;
-    let gateway = args.gateway_config()?;
     if let Some(cap) = args.cap {
         let patch = SettingsPatch {
             cap: Some(cap),
@@ -74,28 +124,51 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("applying --cap")?;
     }
-    let backend: Arc<dyn Backend> = Arc::new(backend);
-    let app = App::new(backend, authenticator, metrics, gateway);
-    app.start_dispatcher().await;
+    Ok(Arc::new(backend))
+}
 
-    let listener = TcpListener::bind(args.listen)
+/// Cluster mode: the Redis backend, and the aggregator role if asked.
+async fn cluster_backend(
+    args: &ServeArgs,
+    url: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<dyn Backend>, Option<AggregatorHandle>)> {
+    let client = RedisClient::connect(RedisConfig::new(url))
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr: SocketAddr = listener.local_addr()?;
-    // Tests and scripts read this line to learn the port of `--listen :0`.
-    println!("presenced listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "presenced started");
-
-    let router = app.router().into_make_service();
-    let shutdown_app = app.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: draining sockets");
-        shutdown_app.drain().await;
+        .context("connecting to Redis")?;
+    client
+        .ensure_meta(args.shards)
+        .await
+        .context("checking the cluster's shard count")?;
+    let node_id = args.node_id();
+    let heartbeat_timeout: Duration = args.heartbeat_timeout.into();
+    let grace: Duration = args.disconnect_grace.map_or(heartbeat_timeout, Into::into);
+    let aggregator = (args.role != Role::Gateway).then(|| {
+        let config = AggregatorConfig {
+            heartbeat_timeout,
+            disconnect_grace: grace,
+            ..AggregatorConfig::new(node_id.clone(), args.shards)
+        };
+        Aggregator::start(client.clone(), config, shutdown.clone())
     });
-    server.await.context("serving HTTP")?;
-    tracing::info!("presenced stopped");
-    Ok(())
+    let config = RedisBackendConfig {
+        heartbeat_interval: args.device_refresh_interval.into(),
+        heartbeat_timeout,
+        ..RedisBackendConfig::new(node_id.clone(), args.shards)
+    };
+    let backend = RedisBackend::start(client, config).await;
+    if let Some(cap) = args.cap {
+        let patch = SettingsPatch {
+            cap: Some(cap),
+            ..SettingsPatch::default()
+        };
+        backend
+            .update_settings(patch)
+            .await
+            .context("applying --cap")?;
+    }
+    tracing::info!(node = %node_id, shards = args.shards, "joined the cluster");
+    Ok((Arc::new(backend), aggregator))
 }
 
 async fn wait_for_signal() {

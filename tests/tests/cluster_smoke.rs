@@ -1,0 +1,56 @@
+//! Cluster mode end to end: a real redis-server and three real presenced
+//! nodes; users and watchers on different nodes.
+
+use presence_e2e::{Server, ServerOptions};
+use presence_testkit::RedisServer;
+use serde_json::json;
+
+async fn node(redis: &RedisServer, id: &str) -> Server {
+    let options = ServerOptions::default()
+        .arg("--redis", redis.url())
+        .arg("--shards", 4)
+        .arg("--node-id", id);
+    Server::start_with(options).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn w1_redis_cluster_delivers_changes_across_nodes() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    let c = node(&redis, "node-c").await;
+
+    let mut watcher = a.connect("bob", "bob-web", "web").await;
+    let snapshot = watcher
+        .request(json!({"type": "subscribe", "users": ["alice", "carol"]}))
+        .await;
+    assert_eq!(snapshot["type"], "snapshot");
+
+    let mut alice = b.connect("alice", "alice-desktop", "desktop").await;
+    watcher.expect_presence("alice", "online").await;
+    let mut carol = c.connect("carol", "carol-phone", "mobile").await;
+    watcher.expect_presence("carol", "online").await;
+
+    alice
+        .ok(json!({"type": "set_status", "status": "busy", "text": "Deep work"}))
+        .await;
+    let update = watcher.expect_presence("alice", "busy").await;
+    assert_eq!(update["text"], "Deep work");
+    carol.ok(json!({"type": "background"})).await;
+    watcher.expect_presence("carol", "away").await;
+
+    // A REST read on a third node sees the same state.
+    let token = c.token("dave", false);
+    let entry: serde_json::Value = c
+        .get("/v1/users/alice/presence", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(entry["status"], "busy");
+
+    alice.close().await;
+    watcher.expect_presence("alice", "offline").await;
+}
