@@ -32,7 +32,7 @@ pub use device_map::DeviceMap;
 pub use error::PresenceError;
 pub use settings::{
     DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,
-    MIN_IDLE_TIME_LIMIT_SECS, Preferences, WorkspaceSettings,
+    MIN_IDLE_TIME_LIMIT_SECS, Preferences, SettingsPatch, WorkspaceSettings,
 };
 pub use status::{ChosenStatus, DisplayedStatus, Platform, SelfStatus};
 pub use text::{CustomStatusName, MAX_CUSTOM_STATUS_NAME_CHARS, MAX_STATUS_TEXT_CHARS, StatusText};

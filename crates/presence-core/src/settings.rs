@@ -114,6 +114,44 @@ impl Default for WorkspaceSettings {
     }
 }
 
+/// A change of the workspace settings; `None` fields stay as they are.
+/// The one definition used by the backends and the cluster wire format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_custom_status_text: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_invisible: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar_integration: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_auto_away: Option<bool>,
+    /// Seconds on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_idle_time_limit: Option<IdleTimeLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<u64>,
+}
+
+impl SettingsPatch {
+    /// `settings` with this patch applied.
+    pub fn apply_to(&self, settings: &WorkspaceSettings) -> WorkspaceSettings {
+        let mut next = settings.clone();
+        macro_rules! set {
+            ($($f:ident),*) => {$( if let Some(v) = self.$f { next.$f = v; } )*};
+        }
+        set!(
+            allow_custom_status_text,
+            allow_invisible,
+            calendar_integration,
+            default_auto_away,
+            default_idle_time_limit,
+            cap
+        );
+        next
+    }
+}
+
 /// T6: a moment in the future at which a manual status or text ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

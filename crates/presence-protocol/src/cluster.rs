@@ -216,50 +216,9 @@ impl From<StatusRequestBody> for StatusRequest {
     }
 }
 
-/// A change of the workspace settings; absent fields stay as they are.
-/// Already validated by the gateway (the idle floor, S2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SettingsPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_custom_status_text: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_invisible: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calendar_integration: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_auto_away: Option<bool>,
-    /// Seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_idle_time_limit: Option<IdleTimeLimit>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cap: Option<u64>,
-}
-
-impl SettingsPatch {
-    /// `settings` with this patch applied.
-    pub fn apply_to(&self, settings: &WorkspaceSettings) -> WorkspaceSettings {
-        let mut next = settings.clone();
-        if let Some(v) = self.allow_custom_status_text {
-            next.allow_custom_status_text = v;
-        }
-        if let Some(v) = self.allow_invisible {
-            next.allow_invisible = v;
-        }
-        if let Some(v) = self.calendar_integration {
-            next.calendar_integration = v;
-        }
-        if let Some(v) = self.default_auto_away {
-            next.default_auto_away = v;
-        }
-        if let Some(v) = self.default_idle_time_limit {
-            next.default_idle_time_limit = v;
-        }
-        if let Some(v) = self.cap {
-            next.cap = v;
-        }
-        next
-    }
-}
+/// A change of the workspace settings, already validated by the gateway
+/// (the idle floor, S2); the type lives in `presence-core`.
+pub use presence_core::SettingsPatch;
 
 /// Everything a gateway can ask a shard leader. The user is the
 /// [`StreamEntry::user`]; the admin commands (see [`Self::is_admin`]) go

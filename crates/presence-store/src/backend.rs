@@ -14,8 +14,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use presence_core::{
     CalendarSource, CapState, CustomStatus, CustomStatusId, CustomStatusName, DeviceEvent,
-    DeviceId, DisplayedStatus, IdleTimeLimit, Platform, PreferencesUpdate, PresenceError,
-    PublicView, SelfView, StatusRequest, Timestamp, WorkspaceSettings,
+    DeviceId, DisplayedStatus, Platform, PreferencesUpdate, PresenceError, PublicView, SelfView,
+    StatusRequest, Timestamp, WorkspaceSettings,
 };
 use thiserror::Error;
 use tokio::sync::broadcast;
@@ -94,33 +94,8 @@ pub enum Update {
     Settings(Arc<WorkspaceSettings>),
 }
 
-/// A change to the workspace settings; `None` fields stay as they are.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SettingsPatch {
-    pub allow_custom_status_text: Option<bool>,
-    pub allow_invisible: Option<bool>,
-    pub calendar_integration: Option<bool>,
-    pub default_auto_away: Option<bool>,
-    pub default_idle_time_limit: Option<IdleTimeLimit>,
-    pub cap: Option<u64>,
-}
-
-impl SettingsPatch {
-    pub fn apply_to(&self, settings: &mut WorkspaceSettings) {
-        let s = settings;
-        macro_rules! set {
-            ($($f:ident),*) => {$( if let Some(v) = self.$f { s.$f = v; } )*};
-        }
-        set!(
-            allow_custom_status_text,
-            allow_invisible,
-            calendar_integration,
-            default_auto_away,
-            default_idle_time_limit,
-            cap
-        );
-    }
-}
+/// A change to the workspace settings (defined in `presence-core`).
+pub use presence_core::SettingsPatch;
 
 /// How many users show each displayed status, for the `presence_users`
 /// gauge and the online count.

@@ -651,9 +651,7 @@ impl Backend for MemoryBackend {
         let (old, new) = {
             let mut guard = self.inner.settings.write();
             let old = guard.clone();
-            let mut new = (*old).clone();
-            patch.apply_to(&mut new);
-            let new = Arc::new(new);
+            let new = Arc::new(patch.apply_to(&old));
             *guard = new.clone();
             (old, new)
         };

@@ -487,9 +487,7 @@ impl Backend for RedisBackend {
     }
 
     async fn update_settings(&self, patch: SettingsPatch) -> BackendResult<Arc<WorkspaceSettings>> {
-        let command = ClusterCommand::UpdateSettings {
-            patch: wire_patch(&patch),
-        };
+        let command = ClusterCommand::UpdateSettings { patch };
         let ok = self.inner.admin_request(command).await?;
         let settings = ok.settings.ok_or_else(|| {
             BackendError::Unavailable("the leader's answer lacks settings".into())
@@ -1250,17 +1248,6 @@ fn wire_profile(profile: &Profile) -> wire::Profile {
     wire::Profile {
         username: profile.username.clone(),
         name: profile.name.clone(),
-    }
-}
-
-fn wire_patch(patch: &SettingsPatch) -> wire::SettingsPatch {
-    wire::SettingsPatch {
-        allow_custom_status_text: patch.allow_custom_status_text,
-        allow_invisible: patch.allow_invisible,
-        calendar_integration: patch.calendar_integration,
-        default_auto_away: patch.default_auto_away,
-        default_idle_time_limit: patch.default_idle_time_limit,
-        cap: patch.cap,
     }
 }
 
