@@ -3,7 +3,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
 
-.PHONY: run build release test lint fmt fmt-check clippy bench clean
+.PHONY: run build release test lint fmt fmt-check clippy bench cluster clean
 
 ## Build and start presenced with the embedded backend (no Redis needed).
 run:
@@ -39,6 +39,10 @@ fmt-check:
 bench: release
 	./target/release/presence-bench idle --connections 10000
 	./target/release/presence-bench fanout --rate 1000
+
+## Cluster mode by hand: redis-server and three presenced nodes on loopback.
+cluster:
+	deploy/local-cluster.sh
 
 clean:
 	$(CARGO) clean
