@@ -54,3 +54,60 @@ async fn w1_redis_cluster_delivers_changes_across_nodes() {
     alice.close().await;
     watcher.expect_presence("alice", "offline").await;
 }
+
+/// The value of `metric` in a node's `/metrics`, if present.
+async fn metric(node: &Server, metric: &str) -> Option<f64> {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(metric) && l[metric.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregator_metrics_show_every_shard_held_exactly_once() {
+    let redis = RedisServer::start();
+    let nodes = [
+        node(&redis, "node-a").await,
+        node(&redis, "node-b").await,
+        node(&redis, "node-c").await,
+    ];
+    // The exporter refreshes once a second; poll until the leases settle.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let mut held = 0.0;
+        for n in &nodes {
+            held += metric(n, "presence_aggregator_shards_held")
+                .await
+                .unwrap_or(0.0);
+        }
+        if held == 4.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shards held across nodes: {held}, expected 4"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for n in &nodes {
+        let text = reqwest::get(n.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "presence_aggregator_fenced_writes_rejected_total",
+            "presence_aggregator_takeovers_total",
+            "presence_aggregator_lease_epoch{shard=",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! `presenced token` mints development tokens. Every flag has a
 //! `PRESENCE_*` environment variable; `presenced --help` lists them.
 
+mod cluster_metrics;
 mod config;
 
 use std::net::SocketAddr;
@@ -62,6 +63,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         Some(url) => cluster_backend(&args, url, &shutdown).await?,
     };
+    if let Some(aggregator) = &aggregator {
+        cluster_metrics::export(
+            metrics.registry(),
+            aggregator.stats().clone(),
+            shutdown.clone(),
+        )
+        .context("registering the aggregator metrics")?;
+    }
     let gateway = args.gateway_config()?;
     let app = App::new(backend, authenticator, metrics, gateway);
     app.start_dispatcher().await;

@@ -1,0 +1,136 @@
+//! Prometheus export of the aggregator's stats (cluster mode): the
+//! aggregator counts in plain atomics (it does not depend on the gateway);
+//! this copies them into the process registry once a second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use presence_aggregator::{AggregatorStats, StatsSnapshot};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio_util::sync::CancellationToken;
+
+struct Exported {
+    shards_held: IntGauge,
+    lease_epoch: IntGaugeVec,
+    stream_lag: IntGaugeVec,
+    fenced_rejected: IntCounter,
+    commit_errors: IntCounter,
+    events_applied: IntCounter,
+    commits: IntCounter,
+    devices_expired: IntCounter,
+    nodes_lapsed: IntCounter,
+    takeovers: IntCounter,
+}
+
+/// Registers the aggregator metrics in `registry` and keeps them current
+/// until `shutdown`.
+pub fn export(
+    registry: &Registry,
+    stats: Arc<AggregatorStats>,
+    shutdown: CancellationToken,
+) -> prometheus::Result<()> {
+    let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+        let c = IntCounter::new(name, help)?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let per_shard = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), &["shard"])?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let shards_held = IntGauge::new(
+        "presence_aggregator_shards_held",
+        "Shards whose lease this node holds.",
+    )?;
+    registry.register(Box::new(shards_held.clone()))?;
+    let exported = Exported {
+        shards_held,
+        lease_epoch: per_shard(
+            "presence_aggregator_lease_epoch",
+            "Epoch of the lease this node holds per shard (0 if not held).",
+        )?,
+        stream_lag: per_shard(
+            "presence_aggregator_stream_lag",
+            "Entries in the shard's event stream not yet applied by this leader.",
+        )?,
+        fenced_rejected: counter(
+            "presence_aggregator_fenced_writes_rejected_total",
+            "Commits refused because this node's lease was no longer current.",
+        )?,
+        commit_errors: counter(
+            "presence_aggregator_commit_errors_total",
+            "Commits that failed with an unknown outcome (the shard is taken over again).",
+        )?,
+        events_applied: counter(
+            "presence_aggregator_events_applied_total",
+            "Stream entries applied by this node's shard leaders.",
+        )?,
+        commits: counter(
+            "presence_aggregator_commits_total",
+            "Fenced commits made by this node's shard leaders.",
+        )?,
+        devices_expired: counter(
+            "presence_aggregator_devices_expired_total",
+            "Devices removed because their heartbeat lapsed (A5, H1).",
+        )?,
+        nodes_lapsed: counter(
+            "presence_aggregator_node_leases_lapsed_total",
+            "Nodes whose lease lapsed and whose devices were removed (H2).",
+        )?,
+        takeovers: counter(
+            "presence_aggregator_takeovers_total",
+            "Shards this node took over.",
+        )?,
+    };
+    tokio::spawn(async move {
+        let mut last = StatsSnapshot::default();
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let now = stats.snapshot();
+            exported.update(&last, &now);
+            last = now;
+        }
+    });
+    Ok(())
+}
+
+impl Exported {
+    fn update(&self, last: &StatsSnapshot, now: &StatsSnapshot) {
+        self.shards_held.set(now.shards_held as i64);
+        for (shard, epoch) in now.lease_epoch.iter().enumerate() {
+            let label = shard.to_string();
+            self.lease_epoch
+                .with_label_values(&[label.as_str()])
+                .set(*epoch as i64);
+            let lag = now.stream_lag.get(shard).copied().unwrap_or(0);
+            self.stream_lag
+                .with_label_values(&[label.as_str()])
+                .set(lag as i64);
+        }
+        let add = |c: &IntCounter, before: u64, after: u64| c.inc_by(after.saturating_sub(before));
+        add(
+            &self.fenced_rejected,
+            last.fenced_rejected,
+            now.fenced_rejected,
+        );
+        add(&self.commit_errors, last.commit_errors, now.commit_errors);
+        add(
+            &self.events_applied,
+            last.events_applied,
+            now.events_applied,
+        );
+        add(&self.commits, last.commits, now.commits);
+        add(
+            &self.devices_expired,
+            last.devices_expired,
+            now.devices_expired,
+        );
+        add(&self.nodes_lapsed, last.nodes_lapsed, now.nodes_lapsed);
+        add(&self.takeovers, last.takeovers, now.takeovers);
+    }
+}
