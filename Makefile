@@ -2,8 +2,10 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
+# apt needs root; use sudo when not running as root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build release test lint fmt fmt-check clippy bench cluster clean
+.PHONY: run build release test test-deps lint fmt fmt-check clippy bench cluster clean
 
 ## Build and start presenced with the embedded backend (no Redis needed).
 run:
@@ -18,9 +20,17 @@ build:
 release:
 	$(CARGO) build --release -p presenced -p presence-bench
 
+## What the suite needs besides Rust: redis-server (tests start their own
+## instances on free ports) and cargo-nextest.
+test-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (the tests start their own instances)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+
 ## The whole test suite, as CI runs it: format, lints, then every test.
 ## End-to-end tests run the presenced binary built here.
-test: fmt-check clippy
+test: test-deps fmt-check clippy
 	$(CARGO) build -p presenced
 	PRESENCED_BIN=$(CURDIR)/target/debug/presenced $(CARGO) nextest run --workspace --no-fail-fast
 
