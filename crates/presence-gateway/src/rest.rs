@@ -58,7 +58,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, patch, post, put};
 use futures_util::StreamExt;
 use presence_core::{
-    CalendarSource, CustomStatusId, CustomStatusName, IdleTimeLimit, PresenceError, StatusRequest,
+    CalendarSource, CustomStatusId, CustomStatusName, PresenceError, StatusRequest,
 };
 use presence_protocol::rest::{
     self as wire, AdminSetStatusRequest, BulkQueryRequest, BulkQueryResponse, CalendarRequest,
@@ -67,7 +67,7 @@ use presence_protocol::rest::{
     UseCustomStatusRequest,
 };
 use presence_protocol::{PresenceEntry, SelfState};
-use presence_store::{BackendError, Profile, SelfSnapshot, SettingsPatch};
+use presence_store::{BackendError, Profile, SelfSnapshot};
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
@@ -365,7 +365,7 @@ async fn update_settings(
     _admin: Admin,
     JsonBody(body): JsonBody<wire::SettingsPatch>,
 ) -> Reply<SettingsView> {
-    let patch = settings_patch(&body, app.config.idle_floor_secs)?;
+    let patch = body.to_patch(app.config.idle_floor_secs)?;
     let settings = app.backend.update_settings(patch).await?;
     Ok(Json(SettingsView::from(&*settings)))
 }
@@ -494,25 +494,6 @@ fn custom_status_id(id: String) -> Result<CustomStatusId, ApiError> {
     Ok(CustomStatusId(id))
 }
 
-/// The store's patch for a wire patch; S2 applies to the default idle
-/// time limit as to a user's own.
-fn settings_patch(
-    patch: &wire::SettingsPatch,
-    idle_floor_secs: u64,
-) -> Result<SettingsPatch, PresenceError> {
-    Ok(SettingsPatch {
-        allow_custom_status_text: patch.allow_custom_status_text,
-        allow_invisible: patch.allow_invisible,
-        calendar_integration: patch.calendar_integration,
-        default_auto_away: patch.default_auto_away,
-        default_idle_time_limit: patch
-            .default_idle_time_limit
-            .map(|secs| IdleTimeLimit::with_floor(secs, idle_floor_secs))
-            .transpose()?,
-        cap: patch.cap,
-    })
-}
-
 /// Reads the whole body, refusing more than `limit` bytes: at once when
 /// `Content-Length` says so, else as soon as the bytes read pass it.
 async fn read_body(request: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
@@ -559,6 +540,8 @@ fn body_error(e: wire::ApiError) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use presence_core::IdleTimeLimit;
+
     use super::*;
 
     #[test]
@@ -567,9 +550,9 @@ mod tests {
             default_idle_time_limit: Some(59),
             ..Default::default()
         };
-        let code = settings_patch(&patch, 60).map_err(|e| e.code());
+        let code = patch.to_patch(60).map_err(|e| e.code());
         assert_eq!(code, Err("idle_time_limit_too_low"));
-        let lowered = settings_patch(&patch, 1).expect("above a lowered floor");
+        let lowered = patch.to_patch(1).expect("above a lowered floor");
         assert_eq!(
             lowered.default_idle_time_limit.map(IdleTimeLimit::seconds),
             Some(59)

@@ -220,33 +220,30 @@ pub struct SettingsPatch {
 }
 
 impl SettingsPatch {
-    /// `current` with this patch applied. `idle_floor` as in
+    /// The validated patch the backends apply. `idle_floor` as in
     /// [`PreferencesPatch::to_update`].
+    pub fn to_patch(&self, idle_floor: u64) -> Result<presence_core::SettingsPatch, PresenceError> {
+        Ok(presence_core::SettingsPatch {
+            allow_custom_status_text: self.allow_custom_status_text,
+            allow_invisible: self.allow_invisible,
+            calendar_integration: self.calendar_integration,
+            default_auto_away: self.default_auto_away,
+            default_idle_time_limit: self
+                .default_idle_time_limit
+                .map(|secs| IdleTimeLimit::with_floor(secs, idle_floor))
+                .transpose()?,
+            cap: self.cap,
+        })
+    }
+
+    /// `current` with this patch applied, validated like
+    /// [`to_patch`](Self::to_patch).
     pub fn apply(
         &self,
         current: &WorkspaceSettings,
         idle_floor: u64,
     ) -> Result<WorkspaceSettings, PresenceError> {
-        let mut next = current.clone();
-        if let Some(v) = self.allow_custom_status_text {
-            next.allow_custom_status_text = v;
-        }
-        if let Some(v) = self.allow_invisible {
-            next.allow_invisible = v;
-        }
-        if let Some(v) = self.calendar_integration {
-            next.calendar_integration = v;
-        }
-        if let Some(v) = self.default_auto_away {
-            next.default_auto_away = v;
-        }
-        if let Some(v) = self.default_idle_time_limit {
-            next.default_idle_time_limit = IdleTimeLimit::with_floor(v, idle_floor)?;
-        }
-        if let Some(v) = self.cap {
-            next.cap = v;
-        }
-        Ok(next)
+        Ok(self.to_patch(idle_floor)?.apply_to(current))
     }
 }
 
