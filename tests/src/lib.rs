@@ -86,14 +86,49 @@ impl ServerOptions {
     }
 }
 
-/// A running `presenced`. Killed when dropped.
-pub struct Server {
+/// How many nodes a [`Server`] runs: 1 (embedded, the default), or the
+/// value of `E2E_CLUSTER` (e.g. `E2E_CLUSTER=3`): that many `presenced`
+/// nodes in cluster mode on a redis-server of their own. The same tests
+/// then run unchanged against a cluster, with sockets and HTTP requests
+/// spread over the nodes round-robin, so a watcher and the user it watches
+/// are usually on different nodes.
+pub fn cluster_nodes() -> usize {
+    std::env::var("E2E_CLUSTER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(0)
+}
+
+/// Shards of an `E2E_CLUSTER` cluster: a few, so every node leads some.
+const CLUSTER_SHARDS: u32 = 4;
+
+/// One running `presenced` process.
+struct Node {
     child: Option<Child>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    /// The node id in cluster mode.
+    id: Option<String>,
+}
+
+/// A running `presenced`, or in cluster mode (`E2E_CLUSTER`) a redis-server
+/// and several `presenced` nodes. Killed when dropped.
+pub struct Server {
+    nodes: Vec<Node>,
+    /// The first node's address.
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     options: ServerOptions,
     http: reqwest::Client,
+    /// Round-robin over the nodes for sockets and HTTP requests.
+    next_node: std::sync::atomic::AtomicUsize,
+    /// The cluster's redis-server (cluster mode only); dropped after the
+    /// nodes.
+    redis: Option<presence_testkit::RedisServer>,
+    /// Restarts so far, to give restarted cluster nodes fresh ids.
+    generation: usize,
 }
 
 impl Server {
@@ -110,19 +145,97 @@ impl Server {
                 (Some(temp), dir)
             }
         };
-        let (child, addr) = spawn(&data_dir, &options).await;
-        Server {
-            child: Some(child),
-            addr,
+        // A test that brings its own `--redis` builds its own cluster.
+        let own_cluster = options.args.iter().any(|a| a == "--redis");
+        let redis =
+            (cluster_nodes() > 0 && !own_cluster).then(presence_testkit::RedisServer::start);
+        let mut server = Server {
+            nodes: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
             _temp: temp,
             options,
             http: reqwest::Client::new(),
+            next_node: Default::default(),
+            redis,
+            generation: 0,
+        };
+        server.spawn_nodes().await;
+        server
+    }
+
+    async fn spawn_nodes(&mut self) {
+        let count = cluster_nodes().max(1);
+        let mut nodes = Vec::with_capacity(count);
+        for i in 0..count {
+            let mut args = Vec::new();
+            let mut id = None;
+            if let Some(redis) = &self.redis {
+                let node_id = format!("e2e-node-{i}-g{}", self.generation);
+                args.extend([
+                    "--redis".to_owned(),
+                    redis.url(),
+                    "--shards".to_owned(),
+                    CLUSTER_SHARDS.to_string(),
+                    "--node-id".to_owned(),
+                    node_id.clone(),
+                ]);
+                id = Some(node_id);
+            }
+            let data_dir = if count == 1 {
+                self.data_dir.clone()
+            } else {
+                self.data_dir.join(format!("node-{i}"))
+            };
+            let (child, addr, metrics_addr) = spawn(&data_dir, &self.options, &args).await;
+            nodes.push(Node {
+                child: Some(child),
+                addr,
+                metrics_addr,
+                id,
+            });
+        }
+        self.addr = nodes[0].addr;
+        self.nodes = nodes;
+        if self.redis.is_some() {
+            for node in &self.nodes {
+                wait_ready(&self.http, node.addr).await;
+            }
         }
     }
 
+    /// The node the next socket or request goes to.
+    fn pick(&self) -> SocketAddr {
+        let i = self
+            .next_node
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.nodes[i % self.nodes.len()].addr
+    }
+
+    /// Whether this server is a cluster of several nodes.
+    pub fn is_cluster(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// The cluster's redis-server, in cluster mode.
+    pub fn redis(&self) -> Option<&presence_testkit::RedisServer> {
+        self.redis.as_ref()
+    }
+
+    /// The address of the separate ops listener, if `--metrics-listen` was
+    /// given (first node).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.nodes[0].metrics_addr
+    }
+
+    /// The node ids of a cluster, in start order.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.nodes.iter().filter_map(|n| n.id.clone()).collect()
+    }
+
+    /// The URL of `path` on one of the nodes (round-robin in a cluster).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("http://{}{}", self.pick(), path)
     }
 
     /// Mints a token for `user`.
@@ -130,51 +243,82 @@ impl Server {
         token(user, admin)
     }
 
-    /// Kills the process with SIGKILL and waits for it.
-    pub async fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill -9");
+    /// The process id of the first node, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.nodes[0].child.as_ref().and_then(Child::id)
+    }
+
+    /// Sends `signal` (e.g. `"STOP"`, `"CONT"`, `"KILL"`) to every node.
+    pub fn signal(&self, signal: &str) {
+        for node in &self.nodes {
+            if let Some(pid) = node.child.as_ref().and_then(Child::id) {
+                let status = std::process::Command::new("kill")
+                    .args([&format!("-{signal}"), &pid.to_string()])
+                    .status()
+                    .expect("kill");
+                assert!(status.success(), "kill -{signal} {pid}");
+            }
         }
     }
 
-    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    /// Kills every node with SIGKILL and waits for them.
+    pub async fn kill9(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                child.kill().await.expect("kill -9");
+            }
+        }
+    }
+
+    /// Sends SIGTERM to every node and waits for them to exit; returns the
+    /// exit code (the first node's; every node must agree).
     pub async fn sigterm(&mut self) -> Option<i32> {
         self.send_sigterm();
         self.wait_exit().await
     }
 
-    /// Sends SIGTERM without waiting, so a test can watch the drain.
+    /// Sends SIGTERM to every node without waiting, so a test can watch
+    /// the drain.
     pub fn send_sigterm(&self) {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .expect("presenced is running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; returns its exit code.
-    pub async fn wait_exit(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .expect("presenced exits after SIGTERM")
-            .expect("wait");
-        exit.code()
-    }
-
-    /// Starts the process again on the same data directory (new port).
-    pub async fn restart(&mut self) {
-        if self.child.is_some() {
-            self.kill9().await;
+        for node in &self.nodes {
+            let pid = node
+                .child
+                .as_ref()
+                .and_then(Child::id)
+                .expect("presenced is running");
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("kill -TERM");
+            assert!(status.success());
         }
-        let (child, addr) = spawn(&self.data_dir, &self.options).await;
-        self.child = Some(child);
-        self.addr = addr;
+    }
+
+    /// Waits for every node to exit; returns the exit code, which must be
+    /// the same for all.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let mut codes = Vec::new();
+        for node in &mut self.nodes {
+            let Some(mut child) = node.child.take() else {
+                continue;
+            };
+            let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .expect("presenced exits after SIGTERM")
+                .expect("wait");
+            codes.push(exit.code());
+        }
+        let first = *codes.first()?;
+        assert!(codes.iter().all(|c| *c == first), "exit codes {codes:?}");
+        first
+    }
+
+    /// Starts the processes again on the same data directory (new ports; in
+    /// a cluster, the same redis-server and new node ids).
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        self.generation += 1;
+        self.spawn_nodes().await;
     }
 
     /// An HTTP request builder with the user's bearer token.
@@ -251,7 +395,7 @@ impl Server {
 
     /// The WebSocket URL with this query string.
     pub fn ws_url(&self, query: &str) -> String {
-        format!("ws://{}/v1/ws?{query}", self.addr)
+        format!("ws://{}/v1/ws?{query}", self.pick())
     }
 
     /// Tries an upgrade that the server must refuse; returns the HTTP status
@@ -286,7 +430,7 @@ impl Server {
     pub async fn connect(&self, user: &str, device: &str, platform: &str) -> Ws {
         let url = format!(
             "ws://{}/v1/ws?device_id={device}&platform={platform}",
-            self.addr
+            self.pick()
         );
         let mut ws = Ws::connect_with_token(&url, &token(user, false))
             .await
@@ -298,13 +442,40 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.start_kill();
+        for node in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                let _ = child.start_kill();
+            }
         }
     }
 }
 
-async fn spawn(data_dir: &Path, options: &ServerOptions) -> (Child, SocketAddr) {
+/// Polls `/readyz` until the node answers 200 (a cluster node is ready once
+/// it listens to the update and reply channels).
+async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
+    let url = format!("http://{addr}/readyz");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(response) = http.get(&url).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} is not ready in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts one `presenced`; returns it with its address and, with
+/// `--metrics-listen`, the address of its ops listener.
+async fn spawn(
+    data_dir: &Path,
+    options: &ServerOptions,
+    extra: &[String],
+) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut command = Command::new(presenced_bin());
     command
         .arg("serve")
@@ -313,6 +484,7 @@ async fn spawn(data_dir: &Path, options: &ServerOptions) -> (Child, SocketAddr) 
         .arg(data_dir)
         .args(["--jwt-secret", SECRET])
         .args(&options.args)
+        .args(extra)
         .env(
             "RUST_LOG",
             std::env::var("E2E_LOG").unwrap_or_else(|_| "warn".into()),
@@ -324,8 +496,12 @@ async fn spawn(data_dir: &Path, options: &ServerOptions) -> (Child, SocketAddr) 
     let mut child = command.spawn().expect("spawning presenced");
     let stdout = child.stdout.take().expect("stdout piped");
     let mut lines = BufReader::new(stdout).lines();
+    let mut metrics_addr = None;
     let addr = tokio::time::timeout(DEADLINE, async {
         while let Some(line) = lines.next_line().await.expect("reading stdout") {
+            if let Some(url) = line.strip_prefix("presenced metrics on http://") {
+                metrics_addr = Some(url.trim().parse::<SocketAddr>().expect("metrics address"));
+            }
             if let Some(url) = line.strip_prefix("presenced listening on http://") {
                 return url.trim().parse::<SocketAddr>().expect("listen address");
             }
@@ -336,7 +512,7 @@ async fn spawn(data_dir: &Path, options: &ServerOptions) -> (Child, SocketAddr) 
     .expect("presenced starts listening");
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    (child, addr, metrics_addr)
 }
 
 /// A token of the user `admin`, who has the admin role.

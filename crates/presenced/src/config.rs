@@ -64,6 +64,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PRESENCE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Also serve /healthz, /readyz and /metrics on this address (a
+    /// separate port for probes and Prometheus; port 0 picks one). The
+    /// main address keeps serving them too.
+    #[arg(long, env = "PRESENCE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Directory of the durable data (chosen statuses, texts, preferences,
     /// settings, custom statuses). Created if missing.
     #[arg(long, env = "PRESENCE_DATA_DIR", default_value = "./data")]

@@ -83,6 +83,20 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("presenced listening on http://{addr}");
     tracing::info!(%addr, role = ?args.role, cluster = args.redis.is_some(), "presenced started");
 
+    if let Some(metrics_addr) = args.metrics_listen {
+        let listener = TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("binding {metrics_addr}"))?;
+        let addr = listener.local_addr()?;
+        println!("presenced metrics on http://{addr}");
+        let ops = app.ops_router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, ops.into_make_service()).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
+
     let router = match args.role {
         Role::Aggregator => app.ops_router(),
         Role::All | Role::Gateway => app.router(),

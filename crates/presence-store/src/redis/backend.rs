@@ -155,6 +155,8 @@ struct Inner {
     live: Mutex<HashMap<ConnId, LiveSocket>>,
     cluster: Mutex<Option<CachedCluster>>,
     subscribed: AtomicBool,
+    /// Woken whenever `subscribed` turns true.
+    subscribed_changed: Notify,
     stopping: AtomicBool,
     /// Wakes the liveness task to register every live device again.
     reregister: Notify,
@@ -189,8 +191,9 @@ struct CachedCluster {
 }
 
 impl RedisBackend {
-    /// Starts the background tasks and returns at once; [`Backend::ready`]
-    /// turns true once the subscriber listens. Call
+    /// Starts the background tasks and returns once the subscriber listens
+    /// (or after the request timeout if Redis is unreachable);
+    /// [`Backend::ready`] tells which. Call
     /// [`RedisClient::ensure_meta`] first.
     pub async fn start(client: RedisClient, config: RedisBackendConfig) -> RedisBackend {
         let (updates, _) = broadcast::channel(UPDATE_CHANNEL_CAPACITY);
@@ -204,6 +207,7 @@ impl RedisBackend {
             live: Mutex::new(HashMap::new()),
             cluster: Mutex::new(None),
             subscribed: AtomicBool::new(false),
+            subscribed_changed: Notify::new(),
             stopping: AtomicBool::new(false),
             reregister: Notify::new(),
             count_changed: Notify::new(),
@@ -213,6 +217,9 @@ impl RedisBackend {
         });
         let pump = tokio::spawn(run_pump(inner.clone()));
         let liveness = tokio::spawn(run_liveness(inner.clone()));
+        // Replies published before the subscriber listens would be lost:
+        // give it the time of one request to start listening.
+        inner.wait_subscribed(inner.config.request_timeout).await;
         RedisBackend {
             inner,
             tasks: Mutex::new(vec![pump, liveness]),
@@ -607,6 +614,20 @@ impl Drop for RedisBackend {
 // ---- Requests ----
 
 impl Inner {
+    /// Waits up to `limit` for the subscriber to listen; whether it does.
+    async fn wait_subscribed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.subscribed_changed.notified();
+            if self.subscribed.load(Ordering::Acquire) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.subscribed.load(Ordering::Acquire);
+            }
+        }
+    }
+
     fn check_running(&self) -> BackendResult<()> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(BackendError::ShuttingDown);
@@ -618,6 +639,12 @@ impl Inner {
     /// shard 0) and waits for the leader's answer.
     async fn request(&self, user: &str, command: ClusterCommand) -> BackendResult<CommandOk> {
         self.check_running()?;
+        // The answer comes by pub/sub: without a subscriber it would be lost.
+        if !self.wait_subscribed(self.config.request_timeout).await {
+            return Err(BackendError::Unavailable(
+                "not subscribed to the reply channels yet".into(),
+            ));
+        }
         let reply = format!("{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().insert(reply.clone(), tx);
@@ -908,6 +935,7 @@ async fn run_pump(inner: Arc<Inner>) {
             continue;
         }
         inner.subscribed.store(true, Ordering::Release);
+        inner.subscribed_changed.notify_waiters();
         // A resync whose reads failed (Redis not fully back yet) is retried
         // until it completes.
         let mut resync_pending = false;
