@@ -12,6 +12,10 @@
 //!   pubsub`, `DEBUG SLEEP`, reading a key) without depending on the client
 //!   library that code uses.
 //! - [`free_port`] finds a free loopback port.
+//! - [`TcpProxy`] forwards a port to another and can cut or blackhole the
+//!   traffic and heal it again (partition tests).
+//! - [`SentinelCluster`] runs a primary, a replica and three sentinels
+//!   (`redis-server --sentinel`) for failover tests.
 //!
 //! Everything here panics on failure with a message that says what to do:
 //! that is what a test helper should do, and why this crate is only ever a
@@ -21,8 +25,12 @@
 //! system Redis on the same machine neither helps nor hurts.
 #![forbid(unsafe_code)]
 
+mod proxy;
 mod redis_server;
 pub mod resp;
+mod sentinel;
 
+pub use proxy::{ProxyMode, TcpProxy};
 pub use redis_server::{RedisOptions, RedisServer, START_DEADLINE, free_port};
 pub use resp::Reply;
+pub use sentinel::{SENTINEL_SERVICE, SentinelCluster};
