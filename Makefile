@@ -30,9 +30,18 @@ test-deps:
 
 ## The whole test suite, as CI runs it: format, lints, then every test.
 ## End-to-end tests run the presenced binary built here.
-test: test-deps fmt-check clippy
+test: test-deps fmt-check clippy deploy-check
 	$(CARGO) build -p presenced
 	PRESENCED_BIN=$(CURDIR)/target/debug/presenced $(CARGO) nextest run --workspace --no-fail-fast
+
+## Offline checks of deploy/ and helm/ (deploy/check/check.py): the release
+## build and run exactly as deploy/Dockerfile does, the chart rendered with
+## every values file and validated against several Kubernetes versions,
+## kubectl kustomize, yamllint. Needs python3 with venv, and kubectl.
+.PHONY: deploy-check
+deploy-check:
+	deploy/check/setup-venv.sh
+	target/deploy-venv/bin/python deploy/check/check.py
 
 lint: fmt-check clippy
 
