@@ -13,12 +13,11 @@ python="${PYTHON:-python3}"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then
   exit 0
 fi
-if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  echo "deploy-check: $python has no venv/ensurepip module; on Debian: apt-get install python3-venv" >&2
-  exit 1
-fi
 echo "deploy-check: creating $venv"
 rm -rf "$venv"
-"$python" -m venv "$venv"
+if ! "$python" -m venv "$venv"; then
+  echo "deploy-check: '$python -m venv' failed; on Debian: apt-get install python3-venv" >&2
+  exit 1
+fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
 cp "$req" "$stamp"
