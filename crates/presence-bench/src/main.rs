@@ -4,6 +4,7 @@
 //! - `idle`: RSS per idle WebSocket connection.
 //! - `fanout`: status-change delivery latency to watchers at a fixed
 //!   change rate (p50/p99), and the deliveries per second achieved.
+//! - `redis-memory`: Redis memory per user in cluster mode.
 //!
 //! By default each command starts its own `presenced` (the release binary
 //! next to this one) with an ephemeral store, so one command is one
@@ -14,6 +15,7 @@ mod ws;
 
 mod fanout;
 mod idle;
+mod redis_memory;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,8 @@ enum Command {
     Idle(idle::Args),
     /// Delivery latency of status changes to subscribed watchers.
     Fanout(fanout::Args),
+    /// Redis memory per user in cluster mode (its own redis-server).
+    RedisMemory(redis_memory::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Idle(args) => idle::run(args).await,
             Command::Fanout(args) => fanout::run(args).await,
+            Command::RedisMemory(args) => redis_memory::run(args).await,
         }
     })
 }
