@@ -53,13 +53,21 @@ impl SentinelCluster {
     /// Starts the primary, the replica and three sentinels (quorum 2) and
     /// waits until the topology is known to every sentinel.
     pub fn start() -> SentinelCluster {
-        let primary = RedisServer::start();
+        // A full sync starts at once instead of after the default 5 s
+        // wait for more replicas (either server may be the primary).
+        let no_sync_delay = || vec!["--repl-diskless-sync-delay".into(), "0".into()];
+        let primary = RedisServer::start_with(RedisOptions {
+            extra_args: no_sync_delay(),
+            ..RedisOptions::default()
+        });
+        let mut replica_args = no_sync_delay();
+        replica_args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port().to_string(),
+        ]);
         let replica = RedisServer::start_with(RedisOptions {
-            extra_args: vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                primary.port().to_string(),
-            ],
+            extra_args: replica_args,
             ..RedisOptions::default()
         });
         wait_for("the replica's link to the primary", || {
