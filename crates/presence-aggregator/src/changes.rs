@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use presence_core::{CustomStatus, CustomStatusId, DeviceId, Timestamp, WorkspaceSettings};
 use presence_protocol::cluster::{
-    ControlMessage, ReplyMessage, StoredDevice, StoredSelf, StoredView, StreamId, UpdateMessage,
+    ControlMessage, ReplacedMessage, ReplyMessage, StoredDevice, StoredSelf, StoredView, StreamId,
+    UpdateMessage,
 };
 use presence_store::UserRecord;
 
@@ -27,6 +28,9 @@ pub struct ShardChanges {
     /// Answers to the entries that carried a reply id, in stream order:
     /// publish each on `presence:{s}:replies`.
     pub replies: Vec<ReplyMessage>,
+    /// Sockets replaced by a socket on another node (D1): publish each on
+    /// `presence:{s}:replies` for the node that holds it.
+    pub notices: Vec<ReplacedMessage>,
     /// Cluster-wide state, written only by shard 0's leader.
     pub cluster: ClusterChanges,
 }
@@ -74,6 +78,7 @@ impl ShardChanges {
         self.cursor.is_none()
             && self.users.is_empty()
             && self.replies.is_empty()
+            && self.notices.is_empty()
             && self.cluster.is_empty()
     }
 
@@ -91,6 +96,7 @@ impl ShardChanges {
             }
         }
         self.replies.extend(later.replies);
+        self.notices.extend(later.notices);
         self.cluster.merge(later.cluster);
     }
 

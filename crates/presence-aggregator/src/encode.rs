@@ -190,6 +190,9 @@ fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
     if let Some(cap) = &cluster.cap {
         batch.set_string(Keys::cap(), to_json(cap));
     }
+    for notice in &changes.notices {
+        batch.publish(keys.replies_channel(), to_json(notice));
+    }
     for reply in &changes.replies {
         batch.publish(keys.replies_channel(), to_json(reply));
     }

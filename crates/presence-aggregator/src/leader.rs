@@ -118,6 +118,9 @@ impl Leader<'_> {
         let (mut state, mut cursor) = self.takeover().await?;
         let mut next_sweep = Instant::now();
         let mut next_trim = Instant::now() + config.trim_interval;
+        // Only shard 0 owns the cap; other shards never poll the counts.
+        let far = Instant::now() + Duration::from_secs(3600 * 24 * 365);
+        let mut next_cap = if self.shard == 0 { Instant::now() } else { far };
         loop {
             if self.ctx.shutdown.is_cancelled() {
                 return Err(Exit::Shutdown);
@@ -132,12 +135,16 @@ impl Leader<'_> {
                 self.trim(cursor).await;
                 next_trim = Instant::now() + config.trim_interval;
             }
+            if now >= next_cap {
+                self.observe_cap(&mut state).await?;
+                next_cap = Instant::now() + config.cap_poll_interval;
+            }
             let wall = wall_now();
             if state.next_deadline().is_some_and(|d| d <= wall) {
                 let changes = state.advance(wall);
                 self.commit(changes).await?;
             }
-            let block = self.block_for(&state, next_sweep.min(next_trim));
+            let block = self.block_for(&state, next_sweep.min(next_trim).min(next_cap));
             let read = tokio::select! {
                 () = self.ctx.shutdown.cancelled() => return Err(Exit::Shutdown),
                 () = self.lost.cancelled() => return Err(Exit::Lost),
@@ -239,6 +246,28 @@ impl Leader<'_> {
         let expired = devices_before.saturating_sub(state.device_count()) as u64;
         AggregatorStats::add(&self.ctx.stats.devices_expired, expired);
         AggregatorStats::add(&self.ctx.stats.nodes_lapsed, dead as u64);
+        self.commit(changes).await
+    }
+
+    /// Shard 0, between sweeps: the cluster-wide connection count (X1)
+    /// and the cap transitions it causes (X2). A failed read waits for the
+    /// next poll.
+    async fn observe_cap(&self, state: &mut ShardState) -> Result<(), Exit> {
+        let now = wall_now();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(0);
+        let nodes = match self.ctx.client.live_nodes(now_ms).await {
+            Ok(nodes) => nodes,
+            Err(error) => {
+                tracing::debug!(%error, "cap poll skipped: Redis read failed");
+                return Ok(());
+            }
+        };
+        let live: BTreeSet<String> = nodes.iter().map(|n| n.node.clone()).collect();
+        let counts: Vec<(String, u64)> = nodes
+            .iter()
+            .map(|n| (n.node.clone(), n.connections))
+            .collect();
+        let changes = state.observe_connections(&counts, &live, now);
         self.commit(changes).await
     }
 

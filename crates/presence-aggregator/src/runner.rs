@@ -48,6 +48,10 @@ pub struct AggregatorConfig {
     /// How often a leader trims the entries it applied from its stream
     /// (default 5 s).
     pub trim_interval: Duration,
+    /// How often shard 0's leader sums the live nodes' connection counts
+    /// for the cap (X1, X2), between sweeps (default 200 ms: two small
+    /// reads).
+    pub cap_poll_interval: Duration,
 }
 
 impl AggregatorConfig {
@@ -62,6 +66,7 @@ impl AggregatorConfig {
             disconnect_grace: Duration::from_secs(30),
             batch_size: 500,
             trim_interval: Duration::from_secs(5),
+            cap_poll_interval: Duration::from_millis(200),
         }
     }
 

@@ -38,8 +38,8 @@ use presence_core::{
 };
 use presence_protocol::cluster::{
     self, ClusterCommand, CommandError, CommandOk, CommandResult, ControlMessage, EntryError,
-    INVALID_COMMAND, ReplyMessage, SocketEnd, StoredDevice, StoredSelf, StoredView, StreamEntry,
-    StreamId, WRONG_SHARD, shard_of,
+    INVALID_COMMAND, ReplacedMessage, ReplyMessage, SocketEnd, StoredDevice, StoredSelf,
+    StoredView, StreamEntry, StreamId, WRONG_SHARD, shard_of,
 };
 use presence_store::{Profile, UserRecord};
 
@@ -152,6 +152,7 @@ struct Batch {
     touched: HashMap<Arc<str>, Before>,
     cursor: Option<StreamId>,
     replies: Vec<ReplyMessage>,
+    notices: Vec<ReplacedMessage>,
     cluster: crate::ClusterChanges,
     /// Lapsed heartbeat members to delete whatever the shard knows of them.
     stray_heartbeats: Vec<(String, DeviceId)>,
@@ -296,8 +297,10 @@ impl ShardState {
             let kind = command.kind();
             let result = if command.is_admin() {
                 self.apply_admin(command, now)
+            } else if command.is_shard_wide() {
+                Ok(self.apply_shard_wide(command, now))
             } else {
-                self.apply_user(&user, command, now, reply.is_some())
+                self.apply_user(&user, command, &node, now, reply.is_some())
             };
             match (reply, result) {
                 (Some(r), result) => self.batch.replies.push(ReplyMessage {
@@ -543,10 +546,29 @@ impl ShardState {
 
     // ---- Commands ----
 
+    /// [`ClusterCommand::NodeStarted`] and [`ClusterCommand::Sync`].
+    fn apply_shard_wide(&mut self, command: ClusterCommand, now: Timestamp) -> CommandOk {
+        if let ClusterCommand::NodeStarted { node } = command
+            && let Some(devices) = self.nodes.get(node.as_str())
+        {
+            tracing::info!(
+                node,
+                devices = devices.len(),
+                "gateway node restarted; removing the devices of its previous run"
+            );
+            let devices: Vec<(Arc<str>, DeviceId)> = devices.iter().cloned().collect();
+            for (user, device) in devices {
+                self.remove_device(&user, device, now);
+            }
+        }
+        CommandOk::default()
+    }
+
     fn apply_user(
         &mut self,
         user: &str,
         command: ClusterCommand,
+        entry_node: &str,
         now: Timestamp,
         wants_reply: bool,
     ) -> Result<CommandOk, CommandError> {
@@ -589,6 +611,18 @@ impl ShardState {
                 profile,
             } => {
                 before.durable_dirty |= update_profile(entry, profile);
+                // D1 across nodes: the socket this one replaces may live on
+                // another gateway, which must close it (a gateway closes
+                // its own replaced sockets by itself).
+                if let Some((_, held)) = entry.owners.iter().find(|(d, _)| *d == device)
+                    && &*held.node != node.as_str()
+                {
+                    batch.notices.push(ReplacedMessage {
+                        node: held.node.to_string(),
+                        user: id.to_string(),
+                        replaced: held.conn,
+                    });
+                }
                 let outcome = entry.presence.apply(
                     Command::Connect {
                         device: device.clone(),
@@ -604,10 +638,11 @@ impl ShardState {
                 .presence
                 .apply(Command::DeviceEvent { device, event }, ctx),
             ClusterCommand::Disconnect { device, conn, end } => {
+                // Connection ids are per node: both must match.
                 let live_conn = entry
                     .owners
                     .iter()
-                    .any(|(d, o)| *d == device && o.conn == conn);
+                    .any(|(d, o)| *d == device && o.conn == conn && &*o.node == entry_node);
                 let connected = entry
                     .presence
                     .devices
@@ -667,6 +702,9 @@ impl ShardState {
             | ClusterCommand::UpdateCustomStatus { .. }
             | ClusterCommand::DeleteCustomStatus { .. }
             | ClusterCommand::EnableBroadcast => unreachable!("admin commands go to apply_admin"),
+            ClusterCommand::NodeStarted { .. } | ClusterCommand::Sync => {
+                unreachable!("shard-wide commands go to apply_shard_wide")
+            }
         };
         let outcome = core.map_err(|e| CommandError::from(&e))?;
         before.durable_dirty |= outcome.durable_changed;
@@ -943,6 +981,7 @@ impl ShardState {
             cursor: batch.cursor,
             users: BTreeMap::new(),
             replies: batch.replies,
+            notices: batch.notices,
             cluster: batch.cluster,
         };
         for (user, device) in batch.stray_heartbeats {

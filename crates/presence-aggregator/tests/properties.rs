@@ -204,13 +204,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (user, device) = (USERS[user], DeviceId(DEVICES[device].to_owned()));
                 let entry = reference.users.entry(user).or_default();
                 let live = entry.1.get(&device).map(|(_, c)| *c);
+                // The goodbye comes from the node that held the socket.
+                let node = entry.1.get(&device).map_or(0, |(n, _)| *n);
                 // A stale goodbye comes from a socket that was replaced.
                 let conn = match (live, stale) {
                     (Some(c), false) => c,
                     (Some(c), true) => c + 10_000,
                     (None, _) => 0,
                 };
-                leader.run(
+                leader.run_on(
+                    NODES[node],
                     user,
                     ClusterCommand::Disconnect {
                         device: device.clone(),

@@ -172,6 +172,16 @@ impl App {
                 }
             }
             Update::Settings(_) => {}
+            Update::Replaced { user, conn } => {
+                // D1: a newer socket of the same device opened on another
+                // node.
+                for old in self.hub.owners_of(&user) {
+                    if old.id == conn {
+                        old.push_control(frames::notice("replaced"), self.config.max_control_queue);
+                        old.request_close(CloseReason::Replaced);
+                    }
+                }
+            }
         }
     }
 

@@ -3,38 +3,69 @@
 //! limit by switching interfaces.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use presence_core::StatusRequest;
 
 use crate::app::App;
-use crate::ratelimit::Limit;
+use crate::ratelimit::{Limit, Rate, RetryAfter};
 use crate::ws::Refusal;
 
 /// Charges `user`'s status-change budget (any change) and, when the request
-/// sets a text, the status-text budget (5/min by default).
-pub fn check_status_change(
+/// sets a text, the status-text budget (5/min by default). In a cluster the
+/// budgets live in the backend, shared by every gateway the user reaches;
+/// on one node (or when the backend cannot answer) this gateway's own
+/// limiter keeps them.
+pub async fn check_status_change(
     app: &App,
     user: &Arc<str>,
     request: &StatusRequest,
 ) -> Result<(), Refusal> {
-    let now = Instant::now();
-    if let Err(retry) = app.limiters.take_status(user, now) {
+    let limits = &app.config.rate_limits;
+    if let Err(retry) = take(app, "status", user, limits.status, |now| {
+        app.limiters.take_status(user, now)
+    })
+    .await
+    {
         app.metrics.rate_limited(Limit::Status).inc();
-        return Err(limited(retry.0));
+        return Err(limited(retry));
     }
     let sets_text = request
         .text
         .as_deref()
         .is_some_and(|t| !t.trim().is_empty());
-    if sets_text && let Err(retry) = app.limiters.take_status_text(user, now) {
+    if sets_text
+        && let Err(retry) = take(app, "text", user, limits.status_text, |now| {
+            app.limiters.take_status_text(user, now)
+        })
+        .await
+    {
         app.metrics.rate_limited(Limit::StatusText).inc();
-        return Err(limited(retry.0));
+        return Err(limited(retry));
     }
     Ok(())
 }
 
-fn limited(retry_after: std::time::Duration) -> Refusal {
+/// One token of `bucket`: from the backend's shared bucket if it keeps
+/// them, else from this gateway's.
+async fn take(
+    app: &App,
+    bucket: &'static str,
+    user: &str,
+    rate: Rate,
+    local: impl FnOnce(Instant) -> Result<(), RetryAfter>,
+) -> Result<(), Duration> {
+    let shared = app
+        .backend
+        .take_user_token(bucket, user, rate.capacity(), rate.refill_interval())
+        .await;
+    match shared {
+        Some(taken) => taken,
+        None => local(Instant::now()).map_err(|retry| retry.0),
+    }
+}
+
+fn limited(retry_after: Duration) -> Refusal {
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
     Refusal {
         retry_after_secs: Some(secs),

@@ -298,7 +298,7 @@ async fn set_status(
 ) -> Reply<SelfState> {
     let user = caller.user();
     let request = body.into_request();
-    crate::limits::check_status_change(&app, &user, &request)?;
+    crate::limits::check_status_change(&app, &user, &request).await?;
     let me = app
         .backend
         .set_status(&user, Some(&caller.profile()), request)
@@ -313,7 +313,7 @@ async fn use_custom_status(
 ) -> Reply<SelfState> {
     let id = custom_status_id(body.id)?;
     let user = caller.user();
-    crate::limits::check_status_change(&app, &user, &StatusRequest::default())?;
+    crate::limits::check_status_change(&app, &user, &StatusRequest::default()).await?;
     let me = app
         .backend
         .use_custom_status(&user, Some(&caller.profile()), &id)
@@ -345,7 +345,7 @@ async fn calendar(
     JsonBody(body): JsonBody<CalendarRequest>,
 ) -> Reply<SelfState> {
     let user = caller.user();
-    crate::limits::check_status_change(&app, &user, &StatusRequest::default())?;
+    crate::limits::check_status_change(&app, &user, &StatusRequest::default()).await?;
     let me = app
         .backend
         .calendar(&user, body.event_id, body.busy, CalendarSource::Integration)
@@ -445,7 +445,7 @@ async fn admin_set_status(
     let request = body.into_request();
     // The admin's budget pays: limits protect the service from a caller.
     let caller: Arc<str> = Arc::from(admin.user_id.as_str());
-    crate::limits::check_status_change(&app, &caller, &request)?;
+    crate::limits::check_status_change(&app, &caller, &request).await?;
     // The admin's profile is not the target's, so none is recorded.
     let me = app.backend.set_status(&user, None, request).await?;
     Ok(Json(self_state(&me)))

@@ -180,6 +180,7 @@ async fn set_status(
     };
     // Charged to the caller, as on the native API and the WebSocket.
     crate::limits::check_status_change(&app, &caller_id, &request)
+        .await
         .map_err(RcError::from_refusal)?;
     let profile = (target == caller_id).then(|| profile_of(&caller));
     app.backend
@@ -1093,8 +1094,12 @@ mod tests {
         let app = App::new(Arc::new(backend), auth, Metrics::new(), config);
         let user: Arc<str> = Arc::from("u1");
         let request = StatusRequest::default();
-        crate::limits::check_status_change(&app, &user, &request).unwrap();
-        let refusal = crate::limits::check_status_change(&app, &user, &request).unwrap_err();
+        crate::limits::check_status_change(&app, &user, &request)
+            .await
+            .unwrap();
+        let refusal = crate::limits::check_status_change(&app, &user, &request)
+            .await
+            .unwrap_err();
         let error = RcError::from_refusal(refusal);
         assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(error.retry_after_secs, Some(42));

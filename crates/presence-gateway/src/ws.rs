@@ -456,14 +456,14 @@ impl Reader {
         match message {
             ClientMessage::SetStatus(change) => {
                 let request = change.into_request();
-                crate::limits::check_status_change(&app, user, &request)?;
+                crate::limits::check_status_change(&app, user, &request).await?;
                 app.backend
                     .set_status(user, Some(&self.session.profile), request)
                     .await?;
                 Ok(true)
             }
             ClientMessage::UseCustomStatus { id } => {
-                crate::limits::check_status_change(&app, user, &Default::default())?;
+                crate::limits::check_status_change(&app, user, &Default::default()).await?;
                 let id = presence_core::CustomStatusId(id);
                 app.backend
                     .use_custom_status(user, Some(&self.session.profile), &id)

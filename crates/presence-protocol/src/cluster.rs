@@ -288,6 +288,18 @@ pub enum ClusterCommand {
     DeleteCustomStatus { id: CustomStatusId },
     /// Admin, shard 0: X4.
     EnableBroadcast,
+    /// Any shard: gateway `node` (re)started and holds no sockets yet, so
+    /// every device a previous run of it registered here is gone (H2
+    /// without waiting for the node lease to lapse). The entry's user is
+    /// empty.
+    NodeStarted { node: String },
+    /// Any shard: answered once the leader has applied every entry before
+    /// it, including the cluster-wide settings and custom statuses it
+    /// re-reads before each batch (S1, C3). A gateway sends it to every
+    /// other shard after an admin change, so the change is visible
+    /// everywhere when the admin's request returns. The entry's user is
+    /// empty.
+    Sync,
 }
 
 impl ClusterCommand {
@@ -320,7 +332,16 @@ impl ClusterCommand {
             Self::UpdateCustomStatus { .. } => "update_custom_status",
             Self::DeleteCustomStatus { .. } => "delete_custom_status",
             Self::EnableBroadcast => "enable_broadcast",
+            Self::NodeStarted { .. } => "node_started",
+            Self::Sync => "sync",
         }
+    }
+
+    /// Whether the command is about the shard rather than one user (the
+    /// entry's user is empty): [`NodeStarted`](Self::NodeStarted),
+    /// [`Sync`](Self::Sync).
+    pub fn is_shard_wide(&self) -> bool {
+        matches!(self, Self::NodeStarted { .. } | Self::Sync)
     }
 }
 
@@ -519,6 +540,26 @@ pub struct ReplyMessage {
     /// The entry's reply id.
     pub r: String,
     pub result: CommandResult,
+}
+
+/// A notice to one gateway on `presence:{s}:replies`, `{"node",
+/// "replaced", "user"}`: its socket `replaced` of `user` was replaced by a
+/// newer socket of the same device on another node (D1), so it closes it
+/// with the `replaced` notice and close code 4001.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedMessage {
+    pub node: String,
+    pub user: String,
+    pub replaced: u64,
+}
+
+/// A message on `presence:{s}:replies`: an answer or a replacement notice.
+/// Decode each shape directly (try [`ReplyMessage`] first), not through
+/// serde's untagged buffering.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeMessage {
+    Reply(Box<ReplyMessage>),
+    Replaced(ReplacedMessage),
 }
 
 /// A change of one user, on `presence:{s}:updates`:

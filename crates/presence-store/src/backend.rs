@@ -9,7 +9,7 @@
 //! [`Backend::presence`]; versions (W3) make that idempotent.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use presence_core::{
@@ -92,6 +92,10 @@ pub enum Update {
     Broadcast { active: bool },
     /// The workspace settings changed.
     Settings(Arc<WorkspaceSettings>),
+    /// D1 across nodes: this node's socket `conn` of `user` was replaced by
+    /// a socket of the same device on another node; close it with the
+    /// `replaced` notice.
+    Replaced { user: Arc<str>, conn: ConnId },
 }
 
 /// A change to the workspace settings (defined in `presence-core`).
@@ -223,6 +227,21 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendResult<CustomStatus>;
     /// C3: its users keep their presence and the name as plain text.
     async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus>;
+
+    /// Takes one token from `user`'s rate-limit bucket `bucket`
+    /// (`capacity` tokens, one earned back every `interval`) where every
+    /// gateway of a cluster shares it: `Some(Ok(()))` if taken,
+    /// `Some(Err(wait))` if empty. `None` when the backend keeps no shared
+    /// buckets (one process: the gateway's own limiter is exact).
+    async fn take_user_token(
+        &self,
+        _bucket: &'static str,
+        _user: &str,
+        _capacity: u32,
+        _interval: Duration,
+    ) -> Option<Result<(), Duration>> {
+        None
+    }
 
     /// X5.
     async fn cap_state(&self) -> BackendResult<CapState>;

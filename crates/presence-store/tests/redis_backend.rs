@@ -54,17 +54,22 @@ async fn next_entry(
     shard: u16,
     after: &mut StreamId,
 ) -> (wire::StreamEntry, StreamId) {
-    let entries = client
-        .read(shard, *after, 1, Some(Duration::from_secs(2)))
-        .await
-        .unwrap();
-    let entry = entries
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("no entry in shard {shard} after {after}"));
-    *after = entry.id;
-    let decoded = wire::StreamEntry::from_fields(entry.fields.clone()).unwrap();
-    (decoded, entry.id)
+    loop {
+        let entries = client
+            .read(shard, *after, 1, Some(Duration::from_secs(2)))
+            .await
+            .unwrap();
+        let entry = entries
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no entry in shard {shard} after {after}"));
+        *after = entry.id;
+        let decoded = wire::StreamEntry::from_fields(entry.fields.clone()).unwrap();
+        // Every shard first hears that the node started (H2).
+        if !matches!(decoded.command, ClusterCommand::NodeStarted { .. }) {
+            return (decoded, entry.id);
+        }
+    }
 }
 
 fn publish(server: &RedisServer, channel: &str, message: &impl serde::Serialize) {
@@ -708,6 +713,11 @@ async fn an_unanswered_connect_is_taken_back() {
         .into_iter()
         .map(|e| wire::StreamEntry::from_fields(e.fields).unwrap().command)
         .collect();
+    assert_eq!(
+        commands[0],
+        ClusterCommand::NodeStarted { node: NODE.into() }
+    );
+    let commands = &commands[1..];
     assert!(matches!(
         commands[0],
         ClusterCommand::Connect { conn: 42, .. }

@@ -99,6 +99,18 @@ pub struct ServeArgs {
     #[arg(long, env = "PRESENCE_DEVICE_REFRESH_INTERVAL", default_value = "10s")]
     pub device_refresh_interval: humantime::Duration,
 
+    /// Cluster mode: a device whose heartbeat was not refreshed for this
+    /// long is removed by its shard leader (H1). More than twice the
+    /// refresh interval.
+    #[arg(long, env = "PRESENCE_DEVICE_TIMEOUT", default_value = "30s")]
+    pub device_timeout: humantime::Duration,
+
+    /// Cluster mode: the node lease, renewed every third of it; when it
+    /// lapses (crash, partition) leaders remove all of the node's devices
+    /// at once (H2).
+    #[arg(long, env = "PRESENCE_NODE_LEASE_TTL", default_value = "10s")]
+    pub node_lease_ttl: humantime::Duration,
+
     /// Keep durable data in memory only (lost on exit). For experiments.
     #[arg(long, env = "PRESENCE_EPHEMERAL")]
     pub ephemeral: bool,

@@ -164,19 +164,34 @@ async fn cluster_backend(
         .await
         .context("checking the cluster's shard count")?;
     let node_id = args.node_id();
+    let refresh: Duration = args.device_refresh_interval.into();
+    let device_timeout: Duration = args.device_timeout.into();
+    let node_lease_ttl: Duration = args.node_lease_ttl.into();
+    if device_timeout < refresh * 2 {
+        bail!(
+            "--device-timeout ({}) must be at least twice --device-refresh-interval ({}), \
+             or live devices would expire between refreshes",
+            args.device_timeout,
+            args.device_refresh_interval
+        );
+    }
+    if node_lease_ttl < Duration::from_millis(300) {
+        bail!("--node-lease-ttl must be at least 300ms");
+    }
     let heartbeat_timeout: Duration = args.heartbeat_timeout.into();
     let grace: Duration = args.disconnect_grace.map_or(heartbeat_timeout, Into::into);
     let aggregator = (args.role != Role::Gateway).then(|| {
         let config = AggregatorConfig {
-            heartbeat_timeout,
+            heartbeat_timeout: device_timeout,
             disconnect_grace: grace,
             ..AggregatorConfig::new(node_id.clone(), args.shards)
         };
         Aggregator::start(client.clone(), config, shutdown.clone())
     });
     let config = RedisBackendConfig {
-        heartbeat_interval: args.device_refresh_interval.into(),
-        heartbeat_timeout,
+        heartbeat_interval: refresh,
+        heartbeat_timeout: device_timeout,
+        node_lease_ttl,
         ..RedisBackendConfig::new(node_id.clone(), args.shards)
     };
     let backend = RedisBackend::start(client, config).await;

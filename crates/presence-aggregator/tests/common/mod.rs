@@ -271,6 +271,9 @@ pub struct Leader {
     pub now: Timestamp,
     pub config: ShardConfig,
     next_conn: u64,
+    /// The node each socket was opened on: a gateway reports the end of a
+    /// socket from the node that held it.
+    conn_nodes: std::collections::HashMap<u64, String>,
     next_entry: u64,
     /// The changes of the last call, for assertions.
     pub last: ShardChanges,
@@ -302,6 +305,7 @@ impl Leader {
             now: T0,
             config,
             next_conn: 1,
+            conn_nodes: Default::default(),
             next_entry: 1,
             last: ShardChanges::default(),
         };
@@ -323,6 +327,7 @@ impl Leader {
             now,
             config: self.config.clone(),
             next_conn: self.next_conn,
+            conn_nodes: self.conn_nodes.clone(),
             next_entry: self.next_entry,
             last: ShardChanges::default(),
         };
@@ -403,6 +408,7 @@ impl Leader {
     pub fn connect_on(&mut self, node: &str, user: &str, device: &str, platform_name: &str) -> u64 {
         let conn = self.next_conn;
         self.next_conn += 1;
+        self.conn_nodes.insert(conn, node.to_owned());
         let command = ClusterCommand::Connect {
             device: dev(device),
             platform: platform(platform_name),
@@ -430,15 +436,22 @@ impl Leader {
         )
     }
 
+    /// The end of socket `conn`, reported by the node that held it.
     pub fn disconnect(&mut self, user: &str, device: &str, conn: u64, end: SocketEnd) {
-        self.ok(
-            user,
-            ClusterCommand::Disconnect {
-                device: dev(device),
-                conn,
-                end,
-            },
-        );
+        let node = self
+            .conn_nodes
+            .get(&conn)
+            .cloned()
+            .unwrap_or_else(|| "n1".to_owned());
+        let command = ClusterCommand::Disconnect {
+            device: dev(device),
+            conn,
+            end,
+        };
+        match self.run_on(&node, user, command) {
+            CommandResult::Ok(_) => {}
+            CommandResult::Error(e) => panic!("{user}: {} ({})", e.code, e.message),
+        }
     }
 
     pub fn set(&mut self, user: &str, request: StatusRequestBody) -> CommandResult {

@@ -70,7 +70,7 @@ use presence_core::{
 };
 use presence_protocol::cluster::{
     self as wire, CalendarOrigin, ClusterCommand, CommandOk, CommandResult, ControlMessage,
-    ReplyMessage, StoredSelf, StoredView, UpdateMessage,
+    NodeMessage, StoredSelf, StoredView, UpdateMessage,
 };
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -91,6 +91,10 @@ use crate::durable::{Profile, UserRecord};
 const UPDATE_CHANNEL_CAPACITY: usize = 16_384;
 /// Pause before building the subscriber again after it failed or closed.
 const SUBSCRIBER_RETRY: Duration = Duration::from_millis(200);
+/// How long a subscription probe may take to come back, and how many are
+/// sent before the subscriber is rebuilt.
+const PROBE_WAIT: Duration = Duration::from_millis(500);
+const PROBE_TRIES: usize = 6;
 /// How long socket count changes are gathered before one write.
 const COUNT_COALESCE: Duration = Duration::from_millis(100);
 /// Pause before retrying a resync whose reads failed.
@@ -119,7 +123,8 @@ pub struct RedisBackendConfig {
     /// The heartbeat deadline written for each live device (H1). Default
     /// 30 s.
     pub heartbeat_timeout: Duration,
-    /// The node lease written each interval (H2). Default 30 s.
+    /// The node lease (H2), renewed every third of it. Default 10 s: a
+    /// crashed node's devices go offline for everyone within about that.
     pub node_lease_ttl: Duration,
 }
 
@@ -131,7 +136,7 @@ impl RedisBackendConfig {
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
-            node_lease_ttl: Duration::from_secs(30),
+            node_lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -220,6 +225,7 @@ impl RedisBackend {
         // Replies published before the subscriber listens would be lost:
         // give it the time of one request to start listening.
         inner.wait_subscribed(inner.config.request_timeout).await;
+        inner.announce_start().await;
         RedisBackend {
             inner,
             tasks: Mutex::new(vec![pump, liveness]),
@@ -539,6 +545,30 @@ impl Backend for RedisBackend {
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
+    async fn take_user_token(
+        &self,
+        bucket: &'static str,
+        user: &str,
+        capacity: u32,
+        interval: Duration,
+    ) -> Option<Result<(), Duration>> {
+        let inner = &self.inner;
+        match inner
+            .client
+            .take_token(inner.config.shards, bucket, user, capacity, interval)
+            .await
+        {
+            Ok(None) => Some(Ok(())),
+            Ok(Some(wait)) => Some(Err(wait)),
+            Err(error) => {
+                // Without Redis the change itself cannot be made; the
+                // gateway's own limiter still bounds this node.
+                tracing::debug!(%error, "redis backend: shared rate limit unavailable");
+                None
+            }
+        }
+    }
+
     async fn cap_state(&self) -> BackendResult<CapState> {
         // Always fresh: the count moves without control messages.
         self.inner.check_running()?;
@@ -614,6 +644,70 @@ impl Drop for RedisBackend {
 // ---- Requests ----
 
 impl Inner {
+    /// Publishes a probe on shard 0's replies channel until this node's
+    /// subscriber receives it (messages that arrive meanwhile are handled
+    /// as usual); `false` if it never does within a few tries.
+    async fn confirm_subscription(
+        &self,
+        subscriber: &mut super::subscriber::RedisSubscriber,
+        channels: &HashMap<String, Channel>,
+    ) -> bool {
+        let probe = format!("probe-{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let message = wire::ReplyMessage {
+            node: self.config.node_id.clone(),
+            r: probe.clone(),
+            result: CommandResult::Ok(CommandOk::default()),
+        };
+        let payload = serde_json::to_string(&message).expect("a reply serialises");
+        let channel = Keys::new(0).replies_channel();
+        for _ in 0..PROBE_TRIES {
+            if let Err(error) = self.client.publish(&channel, &payload).await {
+                tracing::debug!(%error, "redis backend: the subscription probe was not published");
+            }
+            let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+            loop {
+                let event = match tokio::time::timeout_at(deadline, subscriber.recv()).await {
+                    Err(_) => break,
+                    Ok(None) => return false,
+                    Ok(Some(event)) => event,
+                };
+                match event {
+                    SubscriberEvent::Message {
+                        channel: on,
+                        payload: got,
+                    } => {
+                        if on == channel && got == payload {
+                            return true;
+                        }
+                        match channels.get(&on) {
+                            Some(kind) => self.handle_message(*kind, &got),
+                            None => {
+                                tracing::debug!(channel = %on, "redis backend: a message on an unknown channel")
+                            }
+                        }
+                    }
+                    // Subscribed again by the client: probe again.
+                    SubscriberEvent::Resync(_) => break,
+                }
+            }
+        }
+        false
+    }
+
+    /// Tells every shard that this node (re)started without sockets, so
+    /// the devices a previous run of it registered go at once rather than
+    /// when its node lease lapses (H2). Best effort: a shard not told in
+    /// time still expires them with the lease or their heartbeats.
+    async fn announce_start(&self) {
+        let node = self.config.node_id.clone();
+        for shard in 0..self.config.shards {
+            let command = ClusterCommand::NodeStarted { node: node.clone() };
+            if let Err(error) = self.append_on(shard, "", command, None).await {
+                tracing::warn!(shard, %error, "redis backend: could not announce this node's start");
+            }
+        }
+    }
+
     /// Waits up to `limit` for the subscriber to listen; whether it does.
     async fn wait_subscribed(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
@@ -638,6 +732,17 @@ impl Inner {
     /// Appends `command` for `user` to the user's shard (admin commands to
     /// shard 0) and waits for the leader's answer.
     async fn request(&self, user: &str, command: ClusterCommand) -> BackendResult<CommandOk> {
+        let shard = self.shard_for(user, &command);
+        self.request_on(shard, user, command).await
+    }
+
+    /// Like [`request`](Self::request), on an explicit shard.
+    async fn request_on(
+        &self,
+        shard: u16,
+        user: &str,
+        command: ClusterCommand,
+    ) -> BackendResult<CommandOk> {
         self.check_running()?;
         // The answer comes by pub/sub: without a subscriber it would be lost.
         if !self.wait_subscribed(self.config.request_timeout).await {
@@ -652,7 +757,8 @@ impl Inner {
             inner: self,
             reply: &reply,
         };
-        self.append(user, command, Some(reply.clone())).await?;
+        self.append_on(shard, user, command, Some(reply.clone()))
+            .await?;
         let answer = tokio::time::timeout(self.config.request_timeout, rx).await;
         drop(guard);
         match answer {
@@ -666,11 +772,38 @@ impl Inner {
         }
     }
 
+    /// An admin command on shard 0, then a [`ClusterCommand::Sync`] through
+    /// every other shard, so that when it returns every shard applies the
+    /// change (S1, C3): users elsewhere show a renamed custom status, new
+    /// settings, at once. A shard whose leader does not answer in time
+    /// catches up at its next batch or sweep; the change itself is
+    /// committed, so the admin still gets the answer.
     async fn admin_request(&self, command: ClusterCommand) -> BackendResult<CommandOk> {
         let ok = self.request(ADMIN_USER, command).await;
         // Whatever happened, the cluster-wide state may have moved.
         self.invalidate_cluster();
-        ok
+        let ok = ok?;
+        let syncs = (1..self.config.shards).map(|shard| async move {
+            (
+                shard,
+                self.request_on(shard, "", ClusterCommand::Sync).await,
+            )
+        });
+        for (shard, synced) in futures_util::future::join_all(syncs).await {
+            if let Err(error) = synced {
+                tracing::warn!(shard, %error, "an admin change is not yet applied on a shard");
+            }
+        }
+        Ok(ok)
+    }
+
+    /// The shard of a command about `user`.
+    fn shard_for(&self, user: &str, command: &ClusterCommand) -> u16 {
+        if command.is_admin() {
+            0
+        } else {
+            shard_of(user, self.config.shards)
+        }
     }
 
     /// `XADD`s one entry; fails at once while Redis is unreachable.
@@ -680,14 +813,21 @@ impl Inner {
         command: ClusterCommand,
         reply: Option<String>,
     ) -> BackendResult<()> {
+        let shard = self.shard_for(user, &command);
+        self.append_on(shard, user, command, reply).await
+    }
+
+    /// `XADD`s one entry to `shard`'s stream.
+    async fn append_on(
+        &self,
+        shard: u16,
+        user: &str,
+        command: ClusterCommand,
+        reply: Option<String>,
+    ) -> BackendResult<()> {
         if !self.client.is_connected() {
             return Err(BackendError::Unavailable("redis is unreachable".into()));
         }
-        let shard = if command.is_admin() {
-            0
-        } else {
-            shard_of(user, self.config.shards)
-        };
         let entry = wire::StreamEntry {
             user: user.to_owned(),
             command,
@@ -901,6 +1041,20 @@ impl Inner {
     }
 }
 
+/// A message of a replies channel: an answer (by far the most common) or
+/// a replacement notice. Decoded directly as each shape rather than
+/// through an untagged enum, whose buffering does not round-trip every
+/// field type of an answer.
+fn decode_node_message(payload: &str) -> Result<NodeMessage, serde_json::Error> {
+    serde_json::from_str::<wire::ReplyMessage>(payload)
+        .map(|reply| NodeMessage::Reply(Box::new(reply)))
+        .or_else(|reply_error| {
+            serde_json::from_str::<wire::ReplacedMessage>(payload)
+                .map(NodeMessage::Replaced)
+                .map_err(|_| reply_error)
+        })
+}
+
 // ---- The pump: pub/sub → waiters and updates ----
 
 #[derive(Clone, Copy)]
@@ -934,15 +1088,26 @@ async fn run_pump(inner: Arc<Inner>) {
             tokio::time::sleep(SUBSCRIBER_RETRY).await;
             continue;
         }
+        // SUBSCRIBE's answer may come before Redis routes messages to us:
+        // only a message seen on the connection proves it listens.
+        if !inner.confirm_subscription(&mut subscriber, &channels).await {
+            tracing::warn!("redis backend: the subscription was not confirmed; subscribing again");
+            subscriber.quit().await;
+            tokio::time::sleep(SUBSCRIBER_RETRY).await;
+            continue;
+        }
         inner.subscribed.store(true, Ordering::Release);
         inner.subscribed_changed.notify_waiters();
         // A resync whose reads failed (Redis not fully back yet) is retried
         // until it completes.
-        let mut resync_pending = false;
+        // When a resync whose reads failed is tried again; kept across
+        // messages so a busy channel never postpones it.
+        let mut resync_retry: Option<tokio::time::Instant> = None;
+        let retry_after = |done: bool| (!done).then(|| tokio::time::Instant::now() + RESYNC_RETRY);
         if !first {
             // A new subscriber after the old one closed: like a reconnect.
             inner.reregister.notify_one();
-            resync_pending = !inner.resync(ResyncReason::Reconnected).await;
+            resync_retry = retry_after(inner.resync(ResyncReason::Reconnected).await);
         }
         first = false;
         loop {
@@ -956,14 +1121,21 @@ async fn run_pump(inner: Arc<Inner>) {
                     }
                     Some(SubscriberEvent::Resync(reason)) => {
                         if reason == ResyncReason::Reconnected {
+                            // Read the stored views only once messages flow
+                            // again, or a change between the read and the
+                            // subscription would be lost.
+                            if !inner.confirm_subscription(&mut subscriber, &channels).await {
+                                break;
+                            }
                             inner.reregister.notify_one();
                         }
-                        resync_pending = !inner.resync(reason).await;
+                        resync_retry = retry_after(inner.resync(reason).await);
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep(RESYNC_RETRY), if resync_pending => {
-                    resync_pending = !inner.resync(ResyncReason::Lagged { missed: 0 }).await;
+                _ = tokio::time::sleep_until(resync_retry.unwrap_or_else(tokio::time::Instant::now)),
+                    if resync_retry.is_some() => {
+                    resync_retry = retry_after(inner.resync(ResyncReason::Lagged { missed: 0 }).await);
                 }
             }
         }
@@ -976,11 +1148,17 @@ async fn run_pump(inner: Arc<Inner>) {
 impl Inner {
     fn handle_message(&self, kind: Channel, payload: &str) {
         match kind {
-            Channel::Replies => match serde_json::from_str::<ReplyMessage>(payload) {
-                Ok(reply) if reply.node == self.config.node_id => {
+            Channel::Replies => match decode_node_message(payload) {
+                Ok(NodeMessage::Reply(reply)) if reply.node == self.config.node_id => {
                     if let Some(waiter) = self.waiters.lock().remove(&reply.r) {
                         let _ = waiter.send(reply.result);
                     }
+                }
+                Ok(NodeMessage::Replaced(notice)) if notice.node == self.config.node_id => {
+                    let _ = self.updates.send(Update::Replaced {
+                        user: Arc::from(notice.user),
+                        conn: ConnId(notice.replaced),
+                    });
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "redis backend: an undecodable reply"),
@@ -1134,15 +1312,28 @@ impl Inner {
 async fn run_liveness(inner: Arc<Inner>) {
     let mut ticker = tokio::time::interval(inner.config.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The node lease is one command per node: renewed three times per ttl,
+    // so one lost renewal never lets it lapse (H2).
+    let mut lease_ticker = tokio::time::interval(inner.config.node_lease_ttl / 3);
+    lease_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A registration that failed half way (Redis went again) is retried
-    // until it completes.
-    let mut registration_pending = false;
+    // until it completes; the retry's instant is kept across the loop's
+    // other wake-ups, so frequent ticks never postpone it.
+    let mut retry_registration: Option<tokio::time::Instant> = None;
+    let retry_after = || Some(tokio::time::Instant::now() + REGISTRATION_RETRY);
     loop {
         tokio::select! {
             _ = inner.stop.notified() => return,
             _ = ticker.tick() => {
                 if let Err(error) = inner.refresh_liveness().await {
                     tracing::warn!(%error, "redis backend: liveness refresh failed");
+                }
+            }
+            _ = lease_ticker.tick() => {
+                if !inner.stopping.load(Ordering::Acquire)
+                    && let Err(error) = inner.refresh_lease(now_ms()).await
+                {
+                    tracing::warn!(%error, "redis backend: renewing the node lease failed");
                 }
             }
             _ = inner.count_changed.notified() => {
@@ -1157,10 +1348,11 @@ async fn run_liveness(inner: Arc<Inner>) {
                 }
             }
             _ = inner.reregister.notified() => {
-                registration_pending = !inner.register_all().await;
+                retry_registration = (!inner.register_all().await).then(retry_after).flatten();
             }
-            _ = tokio::time::sleep(REGISTRATION_RETRY), if registration_pending => {
-                registration_pending = !inner.register_all().await;
+            _ = tokio::time::sleep_until(retry_registration.unwrap_or_else(tokio::time::Instant::now)),
+                if retry_registration.is_some() => {
+                retry_registration = (!inner.register_all().await).then(retry_after).flatten();
             }
         }
     }

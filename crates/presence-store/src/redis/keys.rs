@@ -111,6 +111,12 @@ impl Keys {
         self.user_key("self:", user)
     }
 
+    /// `presence:{s}:rate:<bucket>:<uid>` (string with TTL): when the
+    /// user's rate-limit bucket is full again (µs, Redis's clock).
+    pub fn rate(&self, bucket: &str, user: &str) -> String {
+        self.user_key(&format!("rate:{bucket}:"), user)
+    }
+
     /// `presence:{s}:hb` (zset): [`heartbeat_member`] → deadline (ms).
     pub fn heartbeats(&self) -> String {
         self.key("hb")

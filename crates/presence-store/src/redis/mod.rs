@@ -45,6 +45,7 @@ mod error;
 mod heartbeats;
 pub mod keys;
 mod lease;
+mod ratelimit;
 mod scripts;
 mod shard;
 mod stream;

@@ -16,6 +16,7 @@
 //! | `release_lease` | lease | `DEL` if the value is still ours |
 //! | `commit` | lease + the batch's keys | check the lease value, validate, then write and publish |
 //! | `refresh_node` | nodes, conns | node deadline + socket count; returns the previous deadline |
+//! | `take_token` | one rate bucket | GCRA on Redis's clock: take a token or say how long to wait |
 
 use fred::prelude::{Key, LuaInterface, Pool, Value};
 
@@ -50,13 +51,19 @@ pub(crate) const REFRESH_NODE: Script = Script {
     source: include_str!("lua/refresh_node.lua"),
 };
 
+pub(crate) const TAKE_TOKEN: Script = Script {
+    name: "take_token",
+    source: include_str!("lua/take_token.lua"),
+};
+
 /// Every script, in the order they are loaded.
-const ALL: [Script; 5] = [
+const ALL: [Script; 6] = [
     ACQUIRE_LEASE,
     RENEW_LEASE,
     RELEASE_LEASE,
     COMMIT,
     REFRESH_NODE,
+    TAKE_TOKEN,
 ];
 
 /// The SHA-1 of every script, as `SCRIPT LOAD` answered it.

@@ -203,3 +203,18 @@ impl Drop for RedisSubscriber {
         quit_in_background(self.client.clone());
     }
 }
+
+impl super::client::RedisClient {
+    /// Publishes `message` on `channel` (`SPUBLISH` on Redis Cluster);
+    /// returns how many subscribers received it.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<u64, RedisError> {
+        let pool = self.pool()?;
+        let client = pool.next_connected();
+        let receivers: u64 = if self.is_cluster() {
+            client.spublish(channel, message).await?
+        } else {
+            client.publish(channel, message).await?
+        };
+        Ok(receivers)
+    }
+}

@@ -233,7 +233,7 @@ impl Probe {
                 &mut self.public_versions,
             ),
             Update::SelfState(me) => ("self", &me.user, me.version, &mut self.self_versions),
-            Update::Broadcast { .. } | Update::Settings(_) => return,
+            Update::Broadcast { .. } | Update::Settings(_) | Update::Replaced { .. } => return,
         };
         let last = seen.entry(user.clone()).or_insert(0);
         assert!(
