@@ -124,11 +124,11 @@ pub struct Server {
     http: reqwest::Client,
     /// Round-robin over the nodes for sockets and HTTP requests.
     next_node: std::sync::atomic::AtomicUsize,
+    /// SIGTERM was sent: requests go to the first node only.
+    draining: std::sync::atomic::AtomicBool,
     /// The cluster's redis-server (cluster mode only); dropped after the
     /// nodes.
     redis: Option<presence_testkit::RedisServer>,
-    /// Restarts so far, to give restarted cluster nodes fresh ids.
-    generation: usize,
 }
 
 impl Server {
@@ -157,21 +157,29 @@ impl Server {
             options,
             http: reqwest::Client::new(),
             next_node: Default::default(),
+            draining: Default::default(),
             redis,
-            generation: 0,
         };
         server.spawn_nodes().await;
         server
     }
 
     async fn spawn_nodes(&mut self) {
-        let count = cluster_nodes().max(1);
+        // A test that brings its own `--redis` runs one process per Server.
+        let count = if self.redis.is_some() {
+            cluster_nodes()
+        } else {
+            1
+        };
         let mut nodes = Vec::with_capacity(count);
         for i in 0..count {
             let mut args = Vec::new();
             let mut id = None;
             if let Some(redis) = &self.redis {
-                let node_id = format!("e2e-node-{i}-g{}", self.generation);
+                // Stable across restarts, like a StatefulSet's pod names:
+                // a restarted node tells the leaders to drop the devices
+                // its previous run held.
+                let node_id = format!("e2e-node-{i}");
                 args.extend([
                     "--redis".to_owned(),
                     redis.url(),
@@ -204,12 +212,25 @@ impl Server {
         }
     }
 
-    /// The node the next socket or request goes to.
+    /// The node the next socket or request goes to: round-robin over the
+    /// nodes still running (a drained node without sockets exits at once).
     fn pick(&self) -> SocketAddr {
-        let i = self
-            .next_node
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.nodes[i % self.nodes.len()].addr
+        let count = self.nodes.len();
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            // Nodes without sockets finish draining at once and exit; the
+            // first node got the first socket and drains for the window.
+            return self.nodes[0].addr;
+        }
+        for _ in 0..count {
+            let i = self
+                .next_node
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let node = &self.nodes[i % count];
+            if count == 1 || node.child.as_ref().and_then(Child::id).is_some_and(running) {
+                return node.addr;
+            }
+        }
+        self.nodes[0].addr
     }
 
     /// Whether this server is a cluster of several nodes.
@@ -280,6 +301,8 @@ impl Server {
     /// Sends SIGTERM to every node without waiting, so a test can watch
     /// the drain.
     pub fn send_sigterm(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for node in &self.nodes {
             let pid = node
                 .child
@@ -314,10 +337,11 @@ impl Server {
     }
 
     /// Starts the processes again on the same data directory (new ports; in
-    /// a cluster, the same redis-server and new node ids).
+    /// a cluster, the same redis-server and node ids).
     pub async fn restart(&mut self) {
         self.kill9().await;
-        self.generation += 1;
+        self.draining
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.spawn_nodes().await;
     }
 
@@ -448,6 +472,18 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Whether process `pid` runs (exists and is not a zombie waiting to be
+/// reaped).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
 }
 
 /// Polls `/readyz` until the node answers 200 (a cluster node is ready once
