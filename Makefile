@@ -5,7 +5,7 @@ DATA_DIR ?= ./data
 # apt needs root; use sudo when not running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build release test test-deps lint fmt fmt-check clippy bench cluster clean
+.PHONY: run build release test test-cluster-e2e test-deps lint fmt fmt-check clippy bench cluster clean
 
 ## Build and start presenced with the embedded backend (no Redis needed).
 run:
@@ -33,6 +33,17 @@ test-deps:
 test: test-deps fmt-check clippy deploy-check
 	$(CARGO) build -p presenced
 	PRESENCED_BIN=$(CURDIR)/target/debug/presenced $(CARGO) nextest run --workspace --no-fail-fast
+	$(MAKE) test-cluster-e2e
+	python3 deploy/check/dashboard_check.py --bin target/debug/presenced
+
+## The end-to-end rule suites again, unchanged, against a cluster: a
+## redis-server and three presenced nodes per test, sockets and requests
+## spread over the nodes (tests/src/lib.rs, E2E_CLUSTER). ops.rs reads one
+## node's own metrics, so it runs embedded only; cluster metrics are tested
+## by cluster_smoke.rs.
+E2E_RULE_SUITES = --test smoke --test ws_rules --test ws_bad_input --test rest_native --test rocketchat --test lifecycle
+test-cluster-e2e:
+	E2E_CLUSTER=3 PRESENCED_BIN=$(CURDIR)/target/debug/presenced $(CARGO) nextest run -p presence-e2e $(E2E_RULE_SUITES) --no-fail-fast
 
 ## Offline checks of deploy/ and helm/ (deploy/check/check.py): the release
 ## build and run exactly as deploy/Dockerfile does, the chart rendered with

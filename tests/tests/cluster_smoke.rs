@@ -106,8 +106,20 @@ async fn aggregator_metrics_show_every_shard_held_exactly_once() {
             "presence_aggregator_fenced_writes_rejected_total",
             "presence_aggregator_takeovers_total",
             "presence_aggregator_lease_epoch{shard=",
+            "presence_aggregator_node_leases_lapsed_total",
+            "presence_aggregator_devices_expired_total",
+            "presence_cluster_shards 4",
+            "presence_redis_command_seconds_bucket{le=",
+            "presence_redis_errors_total{kind=\"timeout\"}",
+            "presence_resyncs_total{reason=\"redis_reconnected\"}",
+            "presence_pubsub_lagged_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }
+        // Every node has talked to Redis by now (leases, heartbeats).
+        let commands = metric(n, "presence_redis_command_seconds_count")
+            .await
+            .unwrap_or(0.0);
+        assert!(commands > 0.0, "no Redis command measured");
     }
 }

@@ -110,7 +110,10 @@ impl App {
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "update receiver lagged; resyncing watched users");
                         app.metrics.pubsub_lagged.inc();
-                        app.metrics.resyncs.inc();
+                        app.metrics
+                            .resyncs
+                            .with_label_values(&["gateway_lagged"])
+                            .inc();
                         app.resync_watched().await;
                     }
                     Err(RecvError::Closed) => break,

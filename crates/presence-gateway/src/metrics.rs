@@ -102,6 +102,12 @@ impl UsersByStatus {
     }
 }
 
+/// Why watched users were read again from stored state:
+/// `gateway_lagged` (this process's update receiver fell behind),
+/// `redis_lagged` (the Redis subscriber fell behind), `redis_reconnected`
+/// (the subscriber reconnected and subscribed again).
+pub const RESYNC_REASONS: [&str; 3] = ["gateway_lagged", "redis_lagged", "redis_reconnected"];
+
 /// The service's metrics. Create one per process, share it in an `Arc`.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -125,9 +131,9 @@ pub struct Metrics {
     /// `presence_pubsub_lagged_total`: times the pub/sub receiver lagged and
     /// updates were skipped (each triggers a resync).
     pub pubsub_lagged: IntCounter,
-    /// `presence_resyncs_total`: resynchronisations of watched users from
-    /// stored state (after lag or a backend reconnect).
-    pub resyncs: IntCounter,
+    /// `presence_resyncs_total{reason}`: resynchronisations of watched
+    /// users from stored state, by [`RESYNC_REASONS`].
+    pub resyncs: IntCounterVec,
     /// `presence_cap_enabled`: 1 while presence broadcasting is on (X2).
     pub cap_enabled: IntGauge,
     /// `presence_cap_connections`: the cluster-wide connection count (X5).
@@ -205,10 +211,17 @@ impl Metrics {
                 "presence_pubsub_lagged_total",
                 "Times the pub/sub receiver fell behind and skipped updates.",
             ),
-            resyncs: r.counter(
-                "presence_resyncs_total",
-                "Resynchronisations of watched users from stored state.",
-            ),
+            resyncs: {
+                let resyncs = r.counter_vec(
+                    "presence_resyncs_total",
+                    "Resynchronisations of watched users from stored state, by reason.",
+                    &["reason"],
+                );
+                for reason in RESYNC_REASONS {
+                    resyncs.with_label_values(&[reason]);
+                }
+                resyncs
+            },
             cap_enabled: r.gauge(
                 "presence_cap_enabled",
                 "1 while presence broadcasting is enabled, 0 once the cap disabled it.",
@@ -461,7 +474,7 @@ mod tests {
         metrics.store_write_seconds.observe(0.002);
         metrics.ws_slow_consumers_dropped.inc();
         metrics.pubsub_lagged.inc();
-        metrics.resyncs.inc();
+        metrics.resyncs.with_label_values(&["gateway_lagged"]).inc();
         metrics.ws_message("set_status").inc();
         metrics.ws_message("user-42").inc();
         metrics.ws_message("").inc();
@@ -568,6 +581,7 @@ mod tests {
                     "type" => WS_MESSAGE_TYPES.contains(&value.as_str()),
                     "limit" => limits.contains(&value.as_str()),
                     "code" => value == "text_too_long",
+                    "reason" => RESYNC_REASONS.contains(&value.as_str()),
                     "route" => value == "/v1/users/{id}/presence",
                     "le" => true,
                     _ => false,

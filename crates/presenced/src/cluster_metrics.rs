@@ -134,3 +134,129 @@ impl Exported {
         add(&self.takeovers, last.takeovers, now.takeovers);
     }
 }
+
+/// The Redis layer's own numbers (any role in cluster mode):
+/// `presence_redis_command_seconds` (histogram) and
+/// `presence_redis_errors_total{kind}`, read from the process-wide
+/// counters at scrape time, plus `presence_cluster_shards`.
+pub fn export_redis(registry: &Registry, shards: u16) -> prometheus::Result<()> {
+    let configured = IntGauge::new(
+        "presence_cluster_shards",
+        "Shards of the cluster (S); every shard should have one leader.",
+    )?;
+    configured.set(i64::from(shards));
+    registry.register(Box::new(configured))?;
+    registry.register(Box::new(RedisCollector::new()?))
+}
+
+/// The gateway side's resyncs and lost pub/sub messages (RedisBackend),
+/// copied into the gateway's counters once a second.
+pub fn export_resyncs(
+    metrics: &presence_gateway::metrics::Metrics,
+    backend: Arc<presence_store::redis::RedisBackend>,
+    shutdown: CancellationToken,
+) {
+    let lagged = metrics.resyncs.with_label_values(&["redis_lagged"]);
+    let reconnected = metrics.resyncs.with_label_values(&["redis_reconnected"]);
+    let messages = metrics.pubsub_lagged.clone();
+    tokio::spawn(async move {
+        let mut last = (0, 0, 0);
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            let now = backend.resync_stats();
+            lagged.inc_by(now.0.saturating_sub(last.0));
+            reconnected.inc_by(now.1.saturating_sub(last.1));
+            messages.inc_by(now.2.saturating_sub(last.2));
+            last = now;
+        }
+    });
+}
+
+/// Builds the Redis metric families from `presence_store::redis::redis_stats`
+/// on every scrape, so the histogram is exact (no copying of buckets).
+struct RedisCollector {
+    descs: Vec<prometheus::core::Desc>,
+}
+
+const LATENCY_NAME: &str = "presence_redis_command_seconds";
+const LATENCY_HELP: &str =
+    "Latency of Redis operations on the command pool (a command, script or pipeline).";
+const ERRORS_NAME: &str = "presence_redis_errors_total";
+const ERRORS_HELP: &str = "Failed Redis operations, by kind.";
+
+impl RedisCollector {
+    fn new() -> prometheus::Result<Self> {
+        let latency = prometheus::core::Desc::new(
+            LATENCY_NAME.into(),
+            LATENCY_HELP.into(),
+            vec![],
+            Default::default(),
+        )?;
+        let errors = prometheus::core::Desc::new(
+            ERRORS_NAME.into(),
+            ERRORS_HELP.into(),
+            vec!["kind".into()],
+            Default::default(),
+        )?;
+        Ok(Self {
+            descs: vec![latency, errors],
+        })
+    }
+}
+
+impl prometheus::core::Collector for RedisCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use presence_store::redis::{LATENCY_BOUNDS, redis_stats};
+        use prometheus::proto::{
+            Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+        };
+        let snapshot = redis_stats().snapshot();
+
+        let mut histogram = Histogram::default();
+        histogram.set_sample_count(snapshot.count);
+        histogram.set_sample_sum(snapshot.sum_seconds);
+        let buckets = LATENCY_BOUNDS
+            .iter()
+            .zip(&snapshot.cumulative)
+            .map(|(bound, count)| {
+                let mut bucket = Bucket::default();
+                bucket.set_upper_bound(*bound);
+                bucket.set_cumulative_count(*count);
+                bucket
+            })
+            .collect();
+        histogram.set_bucket(buckets);
+        let mut metric = Metric::default();
+        metric.set_histogram(histogram);
+        let mut latency = MetricFamily::default();
+        latency.set_name(LATENCY_NAME.into());
+        latency.set_help(LATENCY_HELP.into());
+        latency.set_field_type(MetricType::HISTOGRAM);
+        latency.mut_metric().push(metric);
+
+        let mut errors = MetricFamily::default();
+        errors.set_name(ERRORS_NAME.into());
+        errors.set_help(ERRORS_HELP.into());
+        errors.set_field_type(MetricType::COUNTER);
+        for (kind, count) in snapshot.errors {
+            let mut label = LabelPair::default();
+            label.set_name("kind".into());
+            label.set_value(kind.into());
+            let mut counter = Counter::default();
+            counter.set_value(count as f64);
+            let mut metric = Metric::default();
+            metric.set_label(vec![label]);
+            metric.set_counter(counter);
+            errors.mut_metric().push(metric);
+        }
+        vec![latency, errors]
+    }
+}

@@ -51,7 +51,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth_config = config::auth_config(&args)?;
     let authenticator = Authenticator::new(auth_config).context("loading the JWT key")?;
     let shutdown = CancellationToken::new();
-    let (backend, aggregator) = match &args.redis {
+    let (backend, aggregator, redis_backend) = match &args.redis {
         None => {
             if args.role != Role::All {
                 bail!(
@@ -59,10 +59,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     args.role
                 );
             }
-            (embedded_backend(&args, &metrics).await?, None)
+            (embedded_backend(&args, &metrics).await?, None, None)
         }
-        Some(url) => cluster_backend(&args, url, &shutdown).await?,
+        Some(url) => {
+            let (backend, aggregator) = cluster_backend(&args, url, &shutdown).await?;
+            let dynamic: Arc<dyn Backend> = backend.clone();
+            (dynamic, aggregator, Some(backend))
+        }
     };
+    if let Some(backend) = redis_backend {
+        cluster_metrics::export_redis(metrics.registry(), args.shards)
+            .context("registering the Redis metrics")?;
+        cluster_metrics::export_resyncs(&metrics, backend, shutdown.clone());
+    }
     if let Some(aggregator) = &aggregator {
         cluster_metrics::export(
             metrics.registry(),
@@ -155,7 +164,7 @@ async fn cluster_backend(
     args: &ServeArgs,
     url: &str,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Arc<dyn Backend>, Option<AggregatorHandle>)> {
+) -> anyhow::Result<(Arc<RedisBackend>, Option<AggregatorHandle>)> {
     let client = RedisClient::connect(RedisConfig::new(url))
         .await
         .context("connecting to Redis")?;

@@ -170,6 +170,11 @@ struct Inner {
     stop: Notify,
     /// Times every live device was registered again (tests, metrics).
     reregistrations: AtomicU64,
+    /// Resyncs after the subscriber lagged / reconnected, and the
+    /// messages it lost lagging (for `/metrics`).
+    resyncs_lagged: AtomicU64,
+    resyncs_reconnected: AtomicU64,
+    lagged_messages: AtomicU64,
     /// Heartbeat refresh commands sent (tests, metrics).
     heartbeat_commands: AtomicU64,
 }
@@ -218,6 +223,9 @@ impl RedisBackend {
             count_changed: Notify::new(),
             stop: Notify::new(),
             reregistrations: AtomicU64::new(0),
+            resyncs_lagged: AtomicU64::new(0),
+            resyncs_reconnected: AtomicU64::new(0),
+            lagged_messages: AtomicU64::new(0),
             heartbeat_commands: AtomicU64::new(0),
         });
         let pump = tokio::spawn(run_pump(inner.clone()));
@@ -245,6 +253,17 @@ impl RedisBackend {
     /// How many times every live device was registered again (H2, H3).
     pub fn reregistrations(&self) -> u64 {
         self.inner.reregistrations.load(Ordering::Relaxed)
+    }
+
+    /// Resyncs since start: `(after the subscriber lagged, after it
+    /// reconnected)`, and the pub/sub messages lost lagging.
+    pub fn resync_stats(&self) -> (u64, u64, u64) {
+        let inner = &self.inner;
+        (
+            inner.resyncs_lagged.load(Ordering::Relaxed),
+            inner.resyncs_reconnected.load(Ordering::Relaxed),
+            inner.lagged_messages.load(Ordering::Relaxed),
+        )
     }
 
     /// Heartbeat `ZADD` commands sent since start (H1).
@@ -1248,6 +1267,15 @@ impl Inner {
     /// retries.
     async fn resync(&self, reason: ResyncReason) -> bool {
         tracing::info!(?reason, "redis backend: resynchronising");
+        match reason {
+            ResyncReason::Reconnected => {
+                self.resyncs_reconnected.fetch_add(1, Ordering::Relaxed);
+            }
+            ResyncReason::Lagged { missed } => {
+                self.resyncs_lagged.fetch_add(1, Ordering::Relaxed);
+                self.lagged_messages.fetch_add(missed, Ordering::Relaxed);
+            }
+        }
         self.invalidate_cluster();
         let users: Vec<Arc<str>> = self.seen.lock().keys().cloned().collect();
         for chunk in users.chunks(LOAD_CHUNK) {

@@ -369,8 +369,12 @@ impl RedisClient {
             Ok(permit) => Ok(PoolGuard {
                 pool: &self.inner.pool,
                 _permit: permit,
+                started: std::time::Instant::now(),
             }),
-            Err(_) => Err(RedisError::Backpressure),
+            Err(_) => {
+                super::stats::redis_stats().error(&RedisError::Backpressure);
+                Err(RedisError::Backpressure)
+            }
         }
     }
 
@@ -402,6 +406,14 @@ impl std::fmt::Debug for RedisClient {
 pub(crate) struct PoolGuard<'a> {
     pool: &'a Pool,
     _permit: SemaphorePermit<'a>,
+    /// The operation's latency is recorded when the guard drops.
+    started: std::time::Instant,
+}
+
+impl Drop for PoolGuard<'_> {
+    fn drop(&mut self) {
+        super::stats::redis_stats().observe(self.started.elapsed());
+    }
 }
 
 impl Deref for PoolGuard<'_> {

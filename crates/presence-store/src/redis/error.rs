@@ -87,6 +87,14 @@ impl RedisError {
 
 impl From<FredError> for RedisError {
     fn from(error: FredError) -> Self {
+        let error = Self::classify(error);
+        super::stats::redis_stats().error(&error);
+        error
+    }
+}
+
+impl RedisError {
+    fn classify(error: FredError) -> Self {
         let details = error.details().to_owned();
         match error.kind() {
             ErrorKind::Timeout => Self::Timeout(details),

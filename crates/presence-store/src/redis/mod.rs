@@ -48,6 +48,7 @@ mod lease;
 mod ratelimit;
 mod scripts;
 mod shard;
+mod stats;
 mod stream;
 mod subscriber;
 mod url;
@@ -60,6 +61,7 @@ pub use heartbeats::{HEARTBEAT_CHUNK, HeartbeatEntry, HeartbeatRefresh, NodeInfo
 pub use keys::{Keys, heartbeat_member, parse_heartbeat_member, shard_of};
 pub use lease::{Lease, lease_value};
 pub use shard::{ClusterSnapshot, LOAD_CHUNK, ShardSnapshot, StoredUser};
+pub use stats::{ERROR_KINDS, LATENCY_BOUNDS, RedisStats, RedisStatsSnapshot, redis_stats};
 pub use stream::{StreamEntry, StreamId, StreamReader};
 pub use subscriber::{RedisSubscriber, ResyncReason, SubscriberEvent};
 pub use url::{DEFAULT_PORT, DEFAULT_SENTINEL_PORT, HostPort, RedisEndpoint, Topology};
