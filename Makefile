@@ -21,12 +21,16 @@ release:
 	$(CARGO) build --release -p presenced -p presence-bench
 
 ## What the suite needs besides Rust: redis-server (tests start their own
-## instances on free ports) and cargo-nextest.
+## instances on free ports), cargo-nextest, and python3-venv (deploy checks;
+## their packages come from PyPI into target/deploy-venv).
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server (the tests start their own instances)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+	@probe=$$(mktemp -d); python3 -m venv "$$probe/v" >/dev/null 2>&1 || { \
+	  echo "installing python3-venv (the deploy checks run in a venv)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }; rm -rf "$$probe"
 
 ## The whole test suite, as CI runs it: format, lints, then every test.
 ## End-to-end tests run the presenced binary built here.
