@@ -89,6 +89,20 @@ async fn metric(node: &Server, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Resyncs of a gateway's Redis subscriber after a reconnect and after a
+/// lag, in `/metrics`.
+const RESYNCS_RECONNECTED: &str = r#"presence_resyncs_total{reason="redis_reconnected"}"#;
+const RESYNCS_LAGGED: &str = r#"presence_resyncs_total{reason="redis_lagged"}"#;
+
+/// `metric` on each node.
+async fn metrics_of(nodes: &[&Server], name: &str) -> Vec<f64> {
+    let mut values = Vec::new();
+    for node in nodes {
+        values.push(metric(node, name).await);
+    }
+    values
+}
+
 /// What others see of `user`, read over REST on `node`.
 async fn rest_presence(node: &Server, user: &str) -> (u16, Value) {
     let path = format!("/v1/users/{user}/presence");
@@ -683,7 +697,8 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
 
     // A change published while the subscribers are away: only the resync
     // after they are back can deliver it.
-    let before = metric(&c, "presence_resyncs_total").await;
+    let nodes = [&a, &b, &c];
+    let before = metrics_of(&nodes, RESYNCS_RECONNECTED).await;
     let target = &users[0];
     let killed = resp::query(redis.addr(), &["CLIENT", "KILL", "TYPE", "pubsub"]).expect("kill");
     assert!(matches!(killed, Reply::Integer(3)), "{killed}");
@@ -701,13 +716,24 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
         w.converges(target, "busy", Some("while unsubscribed"))
             .await;
     }
-    let after_kill = metric(&c, "presence_resyncs_total").await;
+    // Every node counted the resync (the export runs once a second).
+    let mut after_kill = Vec::new();
+    for (node, was) in nodes.iter().zip(&before) {
+        poll(
+            "the resync is counted in /metrics",
+            Duration::from_secs(5),
+            || async { metric(node, RESYNCS_RECONNECTED).await > *was },
+        )
+        .await;
+        after_kill.push(metric(node, RESYNCS_RECONNECTED).await);
+    }
 
     // Lag: node c is paused while a burst of messages it must read (and
     // ignore: replies to another node) piles up on its pub/sub
     // connection, followed by a real change; resumed, it reads the burst
     // faster than it can handle it.
-    let lagged_before = metric(&c, "presence_pubsub_lagged_total").await;
+    let lagged_before = metrics_of(&nodes, RESYNCS_LAGGED).await;
+    let lost_before = metrics_of(&nodes, "presence_pubsub_lagged_total").await;
     let pid = c.pid().expect("node c runs");
     let signal = |sig: &str| {
         let status = std::process::Command::new("kill")
@@ -750,12 +776,17 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
         w.converges(lag_target, "busy", Some("behind the burst"))
             .await;
     }
-    let lagged = metric(&c, "presence_pubsub_lagged_total").await;
-    let resyncs = metric(&c, "presence_resyncs_total").await;
+    // Whether the burst made a subscriber lag depends on scheduling (a
+    // hidden pub/sub buffer flag would make it certain); when it did,
+    // /metrics says so (within its one-second export). Printed, not
+    // asserted.
+    let lagged = metrics_of(&nodes, RESYNCS_LAGGED).await;
+    let lost = metrics_of(&nodes, "presence_pubsub_lagged_total").await;
     eprintln!(
         "pub/sub ({:?}): resubscribed after kills in {resubscribed:?}; {refused_total} changes refused \
-         (answers lost with the connection); node c resyncs {before} -> {after_kill} (kill) -> \
-         {resyncs} (burst), lagged {lagged_before} -> {lagged}",
+         (answers lost with the connection); reconnect resyncs per node {before:?} -> \
+         {after_kill:?}; burst: lag resyncs {lagged_before:?} -> {lagged:?}, messages lost \
+         {lost_before:?} -> {lost:?}",
         t0.elapsed()
     );
 }
