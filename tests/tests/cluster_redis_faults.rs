@@ -247,10 +247,10 @@ async fn h3_m3_redis_restart_with_aof_loses_no_choice_and_every_node_recovers() 
     // A node lease shorter than the outage: when Redis is back, leaders
     // find every node's lease lapsed and drop their devices, so the
     // gateways must register their live devices again (H2, H3).
-    // (A refresh interval above the backend's 500 ms registration retry:
-    // at or below it the retry never fires, see the report of issue 4.)
+    // The refresh interval is at the backend's 500 ms registration retry
+    // on purpose: ticks as frequent as the retry must not postpone it.
     let flags = [
-        ("--device-refresh-interval", "1s"),
+        ("--device-refresh-interval", "500ms"),
         ("--node-lease-ttl", "3s"),
     ];
     let nodes = [
