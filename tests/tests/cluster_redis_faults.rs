@@ -798,10 +798,6 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
 /// before that node resubscribes, and the resync after the resubscription
 /// must still deliver it.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "product bug, fix pending in presence-store/src/redis/backend.rs: \
-            RedisBackend::presence() records the version it read as emitted \
-            (`entry.public = entry.public.max(snapshot.version)`), so the resync \
-            and any later copy of that update are dropped as not newer"]
 async fn w3_a_read_through_a_node_does_not_hide_a_lost_update_from_its_watchers() {
     let redis = RedisServer::start();
     let url = redis.url();
@@ -1038,9 +1034,6 @@ async fn h3_m3_sentinel_failover_during_traffic_keeps_service_and_counts_what_wa
 /// partition lasts, not just for the moments between a connection given
 /// up as unresponsive and the next one the blackhole accepts.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "product bug, fix pending in presence-store/src/redis/backend.rs: \
-            RedisBackend::ready() trusts fred's is_connected(), which turns true \
-            again as soon as a new TCP connection into the blackhole is accepted"]
 async fn h3_readyz_stays_503_while_blackholed_from_redis() {
     let redis = RedisServer::start();
     let proxy = TcpProxy::start(redis.addr());

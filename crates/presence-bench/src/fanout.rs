@@ -42,6 +42,15 @@ pub struct Args {
     /// Unmeasured run-in before the measurement.
     #[arg(long, default_value = "2s")]
     warmup: humantime::Duration,
+    /// Run on a cluster of this many presenced nodes on one redis-server
+    /// the bench starts (0: one embedded node). Watchers and publishers
+    /// are spread over the nodes, so every change crosses Redis (stream →
+    /// shard leader → pub/sub) and most deliveries cross nodes.
+    #[arg(long, default_value_t = 0)]
+    cluster: usize,
+    /// The redis-server binary for `--cluster`.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: std::path::PathBuf,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -61,11 +70,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "--socket-messages-burst",
         "1000000",
     ];
-    let target = Arc::new(Target::start(&args.server, &limits).await?);
+    let (_redis, nodes) = start_nodes(&args, &limits).await?;
+    let target = nodes[0].clone();
+    let node_of = |i: usize| nodes[i % nodes.len()].clone();
     let per_user = args.watchers * args.subscriptions / args.users.max(1);
+    for node in &nodes {
+        println!("server {} (pid {:?})", node.addr, node.pid);
+    }
     println!(
-        "server {} (pid {:?}); {} users, {} watchers × {} subscriptions = {} watchers per user; {} changes/s",
-        target.addr, target.pid, args.users, args.watchers, args.subscriptions, per_user, args.rate
+        "{} node(s); {} users, {} watchers × {} subscriptions = {} watchers per user; {} changes/s",
+        nodes.len(),
+        args.users,
+        args.watchers,
+        args.subscriptions,
+        per_user,
+        args.rate
     );
     let shared = Arc::new(Shared {
         origin: Instant::now(),
@@ -77,9 +96,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let histograms = Arc::new(Mutex::new(Vec::new()));
     let mut watcher_tasks = Vec::new();
     for w in 0..args.watchers {
+        let node = node_of(w);
         let mut socket = ws::connect(
-            &target.ws_url(&format!("w{w}"), "web"),
-            &target.token(&format!("watcher{w}")),
+            &node.ws_url(&format!("w{w}"), "web"),
+            &node.token(&format!("watcher{w}")),
         )
         .await
         .with_context(|| format!("watcher {w}"))?;
@@ -127,9 +147,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut publishers = Vec::new();
     for p in 0..args.users {
+        // Publishers sit one node over from the watchers of the same index.
+        let node = node_of(p + 1);
         let socket = ws::connect(
-            &target.ws_url(&format!("p{p}"), "web"),
-            &target.token(&format!("pub{p}")),
+            &node.ws_url(&format!("p{p}"), "web"),
+            &node.token(&format!("pub{p}")),
         )
         .await
         .with_context(|| format!("publisher {p}"))?;
@@ -175,16 +197,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     tokio::time::sleep(args.warmup.into()).await;
-    let cpu_before = target_cpu_ticks(&target);
+    let cpu_ticks = || -> Option<u64> { nodes.iter().map(|n| target_cpu_ticks(n)).sum() };
+    let cpu_before = cpu_ticks();
     shared.measuring.store(true, Ordering::Release);
     let measured_from = Instant::now();
     tokio::time::sleep(args.duration.into()).await;
     shared.measuring.store(false, Ordering::Release);
     let elapsed = measured_from.elapsed().as_secs_f64();
-    let cpu_after = target_cpu_ticks(&target);
+    let cpu_after = cpu_ticks();
     stop.store(true, Ordering::Release);
     let rss = target.rss_kib();
     drop(target);
+    drop(nodes);
     for task in driver_tasks {
         let _ = task.await;
     }
@@ -216,7 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let ticks_per_sec = 100.0;
         let cpu = (after - before) as f64 / ticks_per_sec / elapsed * 100.0;
-        println!("server CPU: {cpu:.0}% of one core");
+        println!("server CPU (all nodes): {cpu:.0}% of one core");
     }
     if let Some(rss) = rss {
         println!("server RSS at the end: {rss} KiB");
@@ -232,4 +256,33 @@ fn target_cpu_ticks(target: &Target) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The node the bench talks to, or with `--cluster N` a redis-server and N
+/// nodes on it (every node with the same flags).
+async fn start_nodes(
+    args: &Args,
+    limits: &[&str],
+) -> anyhow::Result<(Option<crate::redis_memory::RedisServer>, Vec<Arc<Target>>)> {
+    if args.cluster == 0 {
+        return Ok((
+            None,
+            vec![Arc::new(Target::start(&args.server, limits).await?)],
+        ));
+    }
+    let redis = crate::redis_memory::RedisServer::start(&args.redis_server).await?;
+    let url = format!("redis://{}", redis.addr);
+    let mut nodes = Vec::with_capacity(args.cluster);
+    for i in 0..args.cluster {
+        let id = format!("bench-{i}");
+        let mut extra: Vec<&str> = limits.to_vec();
+        extra.extend(["--redis", &url, "--node-id", &id]);
+        nodes.push(Arc::new(Target::start(&args.server, &extra).await?));
+    }
+    let shards = redis.wait_for_leases(Duration::from_secs(30)).await?;
+    println!(
+        "redis {}; every one of {shards} shards has a leader",
+        redis.addr
+    );
+    Ok((Some(redis), nodes))
 }

@@ -310,13 +310,13 @@ impl Memory {
 }
 
 /// A redis-server of our own, killed on drop.
-struct RedisServer {
-    addr: std::net::SocketAddr,
+pub(crate) struct RedisServer {
+    pub(crate) addr: std::net::SocketAddr,
     _child: Child,
 }
 
 impl RedisServer {
-    async fn start(bin: &PathBuf) -> anyhow::Result<RedisServer> {
+    pub(crate) async fn start(bin: &PathBuf) -> anyhow::Result<RedisServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -437,7 +437,7 @@ impl RedisServer {
 
     /// Waits until every shard (`presence:meta` `shards`) has a lease;
     /// returns the shard count.
-    async fn wait_for_leases(&self, timeout: Duration) -> anyhow::Result<u32> {
+    pub(crate) async fn wait_for_leases(&self, timeout: Duration) -> anyhow::Result<u32> {
         let deadline = Instant::now() + timeout;
         loop {
             let shards: u32 = self

@@ -175,6 +175,9 @@ struct Inner {
     resyncs_lagged: AtomicU64,
     resyncs_reconnected: AtomicU64,
     lagged_messages: AtomicU64,
+    /// When the node lease was last renewed (ms since the epoch): proof
+    /// that Redis answers, for readiness.
+    lease_renewed_ms: AtomicU64,
     /// Heartbeat refresh commands sent (tests, metrics).
     heartbeat_commands: AtomicU64,
 }
@@ -226,6 +229,7 @@ impl RedisBackend {
             resyncs_lagged: AtomicU64::new(0),
             resyncs_reconnected: AtomicU64::new(0),
             lagged_messages: AtomicU64::new(0),
+            lease_renewed_ms: AtomicU64::new(0),
             heartbeat_commands: AtomicU64::new(0),
         });
         let pump = tokio::spawn(run_pump(inner.clone()));
@@ -438,10 +442,11 @@ impl Backend for RedisBackend {
             .iter()
             .zip(views)
             .map(|(user, view)| {
-                let snapshot = snapshot_of(user.clone(), view);
-                let entry = seen.entry(user.clone()).or_default();
-                entry.public = entry.public.max(snapshot.version);
-                snapshot
+                // Watched from now on (resyncs cover it), but what was read
+                // is not what was *sent* to watchers: marking it would make
+                // a lost update of this version look delivered.
+                seen.entry(user.clone()).or_default();
+                snapshot_of(user.clone(), view)
             })
             .collect())
     }
@@ -572,6 +577,10 @@ impl Backend for RedisBackend {
         interval: Duration,
     ) -> Option<Result<(), Duration>> {
         let inner = &self.inner;
+        if !inner.client.is_connected() {
+            // The change cannot be made anyway; do not wait for a timeout.
+            return None;
+        }
         match inner
             .client
             .take_token(inner.config.shards, bucket, user, capacity, interval)
@@ -608,11 +617,17 @@ impl Backend for RedisBackend {
         self.inner.updates.subscribe()
     }
 
+    /// Subscribed, connected, and the node lease was renewed within its
+    /// ttl: a connection that looks open but answers nothing (a silent
+    /// partition) fails the last test within one ttl.
     async fn ready(&self) -> bool {
         let inner = &self.inner;
+        let renewed = inner.lease_renewed_ms.load(Ordering::Acquire);
+        let fresh = now_ms().saturating_sub(renewed) <= duration_ms(inner.config.node_lease_ttl);
         !inner.stopping.load(Ordering::Acquire)
             && inner.subscribed.load(Ordering::Acquire)
             && inner.client.is_connected()
+            && fresh
     }
 
     async fn shutdown(&self) {
@@ -1430,6 +1445,7 @@ impl Inner {
             .client
             .refresh_node(&self.config.node_id, lease_until, count)
             .await?;
+        self.lease_renewed_ms.store(now_ms(), Ordering::Release);
         if previous.is_some_and(|deadline| deadline <= now) {
             tracing::warn!(
                 "redis backend: this node's lease had lapsed; registering its devices again"
