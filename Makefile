@@ -32,13 +32,14 @@ test-deps:
 	  echo "installing python3-venv (the deploy checks run in a venv)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }; rm -rf "$$probe"
 
-## The whole test suite, as CI runs it: format, lints, then every test.
-## End-to-end tests run the presenced binary built here.
+## The whole test suite, as CI runs it: format, lints, deploy checks, then
+## every test.
+## End-to-end tests run the release binary that deploy-check built exactly
+## as the Dockerfile does: the binary that ships.
 test: test-deps fmt-check clippy deploy-check
-	$(CARGO) build -p presenced
-	PRESENCED_BIN=$(CURDIR)/target/debug/presenced $(CARGO) nextest run --workspace --no-fail-fast
-	$(MAKE) test-cluster-e2e
-	python3 deploy/check/dashboard_check.py --bin target/debug/presenced
+	PRESENCED_BIN=$(CURDIR)/target/release/presenced $(CARGO) nextest run --workspace --no-fail-fast
+	$(MAKE) test-cluster-e2e PRESENCED=$(CURDIR)/target/release/presenced
+	python3 deploy/check/dashboard_check.py --bin target/release/presenced
 
 ## The end-to-end rule suites again, unchanged, against a cluster: a
 ## redis-server and three presenced nodes per test, sockets and requests
@@ -46,8 +47,10 @@ test: test-deps fmt-check clippy deploy-check
 ## node's own metrics, so it runs embedded only; cluster metrics are tested
 ## by cluster_smoke.rs.
 E2E_RULE_SUITES = --test smoke --test ws_rules --test ws_bad_input --test rest_native --test rocketchat --test lifecycle
+PRESENCED ?= $(CURDIR)/target/debug/presenced
 test-cluster-e2e:
-	E2E_CLUSTER=3 PRESENCED_BIN=$(CURDIR)/target/debug/presenced $(CARGO) nextest run -p presence-e2e $(E2E_RULE_SUITES) --no-fail-fast
+	@[ -x "$(PRESENCED)" ] || $(CARGO) build -p presenced
+	E2E_CLUSTER=3 PRESENCED_BIN=$(PRESENCED) $(CARGO) nextest run -p presence-e2e $(E2E_RULE_SUITES) --no-fail-fast
 
 ## Offline checks of deploy/ and helm/ (deploy/check/check.py): the release
 ## build and run exactly as deploy/Dockerfile does, the chart rendered with

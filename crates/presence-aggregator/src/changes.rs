@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use presence_core::{CustomStatus, CustomStatusId, DeviceId, Timestamp, WorkspaceSettings};
 use presence_protocol::cluster::{
-    ControlMessage, ReplacedMessage, ReplyMessage, StoredDevice, StoredSelf, StoredView, StreamId,
-    UpdateMessage,
+    ControlMessage, ReplacedMessage, ReplyMessage, StoredCounts, StoredDevice, StoredSelf,
+    StoredView, StreamId, UpdateMessage,
 };
 use presence_store::UserRecord;
 
@@ -33,6 +33,8 @@ pub struct ShardChanges {
     pub notices: Vec<ReplacedMessage>,
     /// Cluster-wide state, written only by shard 0's leader.
     pub cluster: ClusterChanges,
+    /// The shard's new `presence:{s}:counts`, when they moved.
+    pub counts: Option<StoredCounts>,
 }
 
 /// What changed for one user. Every field is a final value.
@@ -80,6 +82,7 @@ impl ShardChanges {
             && self.replies.is_empty()
             && self.notices.is_empty()
             && self.cluster.is_empty()
+            && self.counts.is_none()
     }
 
     /// Folds `later` (computed after `self`) into `self`, so both can be
@@ -98,6 +101,9 @@ impl ShardChanges {
         self.replies.extend(later.replies);
         self.notices.extend(later.notices);
         self.cluster.merge(later.cluster);
+        if later.counts.is_some() {
+            self.counts = later.counts;
+        }
     }
 
     /// The messages to publish on `presence:{s}:updates`, one per user

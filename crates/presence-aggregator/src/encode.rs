@@ -190,6 +190,9 @@ fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
     if let Some(cap) = &cluster.cap {
         batch.set_string(Keys::cap(), to_json(cap));
     }
+    if let Some(counts) = &changes.counts {
+        batch.set_string(keys.counts(), to_json(counts));
+    }
     for notice in &changes.notices {
         batch.publish(keys.replies_channel(), to_json(notice));
     }

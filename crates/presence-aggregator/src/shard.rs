@@ -33,13 +33,13 @@ use std::time::Duration;
 
 use presence_core::{
     CapState, CapTransition, Command, Context, CustomStatus, CustomStatusId, CustomStatusRegistry,
-    DeviceId, DeviceMap, Disconnect, Link, PresenceError, PublicView, SelfView, Timestamp,
-    UserPresence, WorkspaceSettings, next_version,
+    DeviceId, DeviceMap, Disconnect, DisplayedStatus, Link, PresenceError, PublicView, SelfView,
+    Timestamp, UserPresence, WorkspaceSettings, next_version,
 };
 use presence_protocol::cluster::{
     self, ClusterCommand, CommandError, CommandOk, CommandResult, ControlMessage, EntryError,
-    INVALID_COMMAND, ReplacedMessage, ReplyMessage, SocketEnd, StoredDevice, StoredSelf,
-    StoredView, StreamEntry, StreamId, WRONG_SHARD, shard_of,
+    INVALID_COMMAND, ReplacedMessage, ReplyMessage, SocketEnd, StoredCounts, StoredDevice,
+    StoredSelf, StoredView, StreamEntry, StreamId, WRONG_SHARD, shard_of,
 };
 use presence_store::{Profile, UserRecord};
 
@@ -111,6 +111,25 @@ pub struct ShardState {
     /// Each user's next time-driven transition, at most one entry per user.
     timers: BTreeSet<(Timestamp, Arc<str>)>,
     batch: Batch,
+    /// Users per displayed status ([`CountClass`] index), kept as users
+    /// change; written to `presence:{s}:counts` when it moved.
+    counts: [u64; 4],
+    counts_dirty: bool,
+}
+
+/// Which count a user is in: online, away, busy, invisible (connected but
+/// shown offline); `None` for offline.
+type CountClass = Option<usize>;
+
+fn count_class(presence: &UserPresence, settings: &WorkspaceSettings) -> CountClass {
+    match presence.public_view(settings).status {
+        DisplayedStatus::Online => Some(0),
+        DisplayedStatus::Away => Some(1),
+        DisplayedStatus::Busy => Some(2),
+        DisplayedStatus::Offline => (presence.self_view(settings).status
+            == presence_core::SelfStatus::Invisible)
+            .then_some(3),
+    }
 }
 
 #[derive(Debug)]
@@ -123,6 +142,8 @@ struct UserEntry {
     scheduled: Option<Timestamp>,
     /// Whether the user is in `presence:{s}:users`.
     known: bool,
+    /// The count the user is in ([`ShardState::counts`]).
+    counted: CountClass,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +197,9 @@ impl ShardState {
             nodes: HashMap::new(),
             timers: BTreeSet::new(),
             batch: Batch::default(),
+            counts: [0; 4],
+            // The first commit writes the counts, even of an empty shard.
+            counts_dirty: true,
         }
     }
 
@@ -210,6 +234,7 @@ impl ShardState {
                 owners: Vec::new(),
                 scheduled: None,
                 known: true,
+                counted: None,
             };
             for (device, stored) in loaded.devices {
                 entry.presence.devices.insert(device.clone(), stored.device);
@@ -808,6 +833,7 @@ impl ShardState {
                         owners: Vec::new(),
                         scheduled: None,
                         known: false,
+                        counted: None,
                     },
                 );
                 id
@@ -983,6 +1009,7 @@ impl ShardState {
             replies: batch.replies,
             notices: batch.notices,
             cluster: batch.cluster,
+            counts: None,
         };
         for (user, device) in batch.stray_heartbeats {
             changes
@@ -999,6 +1026,17 @@ impl ShardState {
             };
             let change = diff_user(entry, before, &self.settings, now, hb_deadline);
             reschedule(&mut self.timers, &id, entry, &self.settings);
+            let class = count_class(&entry.presence, &self.settings);
+            if class != entry.counted {
+                if let Some(old) = entry.counted {
+                    self.counts[old] -= 1;
+                }
+                if let Some(new) = class {
+                    self.counts[new] += 1;
+                }
+                entry.counted = class;
+                self.counts_dirty = true;
+            }
             let stray = changes.users.remove(&*id).unwrap_or_default();
             let mut change = merge_strays(stray, change);
             if change.is_empty() {
@@ -1030,7 +1068,28 @@ impl ShardState {
         if let Some(cap) = &mut self.cap {
             changes.cluster.cap = cap.take_persist();
         }
+        if std::mem::take(&mut self.counts_dirty) {
+            let [online, away, busy, invisible] = self.counts;
+            changes.counts = Some(StoredCounts {
+                online,
+                away,
+                busy,
+                invisible,
+            });
+        }
         changes
+    }
+
+    /// Users of the shard per displayed status (what
+    /// `presence:{s}:counts` holds after the next commit).
+    pub fn counts(&self) -> StoredCounts {
+        let [online, away, busy, invisible] = self.counts;
+        StoredCounts {
+            online,
+            away,
+            busy,
+            invisible,
+        }
     }
 }
 

@@ -542,6 +542,19 @@ pub struct ReplyMessage {
     pub result: CommandResult,
 }
 
+/// How many of a shard's users show each status, `presence:{s}:counts`:
+/// kept by the shard's leader in the same commit as the views, so the
+/// cluster-wide counts (A3's online count, the `presence_users` gauge) are
+/// a read of `S` small keys rather than a scan of every user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCounts {
+    pub online: u64,
+    pub away: u64,
+    pub busy: u64,
+    /// Connected but invisible (shown offline).
+    pub invisible: u64,
+}
+
 /// A notice to one gateway on `presence:{s}:replies`, `{"node",
 /// "replaced", "user"}`: its socket `replaced` of `user` was replaced by a
 /// newer socket of the same device on another node (D1), so it closes it

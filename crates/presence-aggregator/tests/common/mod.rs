@@ -17,8 +17,8 @@ use presence_core::{
 };
 use presence_protocol::cluster::{
     ClusterCommand, CommandOk, CommandResult, ControlMessage, ReplyMessage, SocketEnd,
-    StatusRequestBody, StoredDevice, StoredSelf, StoredView, StreamEntry, StreamId, UpdateMessage,
-    heartbeat_member, split_heartbeat_member,
+    StatusRequestBody, StoredCounts, StoredDevice, StoredSelf, StoredView, StreamEntry, StreamId,
+    UpdateMessage, heartbeat_member, split_heartbeat_member,
 };
 use presence_store::UserRecord;
 
@@ -100,6 +100,8 @@ pub struct Store {
     pub settings: Option<String>,
     pub custom_statuses: BTreeMap<String, String>,
     pub cap: Option<String>,
+    /// `presence:{s}:counts`.
+    pub counts: Option<StoredCounts>,
     /// Everything published, in order.
     pub updates: Vec<UpdateMessage>,
     pub replies: Vec<ReplyMessage>,
@@ -110,6 +112,9 @@ impl Store {
     /// Applies `changes` like the commit script, checking W3: every view
     /// written has a larger version than the one it replaces.
     pub fn commit(&mut self, changes: &ShardChanges) {
+        if let Some(counts) = changes.counts {
+            self.counts = Some(counts);
+        }
         for (user, change) in &changes.users {
             if change.new_user {
                 assert!(self.users.insert(user.clone()), "{user} added twice");

@@ -498,9 +498,29 @@ impl Backend for RedisBackend {
             .map(|(_, user)| user))
     }
 
+    /// The sum of every shard's `presence:{s}:counts`, which each leader
+    /// commits with the views (so it is as fresh as a read of them); a
+    /// scan of every user only while some shard has not written its
+    /// counts yet (no leader since start, or data of an older version).
     async fn status_counts(&self) -> BackendResult<StatusCounts> {
         let inner = &self.inner;
         inner.check_running()?;
+        let stored = inner
+            .client
+            .read_counts(inner.config.shards)
+            .await
+            .map_err(unavailable)?;
+        if stored.iter().all(Option::is_some) {
+            let mut counts = StatusCounts::default();
+            for json in stored.into_iter().flatten() {
+                let shard: wire::StoredCounts = decode(&json, "a shard's counts")?;
+                counts.online += shard.online;
+                counts.away += shard.away;
+                counts.busy += shard.busy;
+                counts.invisible += shard.invisible;
+            }
+            return Ok(counts);
+        }
         let scanned = inner.scan_users(inner.all_users().await?).await?;
         let mut counts = StatusCounts::default();
         for user in scanned {

@@ -117,6 +117,12 @@ impl Keys {
         self.user_key(&format!("rate:{bucket}:"), user)
     }
 
+    /// `presence:{s}:counts` (string): JSON users per displayed status
+    /// (`StoredCounts`), written by the leader with the views.
+    pub fn counts(&self) -> String {
+        self.key("counts")
+    }
+
     /// `presence:{s}:hb` (zset): [`heartbeat_member`] → deadline (ms).
     pub fn heartbeats(&self) -> String {
         self.key("hb")

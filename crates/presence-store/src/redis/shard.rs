@@ -184,4 +184,17 @@ impl RedisClient {
         }
         Ok(views)
     }
+
+    /// `presence:{s}:counts` of every shard `0..shards`, in one pipeline
+    /// (each key is in its own slot, so no `MGET`).
+    pub async fn read_counts(&self, shards: u16) -> Result<Vec<Option<String>>, RedisError> {
+        use fred::prelude::KeysInterface;
+        let pool = self.pool()?;
+        let pipeline = pool.next_connected().pipeline();
+        for shard in 0..shards {
+            let () = pipeline.get(Keys::new(shard).counts()).await?;
+        }
+        let counts: Vec<Option<String>> = pipeline.all().await?;
+        Ok(counts)
+    }
 }
