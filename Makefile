@@ -46,11 +46,13 @@ test: test-deps fmt-check clippy deploy-check
 ## spread over the nodes (tests/src/lib.rs, E2E_CLUSTER). ops.rs reads one
 ## node's own metrics, so it runs embedded only; cluster metrics are tested
 ## by cluster_smoke.rs.
-E2E_RULE_SUITES = --test smoke --test ws_rules --test ws_bad_input --test rest_native --test rocketchat --test lifecycle
+## (--workspace and a filter rather than -p, so cargo reuses the test build
+## of the whole suite instead of rebuilding with other features.)
+E2E_RULE_SUITES = -E 'package(presence-e2e) and (binary(=smoke) or binary(=ws_rules) or binary(=ws_bad_input) or binary(=rest_native) or binary(=rocketchat) or binary(=lifecycle))'
 PRESENCED ?= $(CURDIR)/target/debug/presenced
 test-cluster-e2e:
 	@[ -x "$(PRESENCED)" ] || $(CARGO) build -p presenced
-	E2E_CLUSTER=3 PRESENCED_BIN=$(PRESENCED) $(CARGO) nextest run -p presence-e2e $(E2E_RULE_SUITES) --no-fail-fast
+	E2E_CLUSTER=3 PRESENCED_BIN=$(PRESENCED) $(CARGO) nextest run --workspace $(E2E_RULE_SUITES) --no-fail-fast
 
 ## Offline checks of deploy/ and helm/ (deploy/check/check.py): the release
 ## build and run exactly as deploy/Dockerfile does, the chart rendered with

@@ -26,11 +26,13 @@
 #![forbid(unsafe_code)]
 
 mod proxy;
+mod redis_cluster;
 mod redis_server;
 pub mod resp;
 mod sentinel;
 
 pub use proxy::{ProxyMode, TcpProxy};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisOptions, RedisServer, START_DEADLINE, free_port};
 pub use resp::Reply;
 pub use sentinel::{SENTINEL_SERVICE, SentinelCluster};

@@ -104,7 +104,9 @@ impl RedisSubscriber {
         }
         let channels = channels.to_vec();
         if self.cluster {
-            self.client.sunsubscribe(channels).await?;
+            for channel in channels {
+                self.client.sunsubscribe(channel).await?;
+            }
         } else {
             self.client.unsubscribe(channels).await?;
         }
@@ -189,7 +191,11 @@ impl RedisSubscriber {
             return Ok(());
         }
         if self.cluster {
-            self.client.ssubscribe(channels).await?;
+            // Sharded pub/sub: one SSUBSCRIBE may only name channels of
+            // one slot (else CROSSSLOT); each of ours is its shard's slot.
+            for channel in channels {
+                self.client.ssubscribe(channel).await?;
+            }
         } else {
             self.client.subscribe(channels).await?;
         }
