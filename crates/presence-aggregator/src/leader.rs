@@ -234,11 +234,7 @@ impl Leader<'_> {
         let dead = state.nodes().filter(|n| !live.contains(*n)).count();
         changes.merge(state.expire_nodes_not_in(&live, now));
         if shard == 0 {
-            let counts: Vec<(String, u64)> = nodes
-                .iter()
-                .map(|n| (n.node.clone(), n.connections))
-                .collect();
-            changes.merge(state.observe_connections(&counts, &live, now));
+            changes.merge(observe_counts(state, &nodes, now));
         }
         if let Some(cluster) = cluster {
             changes.merge(apply_cluster_state(state, &cluster, now));
@@ -262,12 +258,7 @@ impl Leader<'_> {
                 return Ok(());
             }
         };
-        let live: BTreeSet<String> = nodes.iter().map(|n| n.node.clone()).collect();
-        let counts: Vec<(String, u64)> = nodes
-            .iter()
-            .map(|n| (n.node.clone(), n.connections))
-            .collect();
-        let changes = state.observe_connections(&counts, &live, now);
+        let changes = observe_counts(state, &nodes, now);
         self.commit(changes).await
     }
 
@@ -449,4 +440,18 @@ fn wall_now() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// X1, X2 (shard 0): the cap state machine over the live nodes' counts.
+fn observe_counts(
+    state: &mut ShardState,
+    nodes: &[presence_store::redis::NodeInfo],
+    now: Timestamp,
+) -> ShardChanges {
+    let live: BTreeSet<String> = nodes.iter().map(|n| n.node.clone()).collect();
+    let counts: Vec<(String, u64)> = nodes
+        .iter()
+        .map(|n| (n.node.clone(), n.connections))
+        .collect();
+    state.observe_connections(&counts, &live, now)
 }

@@ -83,20 +83,26 @@ pub fn export(
             "Shards this node took over.",
         )?,
     };
+    let mut last = StatsSnapshot::default();
+    every_second(shutdown, move || {
+        let now = stats.snapshot();
+        exported.update(&last, &now);
+        last = now;
+    });
+    Ok(())
+}
+
+/// Runs `copy` once a second until `shutdown`.
+fn every_second(shutdown: CancellationToken, mut copy: impl FnMut() + Send + 'static) {
     tokio::spawn(async move {
-        let mut last = StatsSnapshot::default();
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = ticks.tick() => {}
+                _ = ticks.tick() => copy(),
             }
-            let now = stats.snapshot();
-            exported.update(&last, &now);
-            last = now;
         }
     });
-    Ok(())
 }
 
 impl Exported {
@@ -159,20 +165,13 @@ pub fn export_resyncs(
     let lagged = metrics.resyncs.with_label_values(&["redis_lagged"]);
     let reconnected = metrics.resyncs.with_label_values(&["redis_reconnected"]);
     let messages = metrics.pubsub_lagged.clone();
-    tokio::spawn(async move {
-        let mut last = (0, 0, 0);
-        let mut ticks = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticks.tick() => {}
-            }
-            let now = backend.resync_stats();
-            lagged.inc_by(now.0.saturating_sub(last.0));
-            reconnected.inc_by(now.1.saturating_sub(last.1));
-            messages.inc_by(now.2.saturating_sub(last.2));
-            last = now;
-        }
+    let mut last = (0, 0, 0);
+    every_second(shutdown, move || {
+        let now = backend.resync_stats();
+        lagged.inc_by(now.0.saturating_sub(last.0));
+        reconnected.inc_by(now.1.saturating_sub(last.1));
+        messages.inc_by(now.2.saturating_sub(last.2));
+        last = now;
     });
 }
 

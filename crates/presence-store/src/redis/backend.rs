@@ -733,12 +733,7 @@ impl Inner {
                         if on == channel && got == payload {
                             return true;
                         }
-                        match channels.get(&on) {
-                            Some(kind) => self.handle_message(*kind, &got),
-                            None => {
-                                tracing::debug!(channel = %on, "redis backend: a message on an unknown channel")
-                            }
-                        }
+                        self.dispatch(channels, &on, &got);
                     }
                     // Subscribed again by the client: probe again.
                     SubscriberEvent::Resync(_) => break,
@@ -1168,10 +1163,7 @@ async fn run_pump(inner: Arc<Inner>) {
             tokio::select! {
                 event = subscriber.recv() => match event {
                     Some(SubscriberEvent::Message { channel, payload }) => {
-                        match channels.get(&channel) {
-                            Some(kind) => inner.handle_message(*kind, &payload),
-                            None => tracing::debug!(%channel, "redis backend: a message on an unknown channel"),
-                        }
+                        inner.dispatch(&channels, &channel, &payload);
                     }
                     Some(SubscriberEvent::Resync(reason)) => {
                         if reason == ResyncReason::Reconnected {
@@ -1200,6 +1192,14 @@ async fn run_pump(inner: Arc<Inner>) {
 }
 
 impl Inner {
+    /// Hands a pub/sub message to the handler of its channel's kind.
+    fn dispatch(&self, channels: &HashMap<String, Channel>, channel: &str, payload: &str) {
+        match channels.get(channel) {
+            Some(kind) => self.handle_message(*kind, payload),
+            None => tracing::debug!(%channel, "redis backend: a message on an unknown channel"),
+        }
+    }
+
     fn handle_message(&self, kind: Channel, payload: &str) {
         match kind {
             Channel::Replies => match decode_node_message(payload) {
