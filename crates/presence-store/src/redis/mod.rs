@@ -46,6 +46,7 @@ mod heartbeats;
 pub mod keys;
 mod lease;
 mod ratelimit;
+mod replies;
 mod scripts;
 mod shard;
 mod stats;
