@@ -19,8 +19,9 @@
 //! - this node's own Redis calls (lease attempts, renewals, sweep reads,
 //!   stream reads) failed and then one succeeded;
 //! - Redis restarted recently (`INFO server` uptime, read at every
-//!   takeover): covers a leader that starts or takes a shard over after
-//!   an outage it did not see itself.
+//!   takeover of a shard that has users, i.e. Redis came back with its
+//!   data): covers a leader that starts or takes a shard over after an
+//!   outage it did not see itself.
 //!
 //! A node whose gateways died during the outage still has them swept as
 //! soon as the hold-off ends: their leases lapsed long before, so their
@@ -69,10 +70,14 @@ impl Reachability {
 
     /// A Redis call succeeded.
     pub(crate) fn succeeded(&self) {
+        self.succeeded_at(Instant::now());
+    }
+
+    fn succeeded_at(&self, now: Instant) {
         let mut state = self.lock();
         if state.failing {
             state.failing = false;
-            state.back_since = Some(Instant::now());
+            state.back_since = Some(now);
             tracing::info!(
                 hold_off = ?self.hold_off,
                 "redis reachable again: sweeps resume after the hold-off"
@@ -83,10 +88,14 @@ impl Reachability {
     /// Redis reported `uptime`: a server that started within the hold-off
     /// counts as back since it started.
     pub(crate) fn observe_uptime(&self, uptime: Duration) {
+        self.observe_uptime_at(uptime, Instant::now());
+    }
+
+    fn observe_uptime_at(&self, uptime: Duration, now: Instant) {
         if uptime >= self.hold_off {
             return;
         }
-        let Some(started) = Instant::now().checked_sub(uptime) else {
+        let Some(started) = now.checked_sub(uptime) else {
             return;
         };
         let mut state = self.lock();
@@ -101,8 +110,11 @@ impl Reachability {
     /// (or Redis never failed). While Redis is failing, one hold-off
     /// from now (it moves on until Redis is back).
     pub(crate) fn hold_off_until(&self) -> Option<Instant> {
+        self.hold_off_until_at(Instant::now())
+    }
+
+    fn hold_off_until_at(&self, now: Instant) -> Option<Instant> {
         let state = self.lock();
-        let now = Instant::now();
         if state.failing {
             return Some(now + self.hold_off);
         }
@@ -121,39 +133,40 @@ impl Reachability {
 mod tests {
     use super::*;
 
-    /// Time is paused: `Instant` only moves with `advance`.
-    #[tokio::test(start_paused = true)]
-    async fn h4_sweeps_wait_a_hold_off_after_redis_is_back() {
-        let hold_off = Duration::from_secs(10);
-        let r = Reachability::new(hold_off);
-        assert_eq!(r.hold_off_until(), None, "never failed: sweep");
-        r.succeeded();
-        assert_eq!(r.hold_off_until(), None, "success without failure changes nothing");
+    const HOLD_OFF: Duration = Duration::from_secs(10);
 
-        r.failed();
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(r.hold_off_until().is_some(), "held off while failing");
-        r.succeeded();
-        let back = Instant::now();
-        assert_eq!(r.hold_off_until(), Some(back + hold_off));
-        tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(r.hold_off_until(), Some(back + hold_off));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(r.hold_off_until(), None, "a full hold-off after the return");
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn h4_a_recent_redis_restart_counts_as_an_outage() {
-        let hold_off = Duration::from_secs(10);
-        let r = Reachability::new(hold_off);
-        tokio::time::advance(Duration::from_secs(100)).await;
-        r.observe_uptime(Duration::from_secs(3600));
-        assert_eq!(r.hold_off_until(), None, "a long-running redis holds nothing off");
-        r.observe_uptime(Duration::from_secs(4));
-        let until = r.hold_off_until().expect("restarted 4 s ago");
-        assert_eq!(until, Instant::now() + Duration::from_secs(6));
+    #[test]
+    fn h4_sweeps_wait_a_hold_off_after_redis_is_back() {
+        let t0 = Instant::now();
+        let r = Reachability::new(HOLD_OFF);
+        assert_eq!(r.hold_off_until_at(t0), None, "never failed: sweep");
+        r.succeeded_at(t0);
+        assert_eq!(r.hold_off_until_at(t0), None, "success without failure");
+
+        r.failed();
+        let t60 = t0 + secs(60);
+        assert_eq!(r.hold_off_until_at(t60), Some(t60 + HOLD_OFF), "held while failing");
+        r.succeeded_at(t60);
+        // Later successes do not move the return.
+        r.succeeded_at(t60 + secs(1));
+        assert_eq!(r.hold_off_until_at(t60 + secs(9)), Some(t60 + HOLD_OFF));
+        assert_eq!(r.hold_off_until_at(t60 + HOLD_OFF), None, "a full hold-off after the return");
+    }
+
+    #[test]
+    fn h4_a_recent_redis_restart_counts_as_an_outage() {
+        let now = Instant::now() + secs(100);
+        let r = Reachability::new(HOLD_OFF);
+        r.observe_uptime_at(secs(3600), now);
+        assert_eq!(r.hold_off_until_at(now), None, "a long-running redis holds nothing off");
+        r.observe_uptime_at(secs(4), now);
+        assert_eq!(r.hold_off_until_at(now), Some(now + secs(6)), "restarted 4 s ago");
         // An older restart never moves the hold-off earlier.
-        r.observe_uptime(Duration::from_secs(8));
-        assert_eq!(r.hold_off_until(), Some(until));
+        r.observe_uptime_at(secs(8), now);
+        assert_eq!(r.hold_off_until_at(now), Some(now + secs(6)));
     }
 }

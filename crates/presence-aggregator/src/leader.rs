@@ -188,8 +188,12 @@ impl Leader<'_> {
             tracing::warn!(shard, %error, "takeover read failed");
             Exit::Failed
         };
-        self.observe_redis_uptime().await;
         let snapshot = client.load_shard(shard).await.map_err(unavailable)?;
+        if !snapshot.users.is_empty() {
+            // Redis holds devices from before: if it restarted, their
+            // deadlines lapsed while it was down (H4).
+            self.observe_redis_uptime().await;
+        }
         let cluster = client.read_cluster_state().await.map_err(unavailable)?;
         let cursor = snapshot.cursor.unwrap_or(StreamId::ZERO);
         let users = snapshot.users.len();
@@ -360,9 +364,10 @@ impl Leader<'_> {
         }
     }
 
-    /// H4 at takeover: a Redis that restarted within the hold-off holds
-    /// the sweeps off as an outage this node saw would. A failed read
-    /// changes nothing (the takeover's own reads will tell).
+    /// H4 at takeover of a shard with users: a Redis that restarted within
+    /// the hold-off (with its data) holds the sweeps off as an outage this
+    /// node saw would. An empty Redis holds no deadline to lapse. A failed
+    /// read changes nothing.
     async fn observe_redis_uptime(&self) {
         match self.ctx.client.server_uptime(self.shard).await {
             Ok(uptime) => self.ctx.reachability.observe_uptime(uptime),
