@@ -890,14 +890,18 @@ impl Inner {
         tokio::pin!(appended);
         tokio::pin!(rx);
         let mut appending = true;
+        // Until the entry is in the stream, the appends' deadline; then a
+        // request timeout for the leader to answer, as before retries.
+        let mut answer_deadline = deadline;
         let answer = loop {
             tokio::select! {
                 answer = &mut rx => break Some(answer),
                 appended = &mut appended, if appending => {
                     appending = false;
                     appended?;
+                    answer_deadline = tokio::time::Instant::now() + self.config.request_timeout;
                 }
-                () = tokio::time::sleep_until(deadline) => break None,
+                () = tokio::time::sleep_until(answer_deadline) => break None,
             }
         };
         drop(guard);
