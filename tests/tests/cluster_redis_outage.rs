@@ -252,7 +252,9 @@ impl Setup {
         let names: Vec<&str> = USERS.iter().map(|u| u.name).collect();
         let mut watchers = Vec::new();
         for (i, node) in nodes.iter().enumerate() {
-            let mut ws = node.connect(&format!("watcher-{i}"), "watching", "web").await;
+            let mut ws = node
+                .connect(&format!("watcher-{i}"), "watching", "web")
+                .await;
             let snapshot = ws.subscribe(&names).await;
             let mut socket = Socket {
                 ws,
@@ -298,7 +300,10 @@ impl Setup {
 
     /// Every socket, users' and watchers'.
     fn sockets(&mut self) -> Vec<&mut Socket> {
-        self.users.iter_mut().chain(self.watchers.iter_mut()).collect()
+        self.users
+            .iter_mut()
+            .chain(self.watchers.iter_mut())
+            .collect()
     }
 
     async fn pump(&mut self, span: Duration) {
@@ -364,8 +369,16 @@ async fn outage_shows_no_false_offline(outage: Duration) {
         flaps.offline.len(),
         flaps.wrong.len()
     );
-    assert!(flaps.offline.is_empty(), "false offline: {:#?}", flaps.offline);
-    assert!(flaps.wrong.is_empty(), "lost text or status: {:#?}", flaps.wrong);
+    assert!(
+        flaps.offline.is_empty(),
+        "false offline: {:#?}",
+        flaps.offline
+    );
+    assert!(
+        flaps.wrong.is_empty(),
+        "lost text or status: {:#?}",
+        flaps.wrong
+    );
 
     // Nothing lost: every node reads every user's state back, and every
     // socket still works (a change is accepted on each user's socket).
@@ -452,6 +465,14 @@ async fn h4_node_killed_during_outage_goes_offline_within_15s_of_return() {
         offline_after <= DEAD_NODE_BOUND,
         "node c's users went offline {offline_after:?} after redis was back"
     );
-    assert!(flaps.offline.is_empty(), "false offline: {:#?}", flaps.offline);
-    assert!(flaps.wrong.is_empty(), "lost text or status: {:#?}", flaps.wrong);
+    assert!(
+        flaps.offline.is_empty(),
+        "false offline: {:#?}",
+        flaps.offline
+    );
+    assert!(
+        flaps.wrong.is_empty(),
+        "lost text or status: {:#?}",
+        flaps.wrong
+    );
 }

@@ -41,7 +41,10 @@ async fn start_node(url: &str, id: &str) -> Server {
         if ready {
             return node;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{id} never ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{id} never ready"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -126,8 +129,8 @@ async fn r1_pubsub_kill_with_requests_in_flight_gives_no_false_errors() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(100 + 50 * (kills as u64 % 4))).await;
-        let killed = resp::query(redis.addr(), &["CLIENT", "KILL", "TYPE", "pubsub"])
-            .expect("CLIENT KILL");
+        let killed =
+            resp::query(redis.addr(), &["CLIENT", "KILL", "TYPE", "pubsub"]).expect("CLIENT KILL");
         if let Reply::Integer(n) = killed {
             killed_connections += n;
         }
@@ -161,18 +164,25 @@ async fn r1_pubsub_kill_with_requests_in_flight_gives_no_false_errors() {
          errors {}; slowest answer {slowest:?}; {over_100ms} answers took over 100 ms",
         errors.len()
     );
-    assert!(errors.is_empty(), "false errors while redis was up: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "false errors while redis was up: {errors:#?}"
+    );
     assert!(
         slowest <= REPLY_BOUND,
         "an answer took {slowest:?} across a pub/sub reconnect (bound {REPLY_BOUND:?})"
     );
-    assert!(killed_connections >= 3 * kills, "every kill found the three subscribers");
+    assert!(
+        killed_connections >= 3 * kills,
+        "every kill found the three subscribers"
+    );
     // Every acknowledged change was applied: each user's stored state is
     // the last one acknowledged (every request was).
     for (user, text) in last_acked {
-        let (code, body) = Server::call(
-            nodes[0].get(&format!("/v1/users/{user}/presence"), &token("observer", false)),
-        )
+        let (code, body) = Server::call(nodes[0].get(
+            &format!("/v1/users/{user}/presence"),
+            &token("observer", false),
+        ))
         .await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["text"], text.as_str(), "{user}: {body}");

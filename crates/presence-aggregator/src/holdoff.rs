@@ -149,12 +149,20 @@ mod tests {
 
         r.failed();
         let t60 = t0 + secs(60);
-        assert_eq!(r.hold_off_until_at(t60), Some(t60 + HOLD_OFF), "held while failing");
+        assert_eq!(
+            r.hold_off_until_at(t60),
+            Some(t60 + HOLD_OFF),
+            "held while failing"
+        );
         r.succeeded_at(t60);
         // Later successes do not move the return.
         r.succeeded_at(t60 + secs(1));
         assert_eq!(r.hold_off_until_at(t60 + secs(9)), Some(t60 + HOLD_OFF));
-        assert_eq!(r.hold_off_until_at(t60 + HOLD_OFF), None, "a full hold-off after the return");
+        assert_eq!(
+            r.hold_off_until_at(t60 + HOLD_OFF),
+            None,
+            "a full hold-off after the return"
+        );
     }
 
     #[test]
@@ -162,9 +170,17 @@ mod tests {
         let now = Instant::now() + secs(100);
         let r = Reachability::new(HOLD_OFF);
         r.observe_uptime_at(secs(3600), now);
-        assert_eq!(r.hold_off_until_at(now), None, "a long-running redis holds nothing off");
+        assert_eq!(
+            r.hold_off_until_at(now),
+            None,
+            "a long-running redis holds nothing off"
+        );
         r.observe_uptime_at(secs(4), now);
-        assert_eq!(r.hold_off_until_at(now), Some(now + secs(6)), "restarted 4 s ago");
+        assert_eq!(
+            r.hold_off_until_at(now),
+            Some(now + secs(6)),
+            "restarted 4 s ago"
+        );
         // An older restart never moves the hold-off earlier.
         r.observe_uptime_at(secs(8), now);
         assert_eq!(r.hold_off_until_at(now), Some(now + secs(6)));

@@ -384,7 +384,10 @@ impl ShardState {
     /// retries in the next batch: each retry whose id is here is answered
     /// with its outcome instead of being applied. The next
     /// [`apply_raw_batch`](Self::apply_raw_batch) consumes them.
-    pub fn remember_outcomes(&mut self, outcomes: impl IntoIterator<Item = (String, CommandResult)>) {
+    pub fn remember_outcomes(
+        &mut self,
+        outcomes: impl IntoIterator<Item = (String, CommandResult)>,
+    ) {
         self.stored_outcomes.extend(outcomes);
     }
 

@@ -34,7 +34,13 @@ async fn stored_outcome(client: &RedisClient, user: &str, r: &str) -> CommandRes
 }
 
 /// Appends `command` for `user` with reply id `r`, as a retry or not.
-async fn append_with_reply(client: &RedisClient, user: &str, command: ClusterCommand, r: &str, retry: bool) {
+async fn append_with_reply(
+    client: &RedisClient,
+    user: &str,
+    command: ClusterCommand,
+    r: &str,
+    retry: bool,
+) {
     let entry = StreamEntry {
         user: user.to_owned(),
         command,
@@ -58,7 +64,10 @@ async fn r1_a_retried_append_is_answered_from_the_stored_outcome_and_applied_onc
     let user = "alice";
     let mut subscriber = client.subscriber().await.unwrap();
     let replies = Keys::new(shard_of(user, S)).replies_channel();
-    subscriber.subscribe(std::slice::from_ref(&replies)).await.unwrap();
+    subscriber
+        .subscribe(std::slice::from_ref(&replies))
+        .await
+        .unwrap();
 
     append(&client, S, user, "g1", connect_cmd("web-1", "g1", 1), None).await;
     let busy = set_status_cmd(ChosenStatus::Busy, Some("lunch"));

@@ -131,7 +131,12 @@ impl Shard {
 
 /// The first append as `r1`, the later change as `r2`, and the retry of
 /// the first as `retry_id`, arriving as `arrival`.
-fn run(arrival: Arrival, request: &ClusterCommand, later: &ClusterCommand, retry_id: &str) -> Shard {
+fn run(
+    arrival: Arrival,
+    request: &ClusterCommand,
+    later: &ClusterCommand,
+    retry_id: &str,
+) -> Shard {
     let mut shard = Shard::new();
     let first = entry(request, "r1", false);
     let change = entry(later, "r2", false);
@@ -163,7 +168,11 @@ fn once(request: &ClusterCommand, later: &ClusterCommand) -> UserPresence {
     shard.presence()
 }
 
-const ARRIVALS: [Arrival; 3] = [Arrival::SameBatch, Arrival::LaterBatches, Arrival::RetryFirst];
+const ARRIVALS: [Arrival; 3] = [
+    Arrival::SameBatch,
+    Arrival::LaterBatches,
+    Arrival::RetryFirst,
+];
 
 #[test]
 fn r1_a_retried_entry_with_the_same_reply_id_is_applied_once() {
@@ -172,9 +181,19 @@ fn r1_a_retried_entry_with_the_same_reply_id_is_applied_once() {
         for arrival in ARRIVALS {
             let shard = run(arrival, &request, &later, "r1");
             let answers = shard.answers_to("r1");
-            assert_eq!(answers.len(), 2, "{name}, {arrival:?}: both appends are answered");
-            assert_eq!(answers[0], answers[1], "{name}, {arrival:?}: one outcome for both");
-            assert!(matches!(answers[0], CommandResult::Ok(_)), "{name}: {answers:?}");
+            assert_eq!(
+                answers.len(),
+                2,
+                "{name}, {arrival:?}: both appends are answered"
+            );
+            assert_eq!(
+                answers[0], answers[1],
+                "{name}, {arrival:?}: one outcome for both"
+            );
+            assert!(
+                matches!(answers[0], CommandResult::Ok(_)),
+                "{name}: {answers:?}"
+            );
             let presence = shard.presence();
             assert_eq!(
                 (&presence.durable.status, &presence.durable.calendar),
@@ -213,7 +232,15 @@ fn r1_a_retry_without_any_earlier_outcome_is_applied() {
         shard.apply(vec![entry(&request, "r1", true)]);
         shard.apply(vec![entry(&later, "r2", false)]);
         assert_eq!(shard.answers_to("r1").len(), 1, "{name}");
-        assert_eq!(shard.presence().durable.status, expected.durable.status, "{name}");
-        assert_eq!(shard.presence().durable.calendar, expected.durable.calendar, "{name}");
+        assert_eq!(
+            shard.presence().durable.status,
+            expected.durable.status,
+            "{name}"
+        );
+        assert_eq!(
+            shard.presence().durable.calendar,
+            expected.durable.calendar,
+            "{name}"
+        );
     }
 }

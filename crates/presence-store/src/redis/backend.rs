@@ -1651,7 +1651,10 @@ impl Inner {
         let mut by_shard: BTreeMap<u16, Vec<String>> = BTreeMap::new();
         for (reply, waiter) in self.waiters.lock().iter() {
             if every_request || now.saturating_duration_since(waiter.since) >= REPLY_CHECK_AFTER {
-                by_shard.entry(waiter.shard).or_default().push(reply.clone());
+                by_shard
+                    .entry(waiter.shard)
+                    .or_default()
+                    .push(reply.clone());
             }
         }
         for (shard, replies) in by_shard {
