@@ -194,8 +194,9 @@ async fn cluster_backend(
             heartbeat_timeout: device_timeout,
             disconnect_grace: grace,
             // H4: sweeps wait this long after a Redis outage (every node
-            // runs with the same refresh flags).
-            gateway_refresh_interval: refresh.max(node_lease_ttl / 3),
+            // runs with the same refresh flags; each refresh also renews
+            // the node lease).
+            gateway_refresh_interval: refresh,
             ..AggregatorConfig::new(node_id.clone(), args.shards)
         };
         Aggregator::start(client.clone(), config, shutdown.clone())
