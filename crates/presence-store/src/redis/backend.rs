@@ -3,7 +3,7 @@
 //! The gateway talks to a [`Backend`]; in cluster mode that backend owns no
 //! user state. It turns every mutation into a [`ClusterCommand`] appended to
 //! the user's shard stream (admin commands to shard 0's), and waits for the
-//! shard leader's [`ReplyMessage`] when the caller needs an answer. Reads
+//! shard leader's [`ReplyMessage`](wire::ReplyMessage) when the caller needs an answer. Reads
 //! go straight to the views and documents the leaders store.
 //!
 //! ```text
@@ -35,8 +35,7 @@
 //! third task, the **reply recovery**, reads the stored outcomes of the
 //! requests still waiting (one `MGET` per shard) whenever the answer may
 //! have been missed: right after the subscriber reconnected or lagged,
-//! and for every request older than [`REPLY_CHECK_AFTER`], every
-//! [`REPLY_CHECK_EVERY`]. So a request that was applied is acknowledged,
+//! and for every request older than 500 ms, every 250 ms. So a request that was applied is acknowledged,
 //! within a second, even when its pub/sub answer was lost; a request is
 //! answered `backend_unavailable` only when Redis is unreachable or no
 //! leader applied it within the request timeout. An `XADD` that failed
@@ -48,7 +47,7 @@
 //! **H4.** When Redis comes back after it was unreachable (a liveness
 //! write failed, or the subscriber reconnected), the liveness task
 //! refreshes the node lease and every heartbeat at once, retrying every
-//! [`LIVENESS_RETRY`] until it succeeds, rather than at the next interval;
+//! 250 ms until it succeeds, rather than at the next interval;
 //! leaders hold their sweeps off long enough for this (see
 //! `presence-aggregator`'s `holdoff.rs`).
 //!
