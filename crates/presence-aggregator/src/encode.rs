@@ -171,8 +171,9 @@ fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserCha
     }
 }
 
-/// The cursor, the cluster-wide writes, the replies and the control
-/// messages: everything that must not be written before every user.
+/// The cursor, the cluster-wide writes, the replies (stored and
+/// published) and the control messages: everything that must not be
+/// written before every user.
 fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
     if let Some(cursor) = changes.cursor {
         batch.cursor(to_store_id(cursor));
@@ -197,6 +198,13 @@ fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
         batch.publish(keys.replies_channel(), to_json(notice));
     }
     for reply in &changes.replies {
+        // Stored with the change it answers (truthful replies): a gateway
+        // that misses the message reads it, a retry is answered from it.
+        batch.set_expiring(
+            keys.reply(&reply.r),
+            to_json(&reply.result),
+            presence_protocol::cluster::REPLY_OUTCOME_TTL_MS,
+        );
         batch.publish(keys.replies_channel(), to_json(reply));
     }
     for control in &cluster.control {

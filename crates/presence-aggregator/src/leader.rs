@@ -129,7 +129,7 @@ impl Leader<'_> {
             let now = Instant::now();
             if now >= next_sweep {
                 self.sweep(&mut state).await?;
-                next_sweep = Instant::now() + config.sweep_interval;
+                next_sweep = self.next_sweep_at();
             }
             if now >= next_trim {
                 self.trim(cursor).await;
@@ -155,6 +155,17 @@ impl Leader<'_> {
                 continue;
             };
             let count = entries.len() as u64;
+            let decoded: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    let fields = e.fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+                    (to_protocol_id(e.id), Entry::from_fields(fields))
+                })
+                .collect();
+            // A retried request is answered from its first outcome.
+            if !self.remember_retried_outcomes(&mut state, &decoded).await {
+                continue;
+            }
             // Read-your-writes across shards: a gateway that saw shard 0
             // commit a settings or custom status change may append a
             // command here at once; re-read them *after* the entries, so
@@ -162,10 +173,6 @@ impl Leader<'_> {
             let Some(mut changes) = self.follow_cluster(&mut state).await else {
                 continue;
             };
-            let decoded = entries.iter().map(|e| {
-                let fields = e.fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
-                (to_protocol_id(e.id), Entry::from_fields(fields))
-            });
             changes.merge(state.apply_raw_batch(decoded, wall_now()));
             self.commit(changes).await?;
             cursor = last;
@@ -182,6 +189,11 @@ impl Leader<'_> {
             Exit::Failed
         };
         let snapshot = client.load_shard(shard).await.map_err(unavailable)?;
+        if !snapshot.users.is_empty() {
+            // Redis holds devices from before: if it restarted, their
+            // deadlines lapsed while it was down (H4).
+            self.observe_redis_uptime().await;
+        }
         let cluster = client.read_cluster_state().await.map_err(unavailable)?;
         let cursor = snapshot.cursor.unwrap_or(StreamId::ZERO);
         let users = snapshot.users.len();
@@ -210,8 +222,16 @@ impl Leader<'_> {
         let (shard, client) = (self.shard, &self.ctx.client);
         let now = wall_now();
         let now_ms = u64::try_from(now.as_millis()).unwrap_or(0);
+        // H4: after Redis was unreachable, deadlines lapsed for want of
+        // Redis, not of gateways: expire nothing until they had a refresh
+        // interval to move them on.
+        let holding_off = self.ctx.reachability.hold_off_until().is_some();
         let read = async {
-            let lapsed = client.lapsed_heartbeats(shard, now_ms, 10_000).await?;
+            let lapsed = if holding_off {
+                Vec::new()
+            } else {
+                client.lapsed_heartbeats(shard, now_ms, 10_000).await?
+            };
             let nodes = client.live_nodes(now_ms).await?;
             let cluster = if shard == 0 {
                 None
@@ -224,6 +244,7 @@ impl Leader<'_> {
             Ok(read) => read,
             Err(error) => {
                 tracing::warn!(shard, %error, "sweep skipped: Redis read failed");
+                self.ctx.reachability.failed();
                 return Ok(());
             }
         };
@@ -231,8 +252,11 @@ impl Leader<'_> {
         let pairs: Vec<(&str, &str)> = lapsed.iter().filter_map(|e| e.user_and_device()).collect();
         let mut changes = state.expire_heartbeats(&pairs, now);
         let live: BTreeSet<String> = nodes.iter().map(|n| n.node.clone()).collect();
-        let dead = state.nodes().filter(|n| !live.contains(*n)).count();
-        changes.merge(state.expire_nodes_not_in(&live, now));
+        let mut dead = 0;
+        if !holding_off {
+            dead = state.nodes().filter(|n| !live.contains(*n)).count();
+            changes.merge(state.expire_nodes_not_in(&live, now));
+        }
         if shard == 0 {
             changes.merge(observe_counts(state, &nodes, now));
         }
@@ -310,6 +334,7 @@ impl Leader<'_> {
             Ok(entries) => Some(entries),
             Err(error) => {
                 tracing::warn!(shard = self.shard, %error, "stream read failed");
+                self.ctx.reachability.failed();
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 None
             }
@@ -326,6 +351,55 @@ impl Leader<'_> {
         }
         // `BLOCK 0` would wait forever.
         block.max(Duration::from_millis(1))
+    }
+
+    /// When the next sweep is due: a sweep interval from now, or the end
+    /// of the H4 hold-off if that comes first (so a node that died during
+    /// a Redis outage is swept the moment the hold-off ends).
+    fn next_sweep_at(&self) -> Instant {
+        let next = Instant::now() + self.ctx.config.sweep_interval;
+        match self.ctx.reachability.hold_off_until() {
+            Some(until) => next.min(until.max(Instant::now())),
+            None => next,
+        }
+    }
+
+    /// H4 at takeover of a shard with users: a Redis that restarted within
+    /// the hold-off (with its data) holds the sweeps off as an outage this
+    /// node saw would. An empty Redis holds no deadline to lapse. A failed
+    /// read changes nothing.
+    async fn observe_redis_uptime(&self) {
+        match self.ctx.client.server_uptime(self.shard).await {
+            Ok(uptime) => self.ctx.reachability.observe_uptime(uptime),
+            Err(error) => tracing::debug!(shard = self.shard, %error, "redis uptime unknown"),
+        }
+    }
+
+    /// Hands the stored outcomes of the retries in `entries` to `state`
+    /// (`retries.rs`); `false` if they could not be read: the batch is
+    /// read again, rather than applied without knowing whether a retry
+    /// was applied before.
+    async fn remember_retried_outcomes(
+        &self,
+        state: &mut ShardState,
+        entries: &[(
+            presence_protocol::cluster::StreamId,
+            Result<Entry, presence_protocol::cluster::EntryError>,
+        )],
+    ) -> bool {
+        match crate::retries::stored_outcomes_of_retries(&self.ctx.client, self.shard, entries)
+            .await
+        {
+            Ok(outcomes) => {
+                state.remember_outcomes(outcomes);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(shard = self.shard, %error, "cannot read stored outcomes; reading the batch again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                false
+            }
+        }
     }
 
     /// Whether the lease is still ours by the monotonic clock.
@@ -412,6 +486,7 @@ async fn renew(
             .await
         {
             Ok(true) => {
+                ctx.reachability.succeeded();
                 valid_until.send_replace(sent + config.lease_ttl - config.lease_margin());
             }
             Ok(false) => {
@@ -419,7 +494,10 @@ async fn renew(
                 lost.cancel();
                 return;
             }
-            Err(error) => tracing::warn!(shard, %error, "lease renewal failed"),
+            Err(error) => {
+                ctx.reachability.failed();
+                tracing::warn!(shard, %error, "lease renewal failed");
+            }
         }
     }
 }

@@ -24,8 +24,14 @@
 //!   it and exposes [`AggregatorStats`] (`stats.rs`).
 //! - `leader.rs`: one held shard — takeover, stream loop, timers, sweeps,
 //!   trim, lease renewal with a monotonic validity deadline.
-//! - `encode.rs`: [`ShardChanges`] → fenced `CommitBatch`es, and stored
+//! - `encode.rs`: [`ShardChanges`] → fenced `CommitBatch`es (which also
+//!   store each reply's outcome, `presence:{s}:reply:<id>`), and stored
 //!   JSON → [`ShardLoad`].
+//! - `retries.rs`: before a batch, the stored outcomes of the entries that
+//!   are retries, so a request appended twice is applied once.
+//! - `holdoff.rs`: H4, no heartbeat or node lease sweep until gateways
+//!   have had a refresh interval of connectivity after Redis was
+//!   unreachable or restarted.
 //!
 //! # Driving a shard (what the runner does)
 //!
@@ -37,9 +43,11 @@
 //!    the cursor.
 //! 2. **Stream.** Read entries after the cursor (`XREAD` with a block
 //!    timeout no later than [`ShardState::next_deadline`]), decode each
-//!    with `StreamEntry::from_fields` and call
+//!    with `StreamEntry::from_fields`, hand the stored outcomes of the
+//!    retries among them to [`ShardState::remember_outcomes`] and call
 //!    [`ShardState::apply_raw_batch`]; commit.
-//! 3. **Sweeps**, every few seconds: `ZRANGEBYSCORE presence:{s}:hb -inf
+//! 3. **Sweeps**, every few seconds (the expiries only once the H4
+//!    hold-off after a Redis outage is over): `ZRANGEBYSCORE presence:{s}:hb -inf
 //!    <now>` → [`ShardState::expire_heartbeats`]; the live nodes of
 //!    `presence:nodes` → [`ShardState::expire_nodes_not_in`]; on shard 0
 //!    the live nodes' counts of `presence:conns` →
@@ -70,7 +78,9 @@
 mod cap;
 mod changes;
 mod encode;
+mod holdoff;
 mod leader;
+mod retries;
 mod runner;
 mod shard;
 mod stats;

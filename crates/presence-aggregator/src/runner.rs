@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::holdoff::Reachability;
 use crate::stats::AggregatorStats;
 
 /// How an aggregator runs.
@@ -52,6 +53,11 @@ pub struct AggregatorConfig {
     /// for the cap (X1, X2), between sweeps (default 200 ms: two small
     /// reads).
     pub cap_poll_interval: Duration,
+    /// H4: how often gateways refresh their heartbeats and node lease
+    /// (default 10 s). After Redis was unreachable, or restarted, leaders
+    /// sweep lapsed heartbeats and node leases only once this long has
+    /// passed since it is back (`holdoff.rs`).
+    pub gateway_refresh_interval: Duration,
 }
 
 impl AggregatorConfig {
@@ -67,6 +73,7 @@ impl AggregatorConfig {
             batch_size: 500,
             trim_interval: Duration::from_secs(5),
             cap_poll_interval: Duration::from_millis(200),
+            gateway_refresh_interval: Duration::from_secs(10),
         }
     }
 
@@ -107,6 +114,7 @@ impl Aggregator {
         let shutdown = shutdown.child_token();
         let ctx = Arc::new(Ctx {
             client,
+            reachability: Reachability::new(config.gateway_refresh_interval),
             config,
             stats: stats.clone(),
             shutdown: shutdown.clone(),
@@ -158,6 +166,8 @@ impl AggregatorHandle {
 /// What every task of one aggregator shares.
 pub(crate) struct Ctx {
     pub client: RedisClient,
+    /// H4: when Redis was last back; shared by this node's leaders.
+    pub reachability: Reachability,
     pub config: AggregatorConfig,
     pub stats: Arc<AggregatorStats>,
     pub shutdown: CancellationToken,
@@ -203,6 +213,10 @@ async fn compete(ctx: Arc<Ctx>, shard: u16) {
             .client
             .acquire_lease(shard, &ctx.config.node_id, ctx.config.lease_ttl)
             .await;
+        match &acquired {
+            Ok(_) => ctx.reachability.succeeded(),
+            Err(_) => ctx.reachability.failed(),
+        }
         match acquired {
             Ok(Some(epoch)) => {
                 tracing::info!(shard, epoch, "acquired the shard lease");

@@ -22,6 +22,12 @@
 //! exactly one owner `(node, conn)`, and the node index holds exactly the
 //! owned devices.
 //!
+//! **Architecture Invariant:** an entry marked as a retry
+//! ([`StreamEntry::retry`]) whose reply id already has an outcome (stored
+//! in Redis and handed in with [`ShardState::remember_outcomes`], or
+//! produced earlier in the same batch) is answered with that outcome and
+//! not applied: a request the gateway appended twice is applied once.
+//!
 //! **Architecture Invariant:** a changed public or own view is always
 //! committed with a version strictly greater than every version committed
 //! for that user before (W3), including versions a previous leader
@@ -115,7 +121,19 @@ pub struct ShardState {
     /// change; written to `presence:{s}:counts` when it moved.
     counts: [u64; 4],
     counts_dirty: bool,
+    /// Outcomes of earlier appends of the retries in the next batch, read
+    /// from `presence:{s}:reply:<id>` by the runner; consumed by the batch.
+    stored_outcomes: HashMap<String, CommandResult>,
+    /// Retries applied because no outcome of their id was known, with
+    /// when and what they answered: should the first append of the same
+    /// request arrive after its retry (a timed-out `XADD` that Redis ran
+    /// late), it is answered with this instead of being applied.
+    retried: HashMap<String, (Timestamp, CommandResult)>,
 }
+
+/// How long [`ShardState`] remembers a retry it applied: as long as Redis
+/// keeps the outcome.
+const RETRY_MEMORY: Duration = Duration::from_millis(cluster::REPLY_OUTCOME_TTL_MS);
 
 /// Which count a user is in: online, away, busy, invisible (connected but
 /// shown offline); `None` for offline.
@@ -200,6 +218,8 @@ impl ShardState {
             counts: [0; 4],
             // The first commit writes the counts, even of an empty shard.
             counts_dirty: true,
+            stored_outcomes: HashMap::new(),
+            retried: HashMap::new(),
         }
     }
 
@@ -318,7 +338,19 @@ impl ShardState {
                 command,
                 node,
                 reply,
+                retry,
             } = entry;
+            if let Some(r) = &reply
+                && let Some(result) = self.earlier_outcome(r, retry)
+            {
+                tracing::info!(%id, reply = %r, "answered a repeated request from its first outcome");
+                self.batch.replies.push(ReplyMessage {
+                    node,
+                    r: r.clone(),
+                    result,
+                });
+                continue;
+            }
             let kind = command.kind();
             let result = if command.is_admin() {
                 self.apply_admin(command, now)
@@ -328,21 +360,54 @@ impl ShardState {
                 self.apply_user(&user, command, &node, now, reply.is_some())
             };
             match (reply, result) {
-                (Some(r), result) => self.batch.replies.push(ReplyMessage {
-                    node,
-                    r,
-                    result: match result {
+                (Some(r), result) => {
+                    let result = match result {
                         Ok(ok) => CommandResult::Ok(ok),
                         Err(e) => CommandResult::Error(e),
-                    },
-                }),
+                    };
+                    if retry {
+                        self.retried.insert(r.clone(), (now, result.clone()));
+                    }
+                    self.batch.replies.push(ReplyMessage { node, r, result });
+                }
                 (None, Err(e)) => {
                     tracing::debug!(%id, kind, code = %e.code, "refused a command nobody waits for");
                 }
                 (None, Ok(_)) => {}
             }
         }
+        self.stored_outcomes.clear();
         self.finish(now)
+    }
+
+    /// Hands in the stored outcomes (`presence:{s}:reply:<id>`) of the
+    /// retries in the next batch: each retry whose id is here is answered
+    /// with its outcome instead of being applied. The next
+    /// [`apply_raw_batch`](Self::apply_raw_batch) consumes them.
+    pub fn remember_outcomes(
+        &mut self,
+        outcomes: impl IntoIterator<Item = (String, CommandResult)>,
+    ) {
+        self.stored_outcomes.extend(outcomes);
+    }
+
+    /// The outcome an earlier append of request `reply` already got, if
+    /// any: for a retry, from this batch, from Redis
+    /// ([`remember_outcomes`](Self::remember_outcomes)) or from a retry
+    /// applied before; for a first append, only from a retry of it that
+    /// was applied before (it arrived late). First appends are never
+    /// looked up otherwise: their ids are new.
+    fn earlier_outcome(&self, reply: &str, retry: bool) -> Option<CommandResult> {
+        if retry {
+            let in_batch = self.batch.replies.iter().rev().find(|m| m.r == reply);
+            if let Some(message) = in_batch {
+                return Some(message.result.clone());
+            }
+            if let Some(stored) = self.stored_outcomes.get(reply) {
+                return Some(stored.clone());
+            }
+        }
+        self.retried.get(reply).map(|(_, result)| result.clone())
     }
 
     /// Applies the passage of time up to `now` to every user whose timer is
@@ -1003,6 +1068,9 @@ impl ShardState {
     /// reschedules timers, and returns what to commit.
     fn finish(&mut self, now: Timestamp) -> ShardChanges {
         let batch = std::mem::take(&mut self.batch);
+        if !self.retried.is_empty() {
+            self.retried.retain(|_, (at, _)| *at + RETRY_MEMORY > now);
+        }
         let mut changes = ShardChanges {
             cursor: batch.cursor,
             users: BTreeMap::new(),

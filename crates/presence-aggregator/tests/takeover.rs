@@ -192,6 +192,7 @@ fn cursor_follows_the_last_entry_and_bad_entries_are_skipped_and_answered() {
         },
         node: "n1".into(),
         reply: None,
+        retry: false,
     };
     let bad = StreamEntry::from_fields([
         ("u", "alice"),
@@ -226,6 +227,7 @@ fn cursor_follows_the_last_entry_and_bad_entries_are_skipped_and_answered() {
         },
         node: "n1".into(),
         reply: None,
+        retry: false,
     };
     let changes = leader
         .state

@@ -32,7 +32,18 @@
 //! ```
 //!
 //! Stream entries are flat field lists (`u` user, `c` command JSON, `n`
-//! node, `r` reply id), see [`StreamEntry::to_fields`].
+//! node, `r` reply id, `a` = `"retry"` on a repeated append), see
+//! [`StreamEntry::to_fields`].
+//!
+//! # Reply ids and stored outcomes
+//!
+//! A reply id is unique across nodes and restarts ([`reply_id`]: the
+//! node, a random per-process nonce and a counter). The leader's commit
+//! stores every answer under `presence:{s}:reply:<id>` for
+//! [`REPLY_OUTCOME_TTL_MS`] as a [`CommandResult`], atomically with the
+//! change, so a gateway that missed the pub/sub answer reads it from
+//! there, and a retried append with the same id ([`StreamEntry::retry`]) is
+//! answered from there instead of being applied twice.
 
 use std::fmt;
 use std::str::FromStr;
@@ -51,6 +62,21 @@ pub const WRONG_SHARD: &str = "wrong_shard";
 /// Error code of a reply to a stream entry whose command could not be
 /// decoded.
 pub const INVALID_COMMAND: &str = "invalid_command";
+
+/// How long a leader keeps a reply's outcome (`presence:{s}:reply:<id>`,
+/// `SET … PX`): far longer than a gateway waits for an answer (5 s) or
+/// can retry an append with the same id, short enough that the keys of
+/// thousands of requests a second stay a few megabytes.
+pub const REPLY_OUTCOME_TTL_MS: u64 = 30_000;
+
+/// A reply id unique across nodes and restarts: `<nonce>.<n>@<node>`, with
+/// `nonce` random per process (a restarted node never reuses an id its
+/// previous run may still have outcomes stored under) and `n` a
+/// per-process counter. The node comes last: node ids may hold any
+/// character.
+pub fn reply_id(node: &str, nonce: u64, n: u64) -> String {
+    format!("{nonce:016x}.{n:x}@{node}")
+}
 
 /// The shard of `user`: `fnv1a64(user id bytes) % shards` (`docs/cluster.md`).
 /// `shards` must be at least 1.
@@ -355,6 +381,11 @@ pub struct StreamEntry {
     pub node: String,
     /// Set when the gateway waits for a [`ReplyMessage`].
     pub reply: Option<String>,
+    /// The gateway appended this entry before, with the same reply id,
+    /// and cannot tell whether that append reached Redis (a dropped
+    /// connection, a timeout). The leader answers it from the stored
+    /// outcome of that id, if any, instead of applying it again.
+    pub retry: bool,
 }
 
 /// Why stream entry fields do not make a [`StreamEntry`].
@@ -376,7 +407,8 @@ pub enum EntryError {
 }
 
 impl StreamEntry {
-    /// The fields to `XADD`: `u`, `c`, `n`, and `r` when a reply is wanted.
+    /// The fields to `XADD`: `u`, `c`, `n`, `r` when a reply is wanted,
+    /// and `a` = `"retry"` on a retry.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         let command =
             serde_json::to_string(&self.command).expect("cluster commands always serialize");
@@ -388,6 +420,9 @@ impl StreamEntry {
         if let Some(reply) = &self.reply {
             fields.push(("r", reply.clone()));
         }
+        if self.retry {
+            fields.push(("a", "retry".to_owned()));
+        }
         fields
     }
 
@@ -398,13 +433,15 @@ impl StreamEntry {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let (mut user, mut command, mut node, mut reply) = (None, None, None, None);
+        let (mut user, mut command, mut node, mut reply, mut attempt) =
+            (None, None, None, None, None);
         for (key, value) in fields {
             let slot = match key.as_ref() {
                 b"u" => (&mut user, "u"),
                 b"c" => (&mut command, "c"),
                 b"n" => (&mut node, "n"),
                 b"r" => (&mut reply, "r"),
+                b"a" => (&mut attempt, "a"),
                 _ => continue,
             };
             let text =
@@ -414,12 +451,14 @@ impl StreamEntry {
         let user = user.ok_or(EntryError::MissingField("u"))?;
         let node = node.ok_or(EntryError::MissingField("n"))?;
         let command = command.ok_or(EntryError::MissingField("c"))?;
+        let retry = attempt.as_deref() == Some("retry");
         match serde_json::from_str(&command) {
             Ok(command) => Ok(Self {
                 user,
                 command,
                 node,
                 reply,
+                retry,
             }),
             Err(e) => Err(EntryError::BadCommand {
                 user,

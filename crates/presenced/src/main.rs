@@ -193,6 +193,10 @@ async fn cluster_backend(
         let config = AggregatorConfig {
             heartbeat_timeout: device_timeout,
             disconnect_grace: grace,
+            // H4: sweeps wait this long after a Redis outage (every node
+            // runs with the same refresh flags; each refresh also renews
+            // the node lease).
+            gateway_refresh_interval: refresh,
             ..AggregatorConfig::new(node_id.clone(), args.shards)
         };
         Aggregator::start(client.clone(), config, shutdown.clone())

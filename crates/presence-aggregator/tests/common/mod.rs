@@ -369,6 +369,7 @@ impl Leader {
                     command,
                     node: node.to_owned(),
                     reply: Some(format!("r{n}")),
+                    retry: false,
                 };
                 // Through the stream's field encoding, as the runner reads it.
                 let entry = StreamEntry::from_fields(entry.to_fields()).expect("decodes");

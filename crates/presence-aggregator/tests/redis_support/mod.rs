@@ -111,6 +111,7 @@ pub async fn append(
         command,
         node: node.to_owned(),
         reply: reply.map(str::to_owned),
+        retry: false,
     };
     client.append(shard, &entry.to_fields()).await.unwrap()
 }

@@ -175,9 +175,11 @@ fn every_command_round_trips_as_json_and_as_stream_fields() {
             command,
             node: "node-a".into(),
             reply: (i % 2 == 0).then(|| format!("r{i}")),
+            retry: i % 4 == 0,
         };
         let fields = entry.to_fields();
-        assert_eq!(fields.len(), if entry.reply.is_some() { 4 } else { 3 });
+        let expected = 3 + usize::from(entry.reply.is_some()) + usize::from(entry.retry);
+        assert_eq!(fields.len(), expected);
         assert_eq!(StreamEntry::from_fields(fields), Ok(entry));
     }
 }

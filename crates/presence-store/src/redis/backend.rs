@@ -3,7 +3,7 @@
 //! The gateway talks to a [`Backend`]; in cluster mode that backend owns no
 //! user state. It turns every mutation into a [`ClusterCommand`] appended to
 //! the user's shard stream (admin commands to shard 0's), and waits for the
-//! shard leader's [`ReplyMessage`] when the caller needs an answer. Reads
+//! shard leader's [`ReplyMessage`](wire::ReplyMessage) when the caller needs an answer. Reads
 //! go straight to the views and documents the leaders store.
 //!
 //! ```text
@@ -14,7 +14,8 @@
 //!  liveness task ─► refresh_node (H2, X1) + refresh_heartbeats (H1)
 //! ```
 //!
-//! Two background tasks run per backend:
+//! Three background tasks run per backend (the third, the reply
+//! recovery, is described under "Truthful replies" below):
 //!
 //! - the **pump** owns the [`RedisSubscriber`](super::RedisSubscriber): it
 //!   resolves waiters, turns [`UpdateMessage`]s into [`Update::Presence`] /
@@ -26,6 +27,29 @@
 //!   deadlines of its live devices, one `ZADD` per 500 devices; it also
 //!   stores the socket count within ~100 ms of a connect or disconnect
 //!   (X1), coalescing bursts into one write.
+//!
+//! **Truthful replies (R1).** A reply id is unique across nodes and
+//! restarts ([`wire::reply_id`]: node, a per-process random nonce, a
+//! counter). The leader's commit stores every answer under
+//! `presence:{s}:reply:<id>` with the change, and also publishes it. A
+//! third task, the **reply recovery**, reads the stored outcomes of the
+//! requests still waiting (one `MGET` per shard) whenever the answer may
+//! have been missed: right after the subscriber reconnected or lagged,
+//! and for every request older than 500 ms, every 250 ms. So a request that was applied is acknowledged,
+//! within a second, even when its pub/sub answer was lost; a request is
+//! answered `backend_unavailable` only when Redis is unreachable or no
+//! leader applied it within the request timeout. An `XADD` that failed
+//! ambiguously (sent, then the connection dropped or timed out) is
+//! appended again with the same reply id, marked as a retry: the leader
+//! answers a retry from the stored outcome of its id, so it is never
+//! applied twice.
+//!
+//! **H4.** When Redis comes back after it was unreachable (a liveness
+//! write failed, or the subscriber reconnected), the liveness task
+//! refreshes the node lease and every heartbeat at once, retrying every
+//! 250 ms until it succeeds, rather than at the next interval;
+//! leaders hold their sweeps off long enough for this (see
+//! `presence-aggregator`'s `holdoff.rs`).
 //!
 //! **Resync (H3).** Pub/sub loses messages on reconnect and lag. On any
 //! [`SubscriberEvent::Resync`] the pump re-reads the stored views of every
@@ -55,7 +79,9 @@
 //! writes only stream entries, heartbeat deadlines (`ZADD XX GT`) and its
 //! own node lease and socket count.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,6 +127,17 @@ const COUNT_COALESCE: Duration = Duration::from_millis(100);
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
 /// Pause before retrying a registration of every live device that failed.
 const REGISTRATION_RETRY: Duration = Duration::from_millis(500);
+/// A request still unanswered after this long has its stored outcome
+/// read from Redis (its pub/sub answer may have been lost).
+const REPLY_CHECK_AFTER: Duration = Duration::from_millis(500);
+/// How often the reply recovery looks at the requests still waiting.
+const REPLY_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Pause between appends of the same entry after an ambiguous failure.
+const APPEND_RETRY: Duration = Duration::from_millis(100);
+/// Pause between liveness refreshes while they fail (Redis unreachable):
+/// the first one that succeeds is the refresh "as soon as Redis is back"
+/// that H4 counts on.
+const LIVENESS_RETRY: Duration = Duration::from_millis(250);
 /// The stream entry's user for cluster-wide admin commands (the trait does
 /// not say which admin asked).
 const ADMIN_USER: &str = "admin";
@@ -151,8 +188,21 @@ struct Inner {
     client: RedisClient,
     config: RedisBackendConfig,
     updates: broadcast::Sender<Update>,
-    waiters: Mutex<HashMap<String, oneshot::Sender<CommandResult>>>,
+    waiters: Mutex<HashMap<String, Waiter>>,
     next_id: AtomicU64,
+    /// Random per process: reply ids of a restarted node never repeat
+    /// those of its previous run.
+    nonce: u64,
+    /// Wakes the reply recovery to read the outcome of every request still
+    /// waiting (the subscriber reconnected or lagged).
+    recover_replies: Notify,
+    /// Wakes the liveness task to refresh the node lease and every
+    /// heartbeat now (Redis is back, H4).
+    refresh_soon: Notify,
+    /// Requests answered from a stored outcome rather than pub/sub, and
+    /// entries appended again after an ambiguous failure (tests, logs).
+    replies_recovered: AtomicU64,
+    append_retries: AtomicU64,
     /// Per user: the last public and own versions emitted (W3). Also the
     /// set of users resynced after a pub/sub loss.
     seen: Mutex<HashMap<Arc<str>, Seen>>,
@@ -180,6 +230,13 @@ struct Inner {
     lease_renewed_ms: AtomicU64,
     /// Heartbeat refresh commands sent (tests, metrics).
     heartbeat_commands: AtomicU64,
+}
+
+/// A request waiting for its answer.
+struct Waiter {
+    tx: oneshot::Sender<CommandResult>,
+    shard: u16,
+    since: tokio::time::Instant,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -216,6 +273,11 @@ impl RedisBackend {
             updates,
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            nonce: process_nonce(),
+            recover_replies: Notify::new(),
+            refresh_soon: Notify::new(),
+            replies_recovered: AtomicU64::new(0),
+            append_retries: AtomicU64::new(0),
             seen: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             cluster: Mutex::new(None),
@@ -234,13 +296,14 @@ impl RedisBackend {
         });
         let pump = tokio::spawn(run_pump(inner.clone()));
         let liveness = tokio::spawn(run_liveness(inner.clone()));
+        let recovery = tokio::spawn(run_reply_recovery(inner.clone()));
         // Replies published before the subscriber listens would be lost:
         // give it the time of one request to start listening.
         inner.wait_subscribed(inner.config.request_timeout).await;
         inner.announce_start().await;
         RedisBackend {
             inner,
-            tasks: Mutex::new(vec![pump, liveness]),
+            tasks: Mutex::new(vec![pump, liveness, recovery]),
         }
     }
 
@@ -267,6 +330,17 @@ impl RedisBackend {
             inner.resyncs_lagged.load(Ordering::Relaxed),
             inner.resyncs_reconnected.load(Ordering::Relaxed),
             inner.lagged_messages.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Requests answered from their stored outcome (their pub/sub answer
+    /// was missed or late), and entries appended again with the same
+    /// reply id after an ambiguous failure, since start.
+    pub fn reply_stats(&self) -> (u64, u64) {
+        let inner = &self.inner;
+        (
+            inner.replies_recovered.load(Ordering::Relaxed),
+            inner.append_retries.load(Ordering::Relaxed),
         )
     }
 
@@ -681,9 +755,7 @@ impl Backend for RedisBackend {
             task.abort();
             let _ = task.await;
         }
-        for (_, waiter) in inner.waiters.lock().drain() {
-            drop(waiter);
-        }
+        inner.waiters.lock().clear();
     }
 }
 
@@ -786,6 +858,10 @@ impl Inner {
     }
 
     /// Like [`request`](Self::request), on an explicit shard.
+    ///
+    /// The answer comes by pub/sub, or from the stored outcome when the
+    /// reply recovery finds one first (the subscriber was away, or the
+    /// answer is late): no subscription is needed to be answered.
     async fn request_on(
         &self,
         shard: u16,
@@ -793,31 +869,119 @@ impl Inner {
         command: ClusterCommand,
     ) -> BackendResult<CommandOk> {
         self.check_running()?;
-        // The answer comes by pub/sub: without a subscriber it would be lost.
-        if !self.wait_subscribed(self.config.request_timeout).await {
-            return Err(BackendError::Unavailable(
-                "not subscribed to the reply channels yet".into(),
-            ));
-        }
-        let reply = format!("{:x}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let reply = wire::reply_id(&self.config.node_id, self.nonce, n);
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(reply.clone(), tx);
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        self.waiters.lock().insert(
+            reply.clone(),
+            Waiter {
+                tx,
+                shard,
+                since: tokio::time::Instant::now(),
+            },
+        );
         let guard = WaiterGuard {
             inner: self,
             reply: &reply,
         };
-        self.append_on(shard, user, command, Some(reply.clone()))
-            .await?;
-        let answer = tokio::time::timeout(self.config.request_timeout, rx).await;
+        let appended = self.append_until(shard, user, &command, &reply, deadline);
+        tokio::pin!(appended);
+        tokio::pin!(rx);
+        let mut appending = true;
+        // Until the entry is in the stream, the appends' deadline; then a
+        // request timeout for the leader to answer, as before retries.
+        let mut answer_deadline = deadline;
+        let answer = loop {
+            tokio::select! {
+                answer = &mut rx => break Some(answer),
+                appended = &mut appended, if appending => {
+                    appending = false;
+                    appended?;
+                    answer_deadline = tokio::time::Instant::now() + self.config.request_timeout;
+                }
+                () = tokio::time::sleep_until(answer_deadline) => break None,
+            }
+        };
         drop(guard);
+        let answer = match answer {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => return Err(BackendError::ShuttingDown),
+            // The last word: the outcome may have been committed just now.
+            None => match self.stored_outcome(shard, &reply).await {
+                Some(result) => result,
+                None => {
+                    return Err(BackendError::Unavailable(format!(
+                        "no shard leader answered within {:?}",
+                        self.config.request_timeout
+                    )));
+                }
+            },
+        };
         match answer {
-            Ok(Ok(CommandResult::Ok(ok))) => Ok(ok),
-            Ok(Ok(CommandResult::Error(e))) => Err(error_from_reply(&e.code, &e.message)),
-            Ok(Err(_)) => Err(BackendError::ShuttingDown),
-            Err(_) => Err(BackendError::Unavailable(format!(
-                "no shard leader answered within {:?}",
-                self.config.request_timeout
-            ))),
+            CommandResult::Ok(ok) => Ok(ok),
+            CommandResult::Error(e) => Err(error_from_reply(&e.code, &e.message)),
+        }
+    }
+
+    /// Appends the request's entry, and appends it again (marked as a
+    /// retry, same reply id) after each ambiguous failure until one
+    /// succeeds or `deadline` passes. Fails at once only when the first
+    /// append was never sent (Redis unreachable): then nothing can have
+    /// been applied.
+    async fn append_until(
+        &self,
+        shard: u16,
+        user: &str,
+        command: &ClusterCommand,
+        reply: &str,
+        deadline: tokio::time::Instant,
+    ) -> BackendResult<()> {
+        let mut retry = false;
+        loop {
+            if !self.client.is_connected() {
+                if !retry {
+                    return Err(BackendError::Unavailable("redis is unreachable".into()));
+                }
+            } else {
+                let entry = wire::StreamEntry {
+                    user: user.to_owned(),
+                    command: command.clone(),
+                    node: self.config.node_id.clone(),
+                    reply: Some(reply.to_owned()),
+                    retry,
+                };
+                match self.client.append(shard, &entry.to_fields()).await {
+                    Ok(_) => return Ok(()),
+                    Err(error) => {
+                        tracing::debug!(%error, reply, "redis backend: an append failed; appending it again");
+                    }
+                }
+                if !retry {
+                    self.append_retries.fetch_add(1, Ordering::Relaxed);
+                }
+                retry = true;
+            }
+            if tokio::time::Instant::now() + APPEND_RETRY >= deadline {
+                // The request's own deadline answers it (or the outcome, if
+                // an append reached Redis after all).
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(APPEND_RETRY).await;
+        }
+    }
+
+    /// The stored outcome of one request, if a leader committed it
+    /// (`None` also when Redis cannot be read).
+    async fn stored_outcome(&self, shard: u16, reply: &str) -> Option<CommandResult> {
+        let stored = self.client.read_reply_outcomes(shard, &[reply]).await;
+        let json = stored.ok()?.into_iter().next().flatten()?;
+        match serde_json::from_str(&json) {
+            Ok(result) => Some(result),
+            Err(error) => {
+                tracing::warn!(%error, "redis backend: a stored outcome does not decode");
+                None
+            }
         }
     }
 
@@ -882,6 +1046,7 @@ impl Inner {
             command,
             node: self.config.node_id.clone(),
             reply,
+            retry: false,
         };
         self.client
             .append(shard, &entry.to_fields())
@@ -1155,6 +1320,8 @@ async fn run_pump(inner: Arc<Inner>) {
         let retry_after = |done: bool| (!done).then(|| tokio::time::Instant::now() + RESYNC_RETRY);
         if !first {
             // A new subscriber after the old one closed: like a reconnect.
+            inner.recover_replies.notify_one();
+            inner.refresh_soon.notify_one();
             inner.reregister.notify_one();
             resync_retry = retry_after(inner.resync(ResyncReason::Reconnected).await);
         }
@@ -1166,7 +1333,15 @@ async fn run_pump(inner: Arc<Inner>) {
                         inner.dispatch(&channels, &channel, &payload);
                     }
                     Some(SubscriberEvent::Resync(reason)) => {
+                        // Answers may have been lost with the connection or
+                        // the lag: read the pending requests' outcomes now,
+                        // without waiting for the subscription's proof
+                        // (stored outcomes do not depend on it).
+                        inner.recover_replies.notify_one();
                         if reason == ResyncReason::Reconnected {
+                            // Redis may be back from an outage: refresh the
+                            // node lease and heartbeats at once (H4).
+                            inner.refresh_soon.notify_one();
                             // Read the stored views only once messages flow
                             // again, or a change between the read and the
                             // subscription would be lost.
@@ -1205,7 +1380,7 @@ impl Inner {
             Channel::Replies => match decode_node_message(payload) {
                 Ok(NodeMessage::Reply(reply)) if reply.node == self.config.node_id => {
                     if let Some(waiter) = self.waiters.lock().remove(&reply.r) {
-                        let _ = waiter.send(reply.result);
+                        let _ = waiter.tx.send(reply.result);
                     }
                 }
                 Ok(NodeMessage::Replaced(notice)) if notice.node == self.config.node_id => {
@@ -1384,19 +1559,30 @@ async fn run_liveness(inner: Arc<Inner>) {
     // other wake-ups, so frequent ticks never postpone it.
     let mut retry_registration: Option<tokio::time::Instant> = None;
     let retry_after = || Some(tokio::time::Instant::now() + REGISTRATION_RETRY);
+    // H4: after a failed liveness write, the whole refresh (node lease and
+    // every heartbeat) is tried again every LIVENESS_RETRY until Redis
+    // answers, so deadlines move on as soon as it is back, not an interval
+    // later.
+    let mut retry_refresh: Option<tokio::time::Instant> = None;
+    let refresh_after = |failed: bool, current: Option<tokio::time::Instant>| {
+        failed.then(|| current.unwrap_or_else(|| tokio::time::Instant::now() + LIVENESS_RETRY))
+    };
     loop {
         tokio::select! {
             _ = inner.stop.notified() => return,
             _ = ticker.tick() => {
-                if let Err(error) = inner.refresh_liveness().await {
+                let result = inner.refresh_liveness().await;
+                if let Err(error) = &result {
                     tracing::warn!(%error, "redis backend: liveness refresh failed");
                 }
+                retry_refresh = refresh_after(result.is_err(), retry_refresh);
             }
             _ = lease_ticker.tick() => {
                 if !inner.stopping.load(Ordering::Acquire)
                     && let Err(error) = inner.refresh_lease(now_ms()).await
                 {
                     tracing::warn!(%error, "redis backend: renewing the node lease failed");
+                    retry_refresh = refresh_after(true, retry_refresh);
                 }
             }
             _ = inner.count_changed.notified() => {
@@ -1408,7 +1594,26 @@ async fn run_liveness(inner: Arc<Inner>) {
                     && let Err(error) = inner.refresh_lease(now_ms()).await
                 {
                     tracing::warn!(%error, "redis backend: writing the socket count failed");
+                    retry_refresh = refresh_after(true, retry_refresh);
                 }
+            }
+            _ = inner.refresh_soon.notified() => {
+                let failed = inner.refresh_liveness().await.is_err();
+                retry_refresh = refresh_after(failed, None);
+            }
+            _ = tokio::time::sleep_until(retry_refresh.unwrap_or_else(tokio::time::Instant::now)),
+                if retry_refresh.is_some() => {
+                let failed = match inner.refresh_liveness().await {
+                    Ok(()) => {
+                        tracing::info!("redis backend: node lease and heartbeats refreshed after a failure");
+                        false
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "redis backend: liveness refresh failed again");
+                        true
+                    }
+                };
+                retry_refresh = refresh_after(failed, None);
             }
             _ = inner.reregister.notified() => {
                 retry_registration = (!inner.register_all().await).then(retry_after).flatten();
@@ -1416,6 +1621,63 @@ async fn run_liveness(inner: Arc<Inner>) {
             _ = tokio::time::sleep_until(retry_registration.unwrap_or_else(tokio::time::Instant::now)),
                 if retry_registration.is_some() => {
                 retry_registration = (!inner.register_all().await).then(retry_after).flatten();
+            }
+        }
+    }
+}
+
+// ---- Reply recovery: stored outcomes of requests whose answer was missed ----
+
+async fn run_reply_recovery(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(REPLY_CHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let every_request = tokio::select! {
+            _ = inner.stop.notified() => return,
+            _ = inner.recover_replies.notified() => true,
+            _ = ticker.tick() => false,
+        };
+        inner.recover_outcomes(every_request).await;
+    }
+}
+
+impl Inner {
+    /// Answers the waiting requests whose outcome a leader stored: every
+    /// one (`every_request`, after a subscriber reconnect or lag) or those
+    /// waiting longer than [`REPLY_CHECK_AFTER`]. One `MGET` per shard.
+    async fn recover_outcomes(&self, every_request: bool) {
+        let now = tokio::time::Instant::now();
+        let mut by_shard: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+        for (reply, waiter) in self.waiters.lock().iter() {
+            if every_request || now.saturating_duration_since(waiter.since) >= REPLY_CHECK_AFTER {
+                by_shard
+                    .entry(waiter.shard)
+                    .or_default()
+                    .push(reply.clone());
+            }
+        }
+        for (shard, replies) in by_shard {
+            let stored = match self.client.read_reply_outcomes(shard, &replies).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::debug!(shard, %error, "redis backend: stored outcomes unreadable");
+                    continue;
+                }
+            };
+            for (reply, json) in replies.iter().zip(stored) {
+                let Some(json) = json else { continue };
+                let result: CommandResult = match serde_json::from_str(&json) {
+                    Ok(result) => result,
+                    Err(error) => {
+                        tracing::warn!(%error, "redis backend: a stored outcome does not decode");
+                        continue;
+                    }
+                };
+                if let Some(waiter) = self.waiters.lock().remove(reply) {
+                    self.replies_recovered.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(reply, "redis backend: answered from the stored outcome");
+                    let _ = waiter.tx.send(result);
+                }
             }
         }
     }
@@ -1598,6 +1860,19 @@ fn now_ms() -> u64 {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A random number per process (std's hasher keys are random per
+/// process), mixed with the time and the process id.
+fn process_nonce() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// The first unsigned number in `text` after `after`, for rebuilding a

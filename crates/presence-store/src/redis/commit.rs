@@ -40,6 +40,13 @@ pub enum CommitOutcome {
 pub enum CommitOp {
     /// `SET key value` (replaces any value, of any type).
     Set { key: String, value: String },
+    /// `SET key value PX ttl_ms`: a value that expires (a reply's stored
+    /// outcome).
+    SetExpiring {
+        key: String,
+        value: String,
+        ttl_ms: u64,
+    },
     /// `DEL key`.
     Delete { key: String },
     /// `HSET key field value`.
@@ -72,6 +79,7 @@ impl CommitOp {
     pub fn key(&self) -> &str {
         match self {
             CommitOp::Set { key, .. }
+            | CommitOp::SetExpiring { key, .. }
             | CommitOp::Delete { key }
             | CommitOp::HashSet { key, .. }
             | CommitOp::HashDelete { key, .. }
@@ -103,6 +111,20 @@ impl CommitBatch {
         self.push(CommitOp::Set {
             key: key.into(),
             value: value.into(),
+        })
+    }
+
+    /// `SET key value PX ttl_ms` (`ttl_ms` at least 1).
+    pub fn set_expiring(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        ttl_ms: u64,
+    ) -> &mut Self {
+        self.push(CommitOp::SetExpiring {
+            key: key.into(),
+            value: value.into(),
+            ttl_ms: ttl_ms.max(1),
         })
     }
 
@@ -273,6 +295,9 @@ fn encode(
         let k = key_index(op.key())?;
         match op {
             CommitOp::Set { value, .. } => args.extend(["set".into(), k, value.clone()]),
+            CommitOp::SetExpiring { value, ttl_ms, .. } => {
+                args.extend(["setpx".into(), k, value.clone(), ttl_ms.to_string()])
+            }
             CommitOp::Delete { .. } => args.extend(["del".into(), k]),
             CommitOp::HashSet { field, value, .. } => {
                 args.extend(["hset".into(), k, field.clone(), value.clone()])
@@ -308,6 +333,7 @@ mod tests {
             .zset_add(keys.heartbeats(), 1_700_000_000_000, "a\nweb")
             .set_string(keys.user("a"), "{\"v\":2}")
             .publish(keys.updates_channel(), "m")
+            .set_expiring(keys.reply("r1@n"), "{\"ok\":{}}", 30_000)
             .cursor(StreamId::new(5, 1));
         let (k, a) = encode(&keys, "n:1", "PUBLISH", &batch).unwrap();
         assert_eq!(
@@ -318,6 +344,7 @@ mod tests {
                 "presence:{2}:users",
                 "presence:{2}:hb",
                 "presence:{2}:updates",
+                "presence:{2}:reply:r1@n",
                 "presence:{2}:cursor",
             ]
         );
@@ -342,8 +369,12 @@ mod tests {
                 "pub",
                 "5",
                 "m",
-                "set",
+                "setpx",
                 "6",
+                "{\"ok\":{}}",
+                "30000",
+                "set",
+                "7",
                 "5-1",
             ]
         );

@@ -172,6 +172,23 @@ impl RedisClient {
         self.nodes_between("-inf", &now_ms.to_string()).await
     }
 
+    /// How long the Redis server holding shard `shard` has been up
+    /// (`INFO server`, `uptime_in_seconds`), sent to the node that owns
+    /// the shard's slot on Redis Cluster. A leader that starts or takes a
+    /// shard over right after a Redis restart treats the restart as an
+    /// outage it did not see (H4): it holds off the heartbeat and node
+    /// lease sweeps until gateways have had a refresh interval since.
+    pub async fn server_uptime(&self, shard: u16) -> Result<std::time::Duration, RedisError> {
+        let slot = fred::util::redis_keyslot(Keys::new(shard).lease().as_bytes());
+        let command = CustomCommand::new_static("INFO", ClusterHash::Custom(slot), false);
+        let info: String = self.pool()?.custom(command, vec!["server"]).await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("uptime_in_seconds:"))
+            .and_then(|secs| secs.trim().parse().ok())
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| RedisError::protocol("INFO server has no uptime_in_seconds"))
+    }
+
     /// Removes `node` from the registry (lease and count). Meant for the cap
     /// owner, for nodes lapsed long enough that every leader has removed
     /// their devices; a node that comes back simply registers again.

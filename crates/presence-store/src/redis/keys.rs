@@ -117,6 +117,15 @@ impl Keys {
         self.user_key(&format!("rate:{bucket}:"), user)
     }
 
+    /// `presence:{s}:reply:<id>` (string, PX ttl): the JSON
+    /// `CommandResult` a leader gave the stream entry with reply id `id`,
+    /// stored by the same fenced commit as the change (truthful replies:
+    /// a gateway that missed the pub/sub answer reads it here, and a
+    /// retried entry is answered from it instead of being applied twice).
+    pub fn reply(&self, id: &str) -> String {
+        self.user_key("reply:", id)
+    }
+
     /// `presence:{s}:counts` (string): JSON users per displayed status
     /// (`StoredCounts`), written by the leader with the views.
     pub fn counts(&self) -> String {
@@ -306,6 +315,7 @@ mod tests {
             (k.epoch(), "presence:{3}:epoch"),
             (k.updates_channel(), "presence:{3}:updates"),
             (k.replies_channel(), "presence:{3}:replies"),
+            (k.reply("0a.1f@node-a"), "presence:{3}:reply:0a.1f@node-a"),
             (Keys::meta(), "presence:meta"),
             (Keys::nodes(), "presence:{0}:nodes"),
             (Keys::conns(), "presence:{0}:conns"),

@@ -27,7 +27,9 @@
 //!   ([`ensure_meta`](RedisClient::ensure_meta),
 //!   [`load_shard`](RedisClient::load_shard),
 //!   [`read_cluster_state`](RedisClient::read_cluster_state),
-//!   [`read_views`](RedisClient::read_views)).
+//!   [`read_views`](RedisClient::read_views)), and the stored outcomes of
+//!   requests ([`read_reply_outcomes`](RedisClient::read_reply_outcomes),
+//!   `replies.rs`: truthful replies).
 //! - [`RedisSubscriber`]: pub/sub with lag and reconnects surfaced as
 //!   [`SubscriberEvent::Resync`].
 //! - [`RedisBackend`] (`backend.rs`): the gateway's [`Backend`](crate::Backend)
@@ -46,6 +48,7 @@ mod heartbeats;
 pub mod keys;
 mod lease;
 mod ratelimit;
+mod replies;
 mod scripts;
 mod shard;
 mod stats;

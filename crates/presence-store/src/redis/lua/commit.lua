@@ -7,6 +7,7 @@
 -- ARGV[2]   the publish command: PUBLISH, or SPUBLISH on Redis Cluster
 -- ARGV[3..] operations, each an op name, a KEYS index, then its arguments:
 --   set  k value        del  k
+--   setpx k value ms    (SET with a time to live in milliseconds)
 --   hset k field value  hdel k field
 --   sadd k member       srem k member
 --   zadd k score member zrem k member
@@ -22,7 +23,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 
-local arity = { set = 3, del = 2, hset = 4, hdel = 3, sadd = 3, srem = 3,
+local arity = { set = 3, setpx = 4, del = 2, hset = 4, hdel = 3, sadd = 3, srem = 3,
                 zadd = 4, zrem = 3, pub = 3 }
 local kind = { hset = 'hash', hdel = 'hash', sadd = 'set', srem = 'set',
                zadd = 'zset', zrem = 'zset' }
@@ -44,6 +45,12 @@ while i <= #ARGV do
     return redis.error_reply('ERR commit: operation ' .. op .. ' names no key')
   end
   if op == 'set' then
+    types[k] = 'string'
+  elseif op == 'setpx' then
+    local ms = tonumber(ARGV[i + 3])
+    if ms == nil or ms <= 0 then
+      return redis.error_reply('ERR commit: setpx needs a positive time to live')
+    end
     types[k] = 'string'
   elseif op == 'del' then
     types[k] = 'none'
@@ -76,6 +83,8 @@ while i <= #ARGV do
   local k = KEYS[tonumber(ARGV[i + 1])]
   if op == 'set' then
     redis.call('SET', k, ARGV[i + 2])
+  elseif op == 'setpx' then
+    redis.call('SET', k, ARGV[i + 2], 'PX', ARGV[i + 3])
   elseif op == 'del' then
     redis.call('DEL', k)
   elseif op == 'hset' then
