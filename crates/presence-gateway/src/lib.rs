@@ -7,11 +7,13 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod frames;
 pub mod hub;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod ratelimit;

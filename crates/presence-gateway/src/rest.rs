@@ -453,8 +453,13 @@ async fn admin_set_status(
 
 // Fallbacks: JSON even where axum would answer with an empty body.
 
-async fn no_such_route() -> ApiError {
-    ApiError::not_found("not_found", "no such endpoint")
+/// The JSON 404 of every path no route serves (also the router's
+/// fallback, so `/V1/...` or `/foo` answer like unknown `/v1` paths).
+pub async fn no_such_route() -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        "no such endpoint; paths are case-sensitive (see /v1 and /api/v1)",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -16,7 +16,8 @@ use std::time::{Instant, SystemTime};
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -27,9 +28,11 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::auth::{self, AuthError};
+use crate::budget::SocketPermit;
 use crate::error::ApiError;
 use crate::frames;
 use crate::hub::{CloseReason, Conn};
+use crate::metrics::RefusalReason;
 use crate::ratelimit::{Limit, TokenBucket};
 
 pub fn routes() -> Router<Arc<App>> {
@@ -43,6 +46,11 @@ struct Params {
     device_id: Option<String>,
     platform: Option<String>,
 }
+
+/// What `Retry-After` a user refused for holding too many sockets is told:
+/// a slot frees when one of their sockets closes, which a server cannot
+/// predict; a client should not retry in a tight loop.
+const SOCKET_RETRY_AFTER_SECS: u64 = 5;
 
 /// Device ids are short and printable so they can key maps and logs.
 const MAX_DEVICE_ID_CHARS: usize = 128;
@@ -97,8 +105,29 @@ async fn upgrade(
                 .into_response();
         }
     };
+    let user: Arc<str> = Arc::from(identity.user_id.as_str());
+    // X6: a user's sockets are bounded, and a refused one never reaches
+    // the backend, so it never counts toward the presence cap.
+    let Some(permit) = app.socket_budget.try_acquire(&user) else {
+        app.metrics
+            .connections_refused(RefusalReason::SocketsPerUser)
+            .inc();
+        let refusal = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sockets",
+            format!(
+                "this user already holds {} sockets on this server; close one first",
+                app.socket_budget.per_user()
+            ),
+        );
+        let mut response = refusal.into_response();
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(SOCKET_RETRY_AFTER_SECS));
+        return response;
+    };
     let session = Session {
-        user: Arc::from(identity.user_id.as_str()),
+        user,
         device,
         platform,
         conn: app.next_conn_id(),
@@ -116,7 +145,7 @@ async fn upgrade(
         .max_write_buffer_size(config.socket_buffer_bytes.max(config.max_frame_bytes) * 8)
         .on_upgrade(move |socket| {
             let tracker = app2.sockets.clone();
-            tracker.track_future(run_socket(app2, session, socket))
+            tracker.track_future(run_socket(app2, session, socket, permit))
         })
 }
 
@@ -134,10 +163,14 @@ fn valid_device_id(id: &str) -> bool {
 /// Opening runs in axum's upgrade task, which then ends; the long-lived
 /// task owns one boxed [`OpenSocket`] and a small `serve` future, so an
 /// idle socket costs little (DESIGN §6: memory per idle connection).
-async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket) {
+async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket, permit: SocketPermit) {
     let tracker = app.sockets.clone();
     if let Some(reader) = Box::pin(open_socket(app, session, &mut socket)).await {
-        tracker.spawn(serve_socket(Box::new(OpenSocket { reader, socket })));
+        tracker.spawn(serve_socket(Box::new(OpenSocket {
+            reader,
+            socket,
+            _permit: permit,
+        })));
     }
 }
 
@@ -145,12 +178,20 @@ async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket) {
 struct OpenSocket {
     reader: Reader,
     socket: WebSocket,
+    /// The socket's slot in its user's budget (X6), freed when it ends.
+    _permit: SocketPermit,
 }
 
 async fn serve_socket(mut open: Box<OpenSocket>) {
-    let OpenSocket { reader, socket } = &mut *open;
+    let OpenSocket { reader, socket, .. } = &mut *open;
     let end = reader.serve(socket).await;
-    Box::pin(close_socket(open.reader, end)).await;
+    // The socket and its budget slot outlive the goodbye to the backend.
+    let OpenSocket {
+        reader,
+        socket: _socket,
+        _permit,
+    } = *open;
+    Box::pin(close_socket(reader, end)).await;
 }
 
 /// Registers the device with the backend, queues `ready`, and replaces an
