@@ -38,7 +38,7 @@
 //! | PATCH | `/v1/admin/custom-statuses/{id}` | `CustomStatusPatch` | `CustomStatusView` |
 //! | DELETE | `/v1/admin/custom-statuses/{id}` | | `CustomStatusView` (the deleted one) |
 //! | GET | `/v1/admin/cap` | | `CapView` |
-//! | POST | `/v1/admin/cap/enable` | | `CapView` |
+//! | POST | `/v1/admin/cap/enable` | none, or `{}` | `CapView` |
 //! | PUT | `/v1/admin/users/{id}/status` | `AdminSetStatusRequest` | `SelfState` |
 //!
 //! Everything under `/v1/admin` needs the admin role; users change their
@@ -119,7 +119,15 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let token = auth::bearer_token(&parts.headers).ok_or(AuthError::TokenMissing)?;
+        // REST reads the header only (`?token=` is for WebSockets, whose
+        // browser API cannot set headers), and says so (F12).
+        let token = auth::bearer_token(&parts.headers).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                AuthError::TokenMissing.code(),
+                "no token was provided; send `Authorization: Bearer <token>`",
+            )
+        })?;
         Ok(Caller(app.auth.verify(token)?))
     }
 }
@@ -161,6 +169,30 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
     async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, ApiError> {
         let body = read_body(request, app.config.max_body_bytes).await?;
         wire::parse_body(&body).map(JsonBody).map_err(body_error)
+    }
+}
+
+/// The body of a call that takes no parameters: nothing, whitespace, or
+/// the empty object `{}`. Anything else is refused like any other bad
+/// body (`payload_too_large`, `invalid_json`, `invalid_request`), so a
+/// client that meant to send parameters learns they were not read (F8).
+pub struct NoBody;
+
+/// What [`NoBody`] accepts when the body is not empty.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+impl FromRequest<Arc<App>> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let body = read_body(request, app.config.max_body_bytes).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(NoBody);
+        }
+        let NoParams {} = wire::parse_body(&body).map_err(body_error)?;
+        Ok(NoBody)
     }
 }
 
@@ -429,7 +461,11 @@ async fn cap_state(State(app): State<Arc<App>>, _admin: Admin) -> Reply<CapView>
     Ok(Json(cap.into()))
 }
 
-async fn enable_broadcast(State(app): State<Arc<App>>, _admin: Admin) -> Reply<CapView> {
+async fn enable_broadcast(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    _body: NoBody,
+) -> Reply<CapView> {
     let cap = app.backend.enable_broadcast().await?;
     Ok(Json(cap.into()))
 }

@@ -301,14 +301,7 @@ impl Reader {
                     last_heard = Instant::now();
                     match frame {
                         Some(Ok(message)) => Box::pin(self.on_frame(message)).await,
-                        Some(Err(e)) => {
-                            if is_capacity_error(&e) {
-                                self.reject("frame_too_large");
-                                self.conn.request_close(CloseReason::FrameTooLarge);
-                                Box::pin(self.flush(socket)).await;
-                            }
-                            Step::End(SocketEnd::Lost)
-                        }
+                        Some(Err(e)) => Box::pin(self.on_read_error(socket, &e)).await,
                         None => Step::End(SocketEnd::Lost),
                     }
                 }
@@ -358,7 +351,17 @@ impl Reader {
         SocketEnd::Lost
     }
 
+    /// Every frame a client sends (text, binary, ping, pong) is charged to
+    /// the socket's message budget, so a flood of any kind is closed like
+    /// a text flood (F5). Fragments are reassembled by tungstenite, within
+    /// `max_frame_bytes`, before they get here.
     async fn on_frame(&mut self, message: Message) -> Step {
+        if let Message::Close(_) = message {
+            return Step::End(SocketEnd::Clean);
+        }
+        if !self.admit(&message) {
+            return Step::Continue;
+        }
         match message {
             Message::Text(text) => {
                 if self.handle_text(&text).await.is_break() {
@@ -372,10 +375,67 @@ impl Reader {
                     None,
                 );
             }
-            Message::Ping(_) | Message::Pong(_) => {}
-            Message::Close(_) => return Step::End(SocketEnd::Clean),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
         }
         Step::Continue
+    }
+
+    /// Takes one message from the socket's budget. A refused text or
+    /// binary frame is answered `rate_limited` (with the text frame's
+    /// `ref`); a refused ping or pong silently. A client that keeps going
+    /// past the limit is closed (1008).
+    fn admit(&mut self, message: &Message) -> bool {
+        if self.bucket.try_take(Instant::now()).is_ok() {
+            self.strikes = 0;
+            return true;
+        }
+        self.strikes += 1;
+        self.app.metrics.rate_limited(Limit::WsMessages).inc();
+        match message {
+            Message::Text(text) => {
+                // Every frame with a `ref` gets one reply that echoes it,
+                // even a refused one (the protocol's promise).
+                let ref_ = match parse_client_message(text) {
+                    Ok(frame) => frame.ref_,
+                    Err(e) => e.ref_,
+                };
+                self.reply_error("rate_limited", "too many messages; slow down", ref_);
+            }
+            Message::Binary(_) => {
+                self.reply_error("rate_limited", "too many messages; slow down", None);
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {
+                self.reject("rate_limited");
+            }
+        }
+        if self.strikes >= MAX_STRIKES {
+            self.conn.request_close(CloseReason::Flooding);
+        }
+        false
+    }
+
+    /// A read failed. A frame over the size limit or one that breaks the
+    /// protocol is answered with the RFC 6455 close code and a reason
+    /// (1009, 1007, 1002) before the connection ends, so the client sees
+    /// why instead of a bare TCP close (1006); anything else (a reset, an
+    /// I/O error) leaves the device lost (D7).
+    async fn on_read_error(&mut self, socket: &mut WebSocket, e: &axum::Error) -> Step {
+        let Some(violation) = Violation::of(e) else {
+            return Step::End(SocketEnd::Lost);
+        };
+        tracing::debug!(user = %self.session.user, error = %e, "protocol violation; closing");
+        let (code, reason) = violation.close_frame();
+        self.reject(reason);
+        if violation == Violation::TooBig {
+            self.conn.request_close(CloseReason::FrameTooLarge);
+            Box::pin(self.flush(socket)).await;
+            return Step::End(SocketEnd::Lost);
+        }
+        if let Step::Continue = Box::pin(self.flush(socket)).await {
+            let close = socket.send(close_message(code, reason));
+            let _ = tokio::time::timeout(self.app.config.write_timeout, close).await;
+        }
+        Step::End(SocketEnd::Lost)
     }
 
     /// Writes everything pending, then the close frame if one was asked
@@ -441,22 +501,6 @@ impl Reader {
     /// Handles one text frame. `Break` means the client said goodbye.
     async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
-        if self.bucket.try_take(Instant::now()).is_err() {
-            self.strikes += 1;
-            self.app.metrics.rate_limited(Limit::WsMessages).inc();
-            // Every frame with a `ref` gets one reply that echoes it, even
-            // a refused one (the protocol's promise; this used to drop it).
-            let ref_ = match parse_client_message(text) {
-                Ok(frame) => frame.ref_,
-                Err(e) => e.ref_,
-            };
-            self.reply_error("rate_limited", "too many messages; slow down", ref_);
-            if self.strikes >= MAX_STRIKES {
-                self.conn.request_close(CloseReason::Flooding);
-            }
-            return Continue(());
-        }
-        self.strikes = 0;
         let ClientFrame { ref_, message } = match parse_client_message(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -655,9 +699,45 @@ fn close_message(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-/// Whether a read failed because the client's frame exceeded the limit.
-/// axum hides tungstenite's error type, so this reads its message.
-fn is_capacity_error(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+/// A client frame that breaks RFC 6455 or our size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Violation {
+    /// A frame or message over `max_frame_bytes`.
+    TooBig,
+    /// A text frame (or close reason) that is not UTF-8.
+    InvalidUtf8,
+    /// Anything else the protocol forbids: unmasked frames, reserved bits
+    /// or opcodes, fragmented or oversized control frames, a continuation
+    /// with nothing to continue, data after the close frame…
+    Protocol,
+}
+
+impl Violation {
+    /// Classifies a read error. axum hides tungstenite's error type, so
+    /// this reads tungstenite's messages (the end-to-end tests in
+    /// `tests/tests/abuse_frames.rs` pin them).
+    fn of(e: &axum::Error) -> Option<Violation> {
+        let text = e.to_string();
+        if text.starts_with("Space limit exceeded") {
+            Some(Violation::TooBig)
+        } else if text.starts_with("UTF-8 encoding error") {
+            Some(Violation::InvalidUtf8)
+        } else if text.starts_with("WebSocket protocol error")
+            && !text.contains("reset without closing handshake")
+        {
+            Some(Violation::Protocol)
+        } else {
+            None
+        }
+    }
+
+    /// The close code (RFC 6455 §7.4.1) and the reason, which is also the
+    /// error code counted in `presence_rejected_messages_total`.
+    fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            Violation::TooBig => (1009, "frame_too_large"),
+            Violation::InvalidUtf8 => (1007, "invalid_utf8"),
+            Violation::Protocol => (1002, "protocol_error"),
+        }
+    }
 }
