@@ -163,7 +163,9 @@ mod tests {
         assert_eq!(budget.held_by("alice"), 2);
         drop(a1);
         assert_eq!(budget.held_by("alice"), 1);
-        let a3 = budget.try_acquire(&alice).expect("a freed slot is reusable");
+        let a3 = budget
+            .try_acquire(&alice)
+            .expect("a freed slot is reusable");
         drop((a2, a3));
         assert_eq!(budget.held_by("alice"), 0);
         assert!(budget.shards.iter().all(|s| s.lock().is_empty()));

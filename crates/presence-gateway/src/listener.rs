@@ -159,7 +159,9 @@ pub async fn serve(
                 });
             }
             None => {
-                metrics.connections_refused(RefusalReason::MaxConnections).inc();
+                metrics
+                    .connections_refused(RefusalReason::MaxConnections)
+                    .inc();
                 // Past the budget: answer a few with a 503 so clients know
                 // to come back; close the rest at once.
                 if let Some(permit) = refusals.try_acquire() {
@@ -203,7 +205,10 @@ async fn on_accept_error(e: &io::Error, metrics: &Metrics) {
     );
     if exhausted {
         metrics.accept_errors.inc();
-        tracing::warn!(error = %e, "accept failed: out of resources; pausing");
+        // One line per five seconds of a lasting shortage, not ten a second.
+        if metrics.accept_errors.get() % 50 == 1 {
+            tracing::warn!(error = %e, "accept failed: out of resources; pausing");
+        }
         tokio::time::sleep(ACCEPT_BACKOFF).await;
     } else {
         tracing::debug!(error = %e, "accept failed");

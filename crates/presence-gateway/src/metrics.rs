@@ -349,7 +349,8 @@ impl Metrics {
     /// Mirrors the API listener's connection budget into
     /// `presence_tcp_connections` and `presence_tcp_connections_limit`.
     pub fn set_connections(&self, budget: &ConnectionBudget) {
-        self.tcp_connections.set(saturating_i64(budget.open() as u64));
+        self.tcp_connections
+            .set(saturating_i64(budget.open() as u64));
         self.tcp_connections_limit
             .set(saturating_i64(budget.max() as u64));
     }

@@ -94,9 +94,6 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
-    // Tests and scripts read this line to learn the port of `--listen :0`.
-    println!("presenced listening on http://{addr}");
-    tracing::info!(%addr, role = ?args.role, cluster = args.redis.is_some(), "presenced started");
 
     if let Some(metrics_addr) = args.metrics_listen {
         let listener = TcpListener::bind(metrics_addr)
@@ -112,9 +109,22 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
         // flood of the main port never starves them (nor they it).
         let budget = ConnectionBudget::new(OPS_MAX_CONNECTIONS);
         tokio::spawn(async move {
-            listener::serve(listener, ops, budget, config, metrics, stop.cancelled_owned()).await;
+            listener::serve(
+                listener,
+                ops,
+                budget,
+                config,
+                metrics,
+                stop.cancelled_owned(),
+            )
+            .await;
         });
     }
+
+    // Tests and scripts read this line to learn the port of `--listen :0`;
+    // it comes last, once the metrics line (if any) is out.
+    println!("presenced listening on http://{addr}");
+    tracing::info!(%addr, role = ?args.role, cluster = args.redis.is_some(), "presenced started");
 
     let router = match args.role {
         Role::Aggregator => app.ops_router(),
