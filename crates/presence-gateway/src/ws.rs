@@ -476,7 +476,11 @@ impl Reader {
             Some(reason) => {
                 let (code, text) = reason.close_frame();
                 let close = socket.send(close_message(code, text));
-                let _ = tokio::time::timeout(app.config.write_timeout, close).await;
+                if let Ok(Ok(())) = tokio::time::timeout(app.config.write_timeout, close).await
+                    && reason != CloseReason::Ended
+                {
+                    linger(socket).await;
+                }
                 Step::End(match reason {
                     CloseReason::Ended => SocketEnd::Clean,
                     _ => SocketEnd::Lost,
@@ -698,6 +702,27 @@ fn close_message(code: u16, reason: &'static str) -> Message {
         reason: Utf8Bytes::from_static(reason),
     }))
 }
+
+/// After the server's close frame, reads (and drops) what the client still
+/// sends until its own close frame, the end of the stream, or a short
+/// bound. Closing the TCP connection with unread data makes the kernel
+/// send a reset, which can destroy our close frame before the client reads
+/// it; a flooding client would then see 1006 instead of why it was closed.
+async fn linger(socket: &mut WebSocket) {
+    let drain = async {
+        for _ in 0..LINGER_MAX_FRAMES {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// Bounds of [`linger`]: the client answers a close at once if it listens.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+const LINGER_MAX_FRAMES: usize = 4096;
 
 /// A client frame that breaks RFC 6455 or our size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
