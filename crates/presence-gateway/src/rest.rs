@@ -191,6 +191,14 @@ impl FromRequest<Arc<App>> for NoBody {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(NoBody);
         }
+        // JSON is UTF-8; serde would skip the bytes of an ignored value
+        // without looking.
+        if std::str::from_utf8(&body).is_err() {
+            return Err(ApiError::bad_request(
+                wire::INVALID_JSON,
+                "the body is not valid JSON: it is not UTF-8",
+            ));
+        }
         let NoParams {} = wire::parse_body(&body).map_err(body_error)?;
         Ok(NoBody)
     }
