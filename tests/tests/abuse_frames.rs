@@ -310,3 +310,33 @@ async fn f5_every_kind_of_frame_shares_one_budget() {
     ws.refused(json!({"type": "query", "users": ["x"]}), "rate_limited")
         .await;
 }
+
+#[tokio::test]
+async fn f5_continuation_flood_is_closed() {
+    // Empty continuation frames complete no message: before, the server
+    // parsed them forever. Now each one counts.
+    let server = Server::start().await;
+    let mut ws = RawWs::connect(server.addr, "f5-continuation").await;
+    ws.send(TEXT, b"{", true).await; // A message that never ends.
+    let started = std::time::Instant::now();
+    for _ in 0..2_000 {
+        ws.send(CONTINUATION, b"", true).await;
+    }
+    let close = ws.close_frame().await;
+    println!(
+        "f5: continuation flood closed {:?} after {:.2} s",
+        close,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(close, Some((1008, "rate_limited".to_owned())));
+    // The server is fine, and a normal socket works.
+    let mut ws = presence_e2e::Ws::connect_with_token(
+        &format!("ws://{}/v1/ws?device_id=d&platform=web", server.addr),
+        &token("f5-after", false),
+    )
+    .await
+    .expect("connects");
+    ws.expect_type("ready").await;
+    ws.request(json!({"type": "query", "users": ["f5-continuation"]}))
+        .await;
+}

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod error;
+pub mod frame_meter;
 pub mod frames;
 pub mod hub;
 pub mod limits;

@@ -17,6 +17,10 @@
 //!   `handshake_timeout`, and an idle keep-alive connection is closed after
 //!   the same time (hyper's header timer runs whenever it waits for the
 //!   next request). Slowloris and silent connections hold nothing longer.
+//! - **Frames axum cannot see.** Each connection's IO carries a
+//!   [`FrameMeter`] (in the requests' extensions too): once the WebSocket
+//!   handler starts it, continuation frames are counted as they are read
+//!   (F5, see [`crate::frame_meter`]).
 //! - **Accept errors.** When the process runs out of file descriptors (or
 //!   memory for sockets) the loop backs off briefly instead of spinning,
 //!   and keeps serving what it holds.
@@ -50,6 +54,7 @@ use tower::ServiceExt as _;
 
 use crate::budget::{ConnectionBudget, ConnectionPermit};
 use crate::error::ApiError;
+use crate::frame_meter::{CONTINUATION_FLOOD, FrameMeter};
 use crate::metrics::{Metrics, RefusalReason};
 
 /// How one listener serves its connections.
@@ -130,15 +135,17 @@ pub async fn serve(
         configure(&stream, &config);
         match budget.try_acquire() {
             Some(permit) => {
-                let io = TokioIo::new(Accepted {
-                    stream,
-                    _permit: permit,
-                });
-                let service = TowerToHyperService::new(
-                    router
-                        .clone()
-                        .map_request(|request: Request<Incoming>| request.map(Body::new)),
-                );
+                let meter = FrameMeter::new();
+                let io = TokioIo::new(Accepted::new(stream, permit, meter.clone()));
+                // Handlers find the connection's meter in the request's
+                // extensions (the WebSocket upgrade starts it).
+                let service = TowerToHyperService::new(router.clone().map_request(
+                    move |request: Request<Incoming>| {
+                        let mut request = request.map(Body::new);
+                        request.extensions_mut().insert(meter.clone());
+                        request
+                    },
+                ));
                 let connection = http.serve_connection(io, service).with_upgrades();
                 let stop = stop.clone();
                 let metrics = metrics.clone();
@@ -232,19 +239,68 @@ async fn refuse(stream: TcpStream, permit: ConnectionPermit, max: usize) {
     http.timer(TokioTimer::new())
         .header_read_timeout(REFUSAL_TIMEOUT)
         .keep_alive(false);
-    let io = TokioIo::new(Accepted {
-        stream,
-        _permit: permit,
-    });
+    let io = TokioIo::new(Accepted::new(stream, permit, FrameMeter::default()));
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, http.serve_connection(io, service)).await;
 }
 
-/// An accepted connection: the stream and its slot in the budget, which
-/// stays taken as long as the stream lives (through a WebSocket upgrade,
-/// hyper hands this value to the socket).
+/// An accepted connection: the stream, its slot in the budget (taken as
+/// long as the stream lives: through a WebSocket upgrade, hyper hands
+/// this value to the socket) and its [`FrameMeter`].
 struct Accepted {
-    stream: TcpStream,
-    _permit: ConnectionPermit,
+    /// `None` only while dropping.
+    stream: Option<TcpStream>,
+    permit: Option<ConnectionPermit>,
+    meter: FrameMeter,
+    /// Set when the meter ended a flood: the close frame the socket task
+    /// sends must not be destroyed by a reset, so the stream is drained
+    /// briefly before it is closed.
+    linger: bool,
+}
+
+/// How long a flooding connection is drained after its close frame.
+const FLOOD_LINGER: Duration = Duration::from_millis(500);
+
+impl Accepted {
+    fn new(stream: TcpStream, permit: ConnectionPermit, meter: FrameMeter) -> Accepted {
+        Accepted {
+            stream: Some(stream),
+            permit: Some(permit),
+            meter,
+            linger: false,
+        }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        if !self.linger {
+            return;
+        }
+        let (Some(mut stream), Ok(runtime)) =
+            (self.stream.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let permit = self.permit.take();
+        runtime.spawn(async move {
+            let _permit = permit;
+            let mut sink = [0u8; 4096];
+            let drain = async {
+                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(FLOOD_LINGER, drain).await;
+        });
+    }
 }
 
 impl AsyncRead for Accepted {
@@ -253,7 +309,19 @@ impl AsyncRead for Accepted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let stream = match self.stream() {
+            Ok(stream) => stream,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let result = Pin::new(stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result
+            && self.meter.on_read(&buf.filled()[before..]).is_err()
+        {
+            self.linger = true;
+            return Poll::Ready(Err(io::Error::other(CONTINUATION_FLOOD)));
+        }
+        result
     }
 }
 
@@ -263,7 +331,11 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        self.meter.on_write();
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_write_vectored(
@@ -271,19 +343,31 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        self.meter.on_write();
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 

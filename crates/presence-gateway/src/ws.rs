@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ use crate::app::App;
 use crate::auth::{self, AuthError};
 use crate::budget::SocketPermit;
 use crate::error::ApiError;
+use crate::frame_meter::{CONTINUATION_FLOOD, FrameMeter};
 use crate::frames;
 use crate::hub::{CloseReason, Conn};
 use crate::metrics::RefusalReason;
@@ -59,6 +60,7 @@ async fn upgrade(
     State(app): State<Arc<App>>,
     query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
+    meter: Option<Extension<FrameMeter>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(Query(params)) = query else {
@@ -126,6 +128,14 @@ async fn upgrade(
             .insert(RETRY_AFTER, HeaderValue::from(SOCKET_RETRY_AFTER_SECS));
         return response;
     };
+    // F5: from here on the connection's IO counts continuation frames,
+    // which tungstenite reassembles out of the socket task's sight.
+    if let Some(Extension(meter)) = &meter {
+        let bucket = app.config.rate_limits.connection_bucket(Instant::now());
+        if let Err(e) = meter.start(bucket) {
+            return ApiError::bad_request("upgrade_not_alone", e.to_string()).into_response();
+        }
+    }
     let session = Session {
         user,
         device,
@@ -735,6 +745,9 @@ enum Violation {
     /// or opcodes, fragmented or oversized control frames, a continuation
     /// with nothing to continue, data after the close frame…
     Protocol,
+    /// Continuation frames past the socket's budget, counted by the
+    /// connection's [`FrameMeter`].
+    Flood,
 }
 
 impl Violation {
@@ -745,6 +758,8 @@ impl Violation {
         let text = e.to_string();
         if text.starts_with("Space limit exceeded") {
             Some(Violation::TooBig)
+        } else if text.contains(CONTINUATION_FLOOD) {
+            Some(Violation::Flood)
         } else if text.starts_with("UTF-8 encoding error") {
             Some(Violation::InvalidUtf8)
         } else if text.starts_with("WebSocket protocol error")
@@ -763,6 +778,7 @@ impl Violation {
             Violation::TooBig => (1009, "frame_too_large"),
             Violation::InvalidUtf8 => (1007, "invalid_utf8"),
             Violation::Protocol => (1002, "protocol_error"),
+            Violation::Flood => (1008, "rate_limited"),
         }
     }
 }
