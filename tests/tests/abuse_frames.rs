@@ -136,12 +136,16 @@ fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     (buf.len() >= start + len).then(|| (opcode, buf[start..start + len].to_vec(), start + len))
 }
 
+/// What a case sends (name, first byte, payload, masked) and the close it
+/// expects (code, reason).
+type Violation<'a> = (&'a str, u8, &'a [u8], bool, u16, &'a str);
+
 #[tokio::test]
 async fn f5_protocol_violations_close_with_the_rfc_code_and_a_reason() {
     let server = Server::start().await;
     let fin = 0x80;
     let too_big = vec![b'a'; 20 * 1024];
-    let cases: [(&str, u8, &[u8], bool, u16, &str); 9] = [
+    let cases: [Violation; 9] = [
         (
             "unmasked frame",
             fin | TEXT,

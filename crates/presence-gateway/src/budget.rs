@@ -13,7 +13,7 @@
 //! `nodes × limit`, which operators size for (see `docs/cluster.md`).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -23,9 +23,12 @@ use parking_lot::Mutex;
 /// users rarely share a lock.
 pub struct SocketBudget {
     per_user: usize,
-    shards: Box<[Mutex<HashMap<Arc<str>, usize>>]>,
+    shards: Box<[Mutex<Counts>]>,
     hasher: foldhash::fast::FixedState,
 }
+
+/// Sockets per user in one shard of a [`SocketBudget`].
+type Counts = HashMap<Arc<str>, usize>;
 
 /// Shards of [`SocketBudget`]; a power of two.
 const SHARDS: usize = 32;
@@ -74,10 +77,8 @@ impl SocketBudget {
         self.shard(user).lock().get(user).copied().unwrap_or(0)
     }
 
-    fn shard(&self, user: &str) -> &Mutex<HashMap<Arc<str>, usize>> {
-        let mut hasher = self.hasher.build_hasher();
-        user.hash(&mut hasher);
-        &self.shards[(hasher.finish() as usize) & (SHARDS - 1)]
+    fn shard(&self, user: &str) -> &Mutex<Counts> {
+        &self.shards[(self.hasher.hash_one(user) as usize) & (SHARDS - 1)]
     }
 
     fn release(&self, user: &str) {
