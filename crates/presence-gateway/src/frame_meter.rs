@@ -8,13 +8,14 @@
 //! the accept loop ([`crate::listener`]) owns.
 //!
 //! Each accepted connection carries a [`FrameMeter`]. While the connection
-//! speaks HTTP it remembers the bytes read since the last response was
-//! written (at most [`MAX_HEAD_BYTES`]). When the WebSocket handler
-//! accepts an upgrade it calls [`FrameMeter::start`]: the request head ends
-//! at the first blank line of those bytes, so whatever follows it (frames a
-//! client sent before the handshake answer, which RFC 6455 forbids but an
-//! attacker may do) is parsed first, and every byte read afterwards is
-//! parsed as it arrives. The meter is therefore exactly in step with
+//! speaks HTTP it looks for the blank line that ends a request head in the
+//! bytes read since the last response was written, and keeps whatever
+//! follows it (at most [`MAX_HEAD_BYTES`]; nothing for a client that waits
+//! for answers, so it allocates nothing). When the WebSocket handler
+//! accepts an upgrade it calls [`FrameMeter::start`]: the bytes after the
+//! head (frames a client sent before the handshake answer, which RFC 6455
+//! forbids but an attacker may do) are parsed first, and every byte read
+//! afterwards is parsed as it arrives. The meter is therefore exactly in step with
 //! tungstenite. An upgrade whose head cannot be found (pipelined behind
 //! another request, or an oversized head) is refused.
 //!
@@ -51,11 +52,10 @@ struct Shared {
 
 #[derive(Default)]
 enum Phase {
-    /// HTTP: the bytes read since the last response write.
-    Http {
-        since_write: Vec<u8>,
-        overflow: bool,
-    },
+    /// HTTP, since the last response write: how much of the blank line
+    /// that ends a request head was matched, and the bytes read after it
+    /// (none, for a client that waits for the answer).
+    Http(HeadScan),
     /// WebSocket: frames are parsed as they arrive.
     Frames(FrameCounter),
     /// Nothing to meter (after a flood, or on a listener without sockets).
@@ -72,10 +72,7 @@ impl FrameMeter {
     /// A meter for a new HTTP connection.
     pub fn new() -> FrameMeter {
         FrameMeter(Arc::new(Shared {
-            phase: Mutex::new(Phase::Http {
-                since_write: Vec::new(),
-                overflow: false,
-            }),
+            phase: Mutex::new(Phase::Http(HeadScan::default())),
             upgraded: AtomicBool::new(false),
         }))
     }
@@ -84,18 +81,15 @@ impl FrameMeter {
     /// frames against `bucket` from the end of the request head on.
     pub fn start(&self, bucket: TokenBucket) -> Result<(), HeadNotFound> {
         let mut phase = self.0.phase.lock();
-        let Phase::Http {
-            since_write,
+        let Phase::Http(HeadScan {
+            after_head: Some(early),
             overflow: false,
-        } = &*phase
+            ..
+        }) = &*phase
         else {
             return Err(HeadNotFound);
         };
-        let end = since_write
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or(HeadNotFound)?;
-        let early = since_write[end + 4..].to_vec();
+        let early = early.clone();
         let mut counter = FrameCounter::new(bucket);
         let flooded = counter.feed(&early, Instant::now()).is_err();
         *phase = if flooded {
@@ -115,15 +109,8 @@ impl FrameMeter {
         }
         let mut phase = self.0.phase.lock();
         match &mut *phase {
-            Phase::Http {
-                since_write,
-                overflow,
-            } => {
-                if since_write.len() + bytes.len() > MAX_HEAD_BYTES {
-                    *overflow = true;
-                } else {
-                    since_write.extend_from_slice(bytes);
-                }
+            Phase::Http(scan) => {
+                scan.feed(bytes);
                 Ok(())
             }
             Phase::Frames(counter) => {
@@ -143,16 +130,54 @@ impl FrameMeter {
             return;
         }
         let mut phase = self.0.phase.lock();
-        if let Phase::Http {
-            since_write,
-            overflow,
-        } = &mut *phase
-            && (!since_write.is_empty() || *overflow)
+        if let Phase::Http(scan) = &mut *phase {
+            *scan = HeadScan::default();
+        }
+    }
+}
+
+/// Finds the end of a request head (the first blank line) in the bytes
+/// read since the last response, keeping only what follows it. Nothing is
+/// allocated for a client that waits for the answer to its request.
+#[derive(Default)]
+struct HeadScan {
+    /// How many bytes of `\r\n\r\n` the latest bytes matched.
+    matched: u8,
+    /// Bytes after the blank line, once it was seen.
+    after_head: Option<Vec<u8>>,
+    /// More than [`MAX_HEAD_BYTES`] followed the head.
+    overflow: bool,
+}
+
+impl HeadScan {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        if self.after_head.is_none() {
+            const END: &[u8; 4] = b"\r\n\r\n";
+            let mut used = bytes.len();
+            for (i, &b) in bytes.iter().enumerate() {
+                self.matched = if b == END[usize::from(self.matched)] {
+                    self.matched + 1
+                } else if b == b'\r' {
+                    1
+                } else {
+                    0
+                };
+                if self.matched == 4 {
+                    self.after_head = Some(Vec::new());
+                    used = i + 1;
+                    break;
+                }
+            }
+            bytes = &bytes[used..];
+        }
+        if let Some(after) = &mut self.after_head
+            && !bytes.is_empty()
         {
-            // Give the memory back: an idle keep-alive connection keeps
-            // nothing.
-            *since_write = Vec::new();
-            *overflow = false;
+            if after.len() + bytes.len() > MAX_HEAD_BYTES {
+                self.overflow = true;
+            } else {
+                after.extend_from_slice(bytes);
+            }
         }
     }
 }
