@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::budget::{ConnectionBudget, SocketBudget};
 use crate::config::GatewayConfig;
 use crate::frames;
 use crate::hub::{CloseReason, Frame, Hub};
@@ -33,6 +34,10 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Tracks socket tasks so shutdown can wait for them.
     pub sockets: TaskTracker,
+    /// X6: sockets per user on this node.
+    pub socket_budget: Arc<SocketBudget>,
+    /// Open client connections of the API listener (`--max-connections`).
+    pub connections: Arc<ConnectionBudget>,
     next_conn: AtomicU64,
 }
 
@@ -49,10 +54,12 @@ impl App {
             auth,
             hub: Hub::new(),
             metrics: Arc::new(metrics),
-            config,
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),
+            socket_budget: SocketBudget::new(config.max_sockets_per_user),
+            connections: ConnectionBudget::new(config.max_connections),
+            config,
             // Random high bits keep ids unique across nodes and restarts.
             next_conn: AtomicU64::new(rand::random::<u64>() & !0xffff_ffff),
         };
@@ -66,7 +73,8 @@ impl App {
             .merge(crate::ws::routes())
             .merge(crate::rest::routes())
             .merge(crate::rocketchat::routes())
-            .merge(crate::ops::routes())
+            .merge(crate::ops::routes(self.config.metrics_on_main_listener))
+            .fallback(crate::rest::no_such_route)
             .with_state(self.clone())
             .layer(axum::middleware::from_fn_with_state(
                 self.metrics.clone(),
@@ -74,9 +82,11 @@ impl App {
             ))
     }
 
-    /// Only the operational endpoints, for aggregator-only nodes.
+    /// Only the operational endpoints: the metrics listener, and the main
+    /// listener of aggregator-only nodes.
     pub fn ops_router(self: &Arc<App>) -> Router {
-        crate::ops::routes()
+        crate::ops::routes(true)
+            .fallback(crate::rest::no_such_route)
             .with_state(self.clone())
             .layer(axum::middleware::from_fn_with_state(
                 self.metrics.clone(),

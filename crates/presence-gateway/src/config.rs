@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::listener::ListenerConfig;
 use crate::ratelimit::RateLimits;
 
 /// Everything the gateway needs to know about its limits and timers.
@@ -32,6 +33,28 @@ pub struct GatewayConfig {
     /// WebSocket read/write buffer sizes.
     pub socket_buffer_bytes: usize,
     pub rate_limits: RateLimits,
+    /// X6: sockets one user may hold on this node; the next is refused
+    /// with 429 `too_many_sockets` before the upgrade.
+    pub max_sockets_per_user: usize,
+    /// Client connections (HTTP and WebSocket) this node holds at once;
+    /// past it, 503 `too_many_connections` with `Retry-After`.
+    pub max_connections: usize,
+    /// Request headers (and so a WebSocket handshake) must arrive within
+    /// this; idle keep-alive connections are closed after it too.
+    pub handshake_timeout: Duration,
+    /// Whether the main listener serves `/metrics` (false when a separate
+    /// metrics listener is configured: metrics are not public there).
+    pub metrics_on_main_listener: bool,
+}
+
+impl GatewayConfig {
+    /// How the API listener treats its connections.
+    pub fn listener(&self) -> ListenerConfig {
+        ListenerConfig {
+            handshake_timeout: self.handshake_timeout,
+            ..ListenerConfig::default()
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +72,10 @@ impl Default for GatewayConfig {
             idle_floor_secs: presence_core::MIN_IDLE_TIME_LIMIT_SECS,
             socket_buffer_bytes: 256,
             rate_limits: RateLimits::default(),
+            max_sockets_per_user: 16,
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            metrics_on_main_listener: true,
         }
     }
 }

@@ -7,11 +7,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod error;
+pub mod frame_meter;
 pub mod frames;
 pub mod hub;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod ratelimit;

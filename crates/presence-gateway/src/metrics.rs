@@ -28,6 +28,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::budget::ConnectionBudget;
 use crate::ratelimit::Limit;
 
 /// The `Content-Type` of [`Metrics::render`]'s output: the Prometheus text
@@ -108,6 +109,27 @@ impl UsersByStatus {
 /// (the subscriber reconnected and subscribed again).
 pub const RESYNC_REASONS: [&str; 3] = ["gateway_lagged", "redis_lagged", "redis_reconnected"];
 
+/// Why a connection or socket was refused before it was served, the values
+/// of the `reason` label of `presence_connections_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// X6: the user already held `--max-sockets-per-user` sockets (429).
+    SocketsPerUser,
+    /// The node already held `--max-connections` connections (503).
+    MaxConnections,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 2] = [Self::SocketsPerUser, Self::MaxConnections];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SocketsPerUser => "sockets_per_user",
+            Self::MaxConnections => "max_connections",
+        }
+    }
+}
+
 /// The service's metrics. Create one per process, share it in an `Arc`.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -142,8 +164,21 @@ pub struct Metrics {
     pub cap_limit: IntGauge,
     /// `presence_cap_peak`: the highest connection count seen (X5).
     pub cap_peak: IntGauge,
+    /// `presence_tcp_connections`: client connections open on the API
+    /// listener (HTTP and WebSocket), counted against `--max-connections`.
+    pub tcp_connections: IntGauge,
+    /// `presence_tcp_connections_limit`: `--max-connections`.
+    pub tcp_connections_limit: IntGauge,
+    /// `presence_connections_timed_out_total`: connections closed because
+    /// their request headers did not arrive within `--handshake-timeout`
+    /// (slow or silent clients, idle keep-alive connections).
+    pub connections_timed_out: IntCounter,
+    /// `presence_accept_errors_total`: accepts that failed for lack of
+    /// file descriptors or socket memory (the loop pauses, then goes on).
+    pub accept_errors: IntCounter,
 
     connections: [IntGauge; 3],
+    connections_refused: [IntCounter; 2],
     users: [IntGauge; 4],
     ws_messages: [IntCounter; WS_MESSAGE_TYPES.len()],
     rate_limited: [IntCounter; 3],
@@ -182,6 +217,11 @@ impl Metrics {
             "presence_rate_limited_total",
             "Requests refused by a rate limit, by limit.",
             &["limit"],
+        );
+        let connections_refused = r.counter_vec(
+            "presence_connections_refused_total",
+            "Connections and WebSocket upgrades refused by a connection budget, by reason.",
+            &["reason"],
         );
 
         Metrics {
@@ -238,8 +278,26 @@ impl Metrics {
                 "presence_cap_peak",
                 "The highest cluster-wide connection count seen.",
             ),
+            tcp_connections: r.gauge(
+                "presence_tcp_connections",
+                "Client connections open on the API listener, WebSockets included.",
+            ),
+            tcp_connections_limit: r.gauge(
+                "presence_tcp_connections_limit",
+                "The most client connections this node holds at once (--max-connections).",
+            ),
+            connections_timed_out: r.counter(
+                "presence_connections_timed_out_total",
+                "Connections closed because request headers did not arrive in time.",
+            ),
+            accept_errors: r.counter(
+                "presence_accept_errors_total",
+                "Accepts that failed for lack of file descriptors or socket memory.",
+            ),
             connections: Platform::ALL
                 .map(|platform| connections.with_label_values(&[platform.as_str()])),
+            connections_refused: RefusalReason::ALL
+                .map(|reason| connections_refused.with_label_values(&[reason.as_str()])),
             users: ["online", "away", "busy", "invisible"]
                 .map(|status| users.with_label_values(&[status])),
             ws_messages: WS_MESSAGE_TYPES.map(|kind| ws_messages.with_label_values(&[kind])),
@@ -278,6 +336,23 @@ impl Metrics {
     /// close.
     pub fn connections(&self, platform: Platform) -> &IntGauge {
         &self.connections[platform_index(platform)]
+    }
+
+    /// `presence_connections_refused_total{reason}`.
+    pub fn connections_refused(&self, reason: RefusalReason) -> &IntCounter {
+        &self.connections_refused[match reason {
+            RefusalReason::SocketsPerUser => 0,
+            RefusalReason::MaxConnections => 1,
+        }]
+    }
+
+    /// Mirrors the API listener's connection budget into
+    /// `presence_tcp_connections` and `presence_tcp_connections_limit`.
+    pub fn set_connections(&self, budget: &ConnectionBudget) {
+        self.tcp_connections
+            .set(saturating_i64(budget.open() as u64));
+        self.tcp_connections_limit
+            .set(saturating_i64(budget.max() as u64));
     }
 
     /// Sets every `presence_users{status}` series at once.
@@ -432,7 +507,7 @@ mod tests {
     use super::*;
 
     /// Every metric family name the service exports.
-    const NAMES: [&str; 20] = [
+    const NAMES: [&str; 25] = [
         "presence_connections",
         "presence_users",
         "presence_status_changes_total",
@@ -450,6 +525,11 @@ mod tests {
         "presence_http_requests_total",
         "presence_pubsub_lagged_total",
         "presence_resyncs_total",
+        "presence_tcp_connections",
+        "presence_tcp_connections_limit",
+        "presence_connections_refused_total",
+        "presence_connections_timed_out_total",
+        "presence_accept_errors_total",
         // Histograms export these series too.
         "presence_update_delivery_seconds_bucket",
         "presence_store_write_seconds_count",
@@ -486,6 +566,12 @@ mod tests {
         cap.observe_count(150);
         metrics.set_cap(&cap);
         metrics.http_request("/v1/users/{id}/presence", 200);
+        for reason in RefusalReason::ALL {
+            metrics.connections_refused(reason).inc();
+        }
+        metrics.set_connections(&ConnectionBudget::new(100));
+        metrics.connections_timed_out.inc();
+        metrics.accept_errors.inc();
     }
 
     /// `(name, labels)` of every sample line.
@@ -538,7 +624,7 @@ mod tests {
         let metrics = Metrics::new();
         touch_everything(&metrics);
         let families = metrics.registry().gather();
-        assert_eq!(families.len(), 17);
+        assert_eq!(families.len(), 22);
         for family in families {
             let name = family.name();
             let rest = name
@@ -581,6 +667,9 @@ mod tests {
                     "type" => WS_MESSAGE_TYPES.contains(&value.as_str()),
                     "limit" => limits.contains(&value.as_str()),
                     "code" => value == "text_too_long",
+                    "reason" if name == "presence_connections_refused_total" => RefusalReason::ALL
+                        .iter()
+                        .any(|reason| reason.as_str() == value),
                     "reason" => RESYNC_REASONS.contains(&value.as_str()),
                     "route" => value == "/v1/users/{id}/presence",
                     "le" => true,
@@ -599,6 +688,7 @@ mod tests {
             r#"presence_users{status="invisible"} 0"#,
             r#"presence_ws_messages_total{type="unknown"} 0"#,
             r#"presence_rate_limited_total{limit="status_text"} 0"#,
+            r#"presence_connections_refused_total{reason="sockets_per_user"} 0"#,
         ] {
             assert!(
                 rendered.contains(series),
@@ -629,6 +719,8 @@ mod tests {
             "presence_cap_limit 200",
             "presence_cap_peak 150",
             "presence_updates_delivered_total 50",
+            r#"presence_connections_refused_total{reason="max_connections"} 1"#,
+            "presence_tcp_connections_limit 100",
         ] {
             assert!(
                 rendered.contains(series),

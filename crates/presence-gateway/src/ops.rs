@@ -1,6 +1,8 @@
 //! Operational endpoints: `/healthz` (the process answers; never depends
 //! on the backend), `/readyz` (backend reachable and not draining) and
-//! `/metrics` (Prometheus text format).
+//! `/metrics` (Prometheus text format). With `--metrics-listen` they are
+//! served on that listener, and `/metrics` only there (F10): the main port
+//! keeps the probes, which load balancers use.
 
 use std::sync::Arc;
 
@@ -13,11 +15,17 @@ use axum::routing::get;
 use crate::app::App;
 use crate::metrics::UsersByStatus;
 
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
+/// The operational routes; `/metrics` only when `with_metrics` (a node
+/// with a separate metrics listener keeps it off the public port).
+pub fn routes(with_metrics: bool) -> Router<Arc<App>> {
+    let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    }
 }
 
 async fn healthz() -> Response {
@@ -51,6 +59,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     if let Ok(cap) = app.backend.cap_state().await {
         app.metrics.set_cap(&cap);
     }
+    app.metrics.set_connections(&app.connections);
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         app.metrics.render(),

@@ -38,7 +38,7 @@
 //! | PATCH | `/v1/admin/custom-statuses/{id}` | `CustomStatusPatch` | `CustomStatusView` |
 //! | DELETE | `/v1/admin/custom-statuses/{id}` | | `CustomStatusView` (the deleted one) |
 //! | GET | `/v1/admin/cap` | | `CapView` |
-//! | POST | `/v1/admin/cap/enable` | | `CapView` |
+//! | POST | `/v1/admin/cap/enable` | none, or `{}` | `CapView` |
 //! | PUT | `/v1/admin/users/{id}/status` | `AdminSetStatusRequest` | `SelfState` |
 //!
 //! Everything under `/v1/admin` needs the admin role; users change their
@@ -119,7 +119,15 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let token = auth::bearer_token(&parts.headers).ok_or(AuthError::TokenMissing)?;
+        // REST reads the header only (`?token=` is for WebSockets, whose
+        // browser API cannot set headers), and says so (F12).
+        let token = auth::bearer_token(&parts.headers).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                AuthError::TokenMissing.code(),
+                "no token was provided; send `Authorization: Bearer <token>`",
+            )
+        })?;
         Ok(Caller(app.auth.verify(token)?))
     }
 }
@@ -161,6 +169,38 @@ impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
     async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, ApiError> {
         let body = read_body(request, app.config.max_body_bytes).await?;
         wire::parse_body(&body).map(JsonBody).map_err(body_error)
+    }
+}
+
+/// The body of a call that takes no parameters: nothing, whitespace, or
+/// the empty object `{}`. Anything else is refused like any other bad
+/// body (`payload_too_large`, `invalid_json`, `invalid_request`), so a
+/// client that meant to send parameters learns they were not read (F8).
+pub struct NoBody;
+
+/// What [`NoBody`] accepts when the body is not empty.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+impl FromRequest<Arc<App>> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+        let body = read_body(request, app.config.max_body_bytes).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(NoBody);
+        }
+        // JSON is UTF-8; serde would skip the bytes of an ignored value
+        // without looking.
+        if std::str::from_utf8(&body).is_err() {
+            return Err(ApiError::bad_request(
+                wire::INVALID_JSON,
+                "the body is not valid JSON: it is not UTF-8",
+            ));
+        }
+        let NoParams {} = wire::parse_body(&body).map_err(body_error)?;
+        Ok(NoBody)
     }
 }
 
@@ -429,7 +469,11 @@ async fn cap_state(State(app): State<Arc<App>>, _admin: Admin) -> Reply<CapView>
     Ok(Json(cap.into()))
 }
 
-async fn enable_broadcast(State(app): State<Arc<App>>, _admin: Admin) -> Reply<CapView> {
+async fn enable_broadcast(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    _body: NoBody,
+) -> Reply<CapView> {
     let cap = app.backend.enable_broadcast().await?;
     Ok(Json(cap.into()))
 }
@@ -453,8 +497,13 @@ async fn admin_set_status(
 
 // Fallbacks: JSON even where axum would answer with an empty body.
 
-async fn no_such_route() -> ApiError {
-    ApiError::not_found("not_found", "no such endpoint")
+/// The JSON 404 of every path no route serves (also the router's
+/// fallback, so `/V1/...` or `/foo` answer like unknown `/v1` paths).
+pub async fn no_such_route() -> ApiError {
+    ApiError::not_found(
+        "not_found",
+        "no such endpoint; paths are case-sensitive (see /v1 and /api/v1)",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -758,6 +758,13 @@ async fn read_body<T: DeserializeOwned>(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| RcError::too_large(limit))?;
+    // JSON is UTF-8; serde would skip the bytes of an ignored value
+    // without looking, and accept what it cannot have parsed (F9).
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(RcError::failure(RcFailure::new(
+            "The request body is not valid JSON: it is not UTF-8",
+        )));
+    }
     let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {

@@ -15,8 +15,9 @@ use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Extension, Query, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -27,9 +28,12 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::auth::{self, AuthError};
+use crate::budget::SocketPermit;
 use crate::error::ApiError;
+use crate::frame_meter::{CONTINUATION_FLOOD, FrameMeter};
 use crate::frames;
 use crate::hub::{CloseReason, Conn};
+use crate::metrics::RefusalReason;
 use crate::ratelimit::{Limit, TokenBucket};
 
 pub fn routes() -> Router<Arc<App>> {
@@ -44,6 +48,11 @@ struct Params {
     platform: Option<String>,
 }
 
+/// What `Retry-After` a user refused for holding too many sockets is told:
+/// a slot frees when one of their sockets closes, which a server cannot
+/// predict; a client should not retry in a tight loop.
+const SOCKET_RETRY_AFTER_SECS: u64 = 5;
+
 /// Device ids are short and printable so they can key maps and logs.
 const MAX_DEVICE_ID_CHARS: usize = 128;
 
@@ -51,6 +60,7 @@ async fn upgrade(
     State(app): State<Arc<App>>,
     query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
+    meter: Option<Extension<FrameMeter>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(Query(params)) = query else {
@@ -97,8 +107,37 @@ async fn upgrade(
                 .into_response();
         }
     };
+    let user: Arc<str> = Arc::from(identity.user_id.as_str());
+    // X6: a user's sockets are bounded, and a refused one never reaches
+    // the backend, so it never counts toward the presence cap.
+    let Some(permit) = app.socket_budget.try_acquire(&user) else {
+        app.metrics
+            .connections_refused(RefusalReason::SocketsPerUser)
+            .inc();
+        let refusal = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sockets",
+            format!(
+                "this user already holds {} sockets on this server; close one first",
+                app.socket_budget.per_user()
+            ),
+        );
+        let mut response = refusal.into_response();
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(SOCKET_RETRY_AFTER_SECS));
+        return response;
+    };
+    // F5: from here on the connection's IO counts continuation frames,
+    // which tungstenite reassembles out of the socket task's sight.
+    if let Some(Extension(meter)) = &meter {
+        let bucket = app.config.rate_limits.connection_bucket(Instant::now());
+        if let Err(e) = meter.start(bucket) {
+            return ApiError::bad_request("upgrade_not_alone", e.to_string()).into_response();
+        }
+    }
     let session = Session {
-        user: Arc::from(identity.user_id.as_str()),
+        user,
         device,
         platform,
         conn: app.next_conn_id(),
@@ -116,7 +155,7 @@ async fn upgrade(
         .max_write_buffer_size(config.socket_buffer_bytes.max(config.max_frame_bytes) * 8)
         .on_upgrade(move |socket| {
             let tracker = app2.sockets.clone();
-            tracker.track_future(run_socket(app2, session, socket))
+            tracker.track_future(run_socket(app2, session, socket, permit))
         })
 }
 
@@ -134,10 +173,14 @@ fn valid_device_id(id: &str) -> bool {
 /// Opening runs in axum's upgrade task, which then ends; the long-lived
 /// task owns one boxed [`OpenSocket`] and a small `serve` future, so an
 /// idle socket costs little (DESIGN §6: memory per idle connection).
-async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket) {
+async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket, permit: SocketPermit) {
     let tracker = app.sockets.clone();
     if let Some(reader) = Box::pin(open_socket(app, session, &mut socket)).await {
-        tracker.spawn(serve_socket(Box::new(OpenSocket { reader, socket })));
+        tracker.spawn(serve_socket(Box::new(OpenSocket {
+            reader,
+            socket,
+            _permit: permit,
+        })));
     }
 }
 
@@ -145,12 +188,20 @@ async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket) {
 struct OpenSocket {
     reader: Reader,
     socket: WebSocket,
+    /// The socket's slot in its user's budget (X6), freed when it ends.
+    _permit: SocketPermit,
 }
 
 async fn serve_socket(mut open: Box<OpenSocket>) {
-    let OpenSocket { reader, socket } = &mut *open;
+    let OpenSocket { reader, socket, .. } = &mut *open;
     let end = reader.serve(socket).await;
-    Box::pin(close_socket(open.reader, end)).await;
+    // The socket and its budget slot outlive the goodbye to the backend.
+    let OpenSocket {
+        reader,
+        socket: _socket,
+        _permit,
+    } = *open;
+    Box::pin(close_socket(reader, end)).await;
 }
 
 /// Registers the device with the backend, queues `ready`, and replaces an
@@ -260,14 +311,7 @@ impl Reader {
                     last_heard = Instant::now();
                     match frame {
                         Some(Ok(message)) => Box::pin(self.on_frame(message)).await,
-                        Some(Err(e)) => {
-                            if is_capacity_error(&e) {
-                                self.reject("frame_too_large");
-                                self.conn.request_close(CloseReason::FrameTooLarge);
-                                Box::pin(self.flush(socket)).await;
-                            }
-                            Step::End(SocketEnd::Lost)
-                        }
+                        Some(Err(e)) => Box::pin(self.on_read_error(socket, &e)).await,
                         None => Step::End(SocketEnd::Lost),
                     }
                 }
@@ -317,7 +361,17 @@ impl Reader {
         SocketEnd::Lost
     }
 
+    /// Every frame a client sends (text, binary, ping, pong) is charged to
+    /// the socket's message budget, so a flood of any kind is closed like
+    /// a text flood (F5). Fragments are reassembled by tungstenite, within
+    /// `max_frame_bytes`, before they get here.
     async fn on_frame(&mut self, message: Message) -> Step {
+        if let Message::Close(_) = message {
+            return Step::End(SocketEnd::Clean);
+        }
+        if !self.admit(&message) {
+            return Step::Continue;
+        }
         match message {
             Message::Text(text) => {
                 if self.handle_text(&text).await.is_break() {
@@ -331,10 +385,67 @@ impl Reader {
                     None,
                 );
             }
-            Message::Ping(_) | Message::Pong(_) => {}
-            Message::Close(_) => return Step::End(SocketEnd::Clean),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
         }
         Step::Continue
+    }
+
+    /// Takes one message from the socket's budget. A refused text or
+    /// binary frame is answered `rate_limited` (with the text frame's
+    /// `ref`); a refused ping or pong silently. A client that keeps going
+    /// past the limit is closed (1008).
+    fn admit(&mut self, message: &Message) -> bool {
+        if self.bucket.try_take(Instant::now()).is_ok() {
+            self.strikes = 0;
+            return true;
+        }
+        self.strikes += 1;
+        self.app.metrics.rate_limited(Limit::WsMessages).inc();
+        match message {
+            Message::Text(text) => {
+                // Every frame with a `ref` gets one reply that echoes it,
+                // even a refused one (the protocol's promise).
+                let ref_ = match parse_client_message(text) {
+                    Ok(frame) => frame.ref_,
+                    Err(e) => e.ref_,
+                };
+                self.reply_error("rate_limited", "too many messages; slow down", ref_);
+            }
+            Message::Binary(_) => {
+                self.reply_error("rate_limited", "too many messages; slow down", None);
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {
+                self.reject("rate_limited");
+            }
+        }
+        if self.strikes >= MAX_STRIKES {
+            self.conn.request_close(CloseReason::Flooding);
+        }
+        false
+    }
+
+    /// A read failed. A frame over the size limit or one that breaks the
+    /// protocol is answered with the RFC 6455 close code and a reason
+    /// (1009, 1007, 1002) before the connection ends, so the client sees
+    /// why instead of a bare TCP close (1006); anything else (a reset, an
+    /// I/O error) leaves the device lost (D7).
+    async fn on_read_error(&mut self, socket: &mut WebSocket, e: &axum::Error) -> Step {
+        let Some(violation) = Violation::of(e) else {
+            return Step::End(SocketEnd::Lost);
+        };
+        tracing::debug!(user = %self.session.user, error = %e, "protocol violation; closing");
+        let (code, reason) = violation.close_frame();
+        self.reject(reason);
+        if violation == Violation::TooBig {
+            self.conn.request_close(CloseReason::FrameTooLarge);
+            Box::pin(self.flush(socket)).await;
+            return Step::End(SocketEnd::Lost);
+        }
+        if let Step::Continue = Box::pin(self.flush(socket)).await {
+            let close = socket.send(close_message(code, reason));
+            let _ = tokio::time::timeout(self.app.config.write_timeout, close).await;
+        }
+        Step::End(SocketEnd::Lost)
     }
 
     /// Writes everything pending, then the close frame if one was asked
@@ -375,7 +486,11 @@ impl Reader {
             Some(reason) => {
                 let (code, text) = reason.close_frame();
                 let close = socket.send(close_message(code, text));
-                let _ = tokio::time::timeout(app.config.write_timeout, close).await;
+                if let Ok(Ok(())) = tokio::time::timeout(app.config.write_timeout, close).await
+                    && reason != CloseReason::Ended
+                {
+                    linger(socket).await;
+                }
                 Step::End(match reason {
                     CloseReason::Ended => SocketEnd::Clean,
                     _ => SocketEnd::Lost,
@@ -400,22 +515,6 @@ impl Reader {
     /// Handles one text frame. `Break` means the client said goodbye.
     async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
-        if self.bucket.try_take(Instant::now()).is_err() {
-            self.strikes += 1;
-            self.app.metrics.rate_limited(Limit::WsMessages).inc();
-            // Every frame with a `ref` gets one reply that echoes it, even
-            // a refused one (the protocol's promise; this used to drop it).
-            let ref_ = match parse_client_message(text) {
-                Ok(frame) => frame.ref_,
-                Err(e) => e.ref_,
-            };
-            self.reply_error("rate_limited", "too many messages; slow down", ref_);
-            if self.strikes >= MAX_STRIKES {
-                self.conn.request_close(CloseReason::Flooding);
-            }
-            return Continue(());
-        }
-        self.strikes = 0;
         let ClientFrame { ref_, message } = match parse_client_message(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -614,9 +713,72 @@ fn close_message(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-/// Whether a read failed because the client's frame exceeded the limit.
-/// axum hides tungstenite's error type, so this reads its message.
-fn is_capacity_error(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+/// After the server's close frame, reads (and drops) what the client still
+/// sends until its own close frame, the end of the stream, or a short
+/// bound. Closing the TCP connection with unread data makes the kernel
+/// send a reset, which can destroy our close frame before the client reads
+/// it; a flooding client would then see 1006 instead of why it was closed.
+async fn linger(socket: &mut WebSocket) {
+    let drain = async {
+        for _ in 0..LINGER_MAX_FRAMES {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// Bounds of [`linger`]: the client answers a close at once if it listens.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+const LINGER_MAX_FRAMES: usize = 4096;
+
+/// A client frame that breaks RFC 6455 or our size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Violation {
+    /// A frame or message over `max_frame_bytes`.
+    TooBig,
+    /// A text frame (or close reason) that is not UTF-8.
+    InvalidUtf8,
+    /// Anything else the protocol forbids: unmasked frames, reserved bits
+    /// or opcodes, fragmented or oversized control frames, a continuation
+    /// with nothing to continue, data after the close frame…
+    Protocol,
+    /// Continuation frames past the socket's budget, counted by the
+    /// connection's [`FrameMeter`].
+    Flood,
+}
+
+impl Violation {
+    /// Classifies a read error. axum hides tungstenite's error type, so
+    /// this reads tungstenite's messages (the end-to-end tests in
+    /// `tests/tests/abuse_frames.rs` pin them).
+    fn of(e: &axum::Error) -> Option<Violation> {
+        let text = e.to_string();
+        if text.starts_with("Space limit exceeded") {
+            Some(Violation::TooBig)
+        } else if text.contains(CONTINUATION_FLOOD) {
+            Some(Violation::Flood)
+        } else if text.starts_with("UTF-8 encoding error") {
+            Some(Violation::InvalidUtf8)
+        } else if text.starts_with("WebSocket protocol error")
+            && !text.contains("reset without closing handshake")
+        {
+            Some(Violation::Protocol)
+        } else {
+            None
+        }
+    }
+
+    /// The close code (RFC 6455 §7.4.1) and the reason, which is also the
+    /// error code counted in `presence_rejected_messages_total`.
+    fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            Violation::TooBig => (1009, "frame_too_large"),
+            Violation::InvalidUtf8 => (1007, "invalid_utf8"),
+            Violation::Protocol => (1002, "protocol_error"),
+            Violation::Flood => (1008, "rate_limited"),
+        }
+    }
 }

@@ -66,7 +66,8 @@ pub struct ServeArgs {
 
     /// Also serve /healthz, /readyz and /metrics on this address (a
     /// separate port for probes and Prometheus; port 0 picks one). The
-    /// main address keeps serving them too.
+    /// main address keeps /healthz and /readyz but no longer serves
+    /// /metrics, which stays off the public port.
     #[arg(long, env = "PRESENCE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
@@ -197,6 +198,28 @@ pub struct ServeArgs {
     #[arg(long, env = "PRESENCE_MIN_IDLE_TIME_LIMIT", default_value_t = 60)]
     pub min_idle_time_limit: u64,
 
+    // Connection budgets and timeouts of the accept path (issue 10: X6,
+    // F1, F4).
+    /// X6: WebSocket sockets one user may hold on this node at once; the
+    /// next is refused with 429 `too_many_sockets` before the upgrade and
+    /// never counts toward the presence cap. Per node: in a cluster a user
+    /// may hold this many on each gateway. 1 to 10000.
+    #[arg(long, env = "PRESENCE_MAX_SOCKETS_PER_USER", default_value_t = 16)]
+    pub max_sockets_per_user: usize,
+
+    /// Client connections (HTTP and WebSocket) this node holds at once;
+    /// past it, 503 `too_many_connections` with `Retry-After`. Default:
+    /// the open-files limit less a tenth (at least 64) kept for Redis, the
+    /// data directory and the metrics listener. 1 to that default.
+    #[arg(long, env = "PRESENCE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// A connection that has not sent complete request headers (a
+    /// WebSocket handshake included) within this is closed; so is a
+    /// keep-alive HTTP connection idle this long. 100ms to 5m.
+    #[arg(long, env = "PRESENCE_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    pub handshake_timeout: humantime::Duration,
+
     /// Log format on stderr; filter with RUST_LOG.
     #[arg(
         long,
@@ -287,6 +310,61 @@ impl ServeArgs {
             ..GatewayConfig::default()
         })
     }
+}
+
+/// The connection budgets and timeouts (X6, F1, F4), kept apart from
+/// [`ServeArgs::gateway_config`] so each group validates its own flags.
+impl ServeArgs {
+    /// Fills the accept-path limits into `config`. `open_files` is the
+    /// process's open-files limit, which bounds `--max-connections`.
+    pub fn with_connection_limits(
+        &self,
+        mut config: GatewayConfig,
+        open_files: u64,
+    ) -> anyhow::Result<GatewayConfig> {
+        if !(1..=MAX_SOCKETS_PER_USER).contains(&self.max_sockets_per_user) {
+            bail!(
+                "--max-sockets-per-user must be between 1 and {MAX_SOCKETS_PER_USER} (got {})",
+                self.max_sockets_per_user
+            );
+        }
+        let ceiling = default_max_connections(open_files);
+        let max_connections = self.max_connections.unwrap_or(ceiling);
+        if !(1..=ceiling).contains(&max_connections) {
+            bail!(
+                "--max-connections must be between 1 and {ceiling} (the open-files limit \
+                 {open_files} less a reserve for Redis, storage and the metrics listener); \
+                 got {max_connections}"
+            );
+        }
+        let handshake: Duration = self.handshake_timeout.into();
+        if !(MIN_HANDSHAKE_TIMEOUT..=MAX_HANDSHAKE_TIMEOUT).contains(&handshake) {
+            bail!(
+                "--handshake-timeout must be between 100ms and 5m (got {})",
+                self.handshake_timeout
+            );
+        }
+        config.max_sockets_per_user = self.max_sockets_per_user;
+        config.max_connections = max_connections;
+        config.handshake_timeout = handshake;
+        config.metrics_on_main_listener = self.metrics_listen.is_none();
+        Ok(config)
+    }
+}
+
+/// The most sockets `--max-sockets-per-user` allows.
+pub const MAX_SOCKETS_PER_USER: usize = 10_000;
+const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The default (and the ceiling) of `--max-connections`: the open-files
+/// limit less a tenth of it, at least 64, for everything else the process
+/// opens. Never below 1.
+pub fn default_max_connections(open_files: u64) -> usize {
+    let reserve = (open_files / 10).max(64);
+    usize::try_from(open_files.saturating_sub(reserve))
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 /// The verification key from the flags: a public key file, or the HS256

@@ -17,6 +17,8 @@ use clap::Parser;
 use presence_aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
 use presence_gateway::app::App;
 use presence_gateway::auth::{self, Authenticator, MintClaims};
+use presence_gateway::budget::ConnectionBudget;
+use presence_gateway::listener;
 use presence_gateway::metrics::Metrics;
 use presence_store::redis::{RedisBackend, RedisBackendConfig, RedisClient, RedisConfig};
 use presence_store::{
@@ -28,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, Command, LogFormat, Role, ServeArgs, TokenArgs};
 
+/// Connections the metrics listener (`--metrics-listen`) holds at once.
+const OPS_MAX_CONNECTIONS: usize = 64;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
@@ -38,15 +43,17 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, open_files))
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
+async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
+    // Flags are checked before anything is opened or bound.
+    let gateway = args.with_connection_limits(args.gateway_config()?, open_files)?;
     let metrics = Metrics::new();
     let auth_config = config::auth_config(&args)?;
     let authenticator = Authenticator::new(auth_config).context("loading the JWT key")?;
@@ -80,7 +87,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .context("registering the aggregator metrics")?;
     }
-    let gateway = args.gateway_config()?;
     let app = App::new(backend, authenticator, metrics, gateway);
     app.start_dispatcher().await;
 
@@ -88,9 +94,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
-    // Tests and scripts read this line to learn the port of `--listen :0`.
-    println!("presenced listening on http://{addr}");
-    tracing::info!(%addr, role = ?args.role, cluster = args.redis.is_some(), "presenced started");
 
     if let Some(metrics_addr) = args.metrics_listen {
         let listener = TcpListener::bind(metrics_addr)
@@ -99,25 +102,48 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         println!("presenced metrics on http://{addr}");
         let ops = app.ops_router();
+        let config = app.config.listener();
+        let metrics = app.metrics.clone();
+        let stop = app.shutdown.clone();
+        // Probes and scrapers are few: a small budget of their own, so a
+        // flood of the main port never starves them (nor they it).
+        let budget = ConnectionBudget::new(OPS_MAX_CONNECTIONS);
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, ops.into_make_service()).await {
-                tracing::error!(error = %e, "the metrics listener stopped");
-            }
+            listener::serve(
+                listener,
+                ops,
+                budget,
+                config,
+                metrics,
+                stop.cancelled_owned(),
+            )
+            .await;
         });
     }
+
+    // Tests and scripts read this line to learn the port of `--listen :0`;
+    // it comes last, once the metrics line (if any) is out.
+    println!("presenced listening on http://{addr}");
+    tracing::info!(%addr, role = ?args.role, cluster = args.redis.is_some(), "presenced started");
 
     let router = match args.role {
         Role::Aggregator => app.ops_router(),
         Role::All | Role::Gateway => app.router(),
     };
     let shutdown_app = app.clone();
-    let server =
-        axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
+    listener::serve(
+        listener,
+        router,
+        app.connections.clone(),
+        app.config.listener(),
+        app.metrics.clone(),
+        async move {
             wait_for_signal().await;
             tracing::info!("shutting down: draining sockets");
             shutdown_app.drain().await;
-        });
-    server.await.context("serving HTTP")?;
+        },
+    )
+    .await;
     if let Some(aggregator) = aggregator {
         aggregator.shutdown().await; // Releases the shard leases.
     }
@@ -267,10 +293,17 @@ fn init_logging(format: LogFormat) {
 }
 
 /// A process may hold many sockets: raise the soft open-files limit to the
-/// hard limit (DESIGN §6).
-fn raise_open_files_limit() {
+/// hard limit (DESIGN §6). Returns the limit in force, which bounds
+/// `--max-connections`.
+fn raise_open_files_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open-files limit raised"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+        Ok(limit) => {
+            tracing::debug!(limit, "open-files limit raised");
+            limit
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
     }
 }
