@@ -513,10 +513,18 @@ impl Harness {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
+            // The real accept loop, so frames also pass the frame meter.
             let served = router.clone();
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, served.into_make_service()).await;
-            });
+            let (connections, config, metrics) =
+                (app.connections.clone(), app.config.listener(), app.metrics.clone());
+            tokio::spawn(presence_gateway::listener::serve(
+                listener,
+                served,
+                connections,
+                config,
+                metrics,
+                std::future::pending(),
+            ));
             (router, addr)
         });
         Harness {
