@@ -105,12 +105,14 @@ impl Aggregator {
         let stats = Arc::new(AggregatorStats::new(config.shards));
         let freeze = Arc::new(Freeze::default());
         let shutdown = shutdown.child_token();
+        let loaded_generation = loaded_generations(&client, config.shards);
         let ctx = Arc::new(Ctx {
             client,
             config,
             stats: stats.clone(),
             shutdown: shutdown.clone(),
             freeze: freeze.clone(),
+            loaded_generation,
         });
         let tasks = (0..ctx.config.shards)
             .map(|shard| tokio::spawn(compete(ctx.clone(), shard)))
@@ -162,6 +164,20 @@ pub(crate) struct Ctx {
     pub stats: Arc<AggregatorStats>,
     pub shutdown: CancellationToken,
     pub freeze: Arc<Freeze>,
+    /// Per shard: the Redis primary generation this node last loaded the
+    /// shard under (at first, the one at start). A takeover under a newer
+    /// one republishes every user of the shard (see
+    /// `leader::forget_published_views`).
+    pub loaded_generation: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// The primary generation at start, for every shard (see
+/// [`Ctx::loaded_generation`]).
+fn loaded_generations(client: &RedisClient, shards: u16) -> Vec<std::sync::atomic::AtomicU64> {
+    let now = *client.primary_generation().borrow();
+    (0..shards)
+        .map(|_| std::sync::atomic::AtomicU64::new(now))
+        .collect()
 }
 
 /// The test hook's state: frozen until this instant.

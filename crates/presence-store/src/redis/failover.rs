@@ -1,0 +1,522 @@
+//! Following the primary through failovers (Sentinel and Redis Cluster),
+//! and the *primary generation* that tells the rest of the node when the
+//! primary changed.
+//!
+//! fred resolves the primary when a connection is opened and never again
+//! while it stays up. After `SENTINEL FAILOVER` the old primary keeps
+//! accepting writes from connected clients until Sentinel demotes it (8–20
+//! s later with Redis 7): everything written there in between is lost.
+//! After a Redis Cluster failover, fred follows `MOVED` for commands, but
+//! sharded subscriptions and routing caches stay on the old node. So every
+//! [`RedisClient`](super::RedisClient) on a Sentinel or Cluster URL runs a
+//! watcher task that notices a change and moves every connection at once:
+//!
+//! - Sentinel: a pub/sub connection to every sentinel listens for
+//!   `+switch-master` of our service; every second the primary named by
+//!   the sentinels is compared with the servers the command pool talks to,
+//!   and each pooled connection is asked its `ROLE`; a command answered
+//!   `READONLY` (reported by fred, which drops that connection) starts the
+//!   same check.
+//! - Redis Cluster: every second `CLUSTER SLOTS` is compared with the last
+//!   answer; a change of any slot range's primary is a failover.
+//!
+//! On a change the watcher (1) takes the write side of the *gate*, so no
+//! guarded operation ([`RedisClient::on_primary`]) is in flight, and bumps
+//! the pending generation: guarded operations of the old generation now
+//! fail with [`RedisError::PrimaryChanged`] without being sent; (2) forces
+//! every pooled connection to reconnect (fred re-resolves the primary
+//! through the sentinels, or refreshes the cluster's slot map) and checks
+//! the pool is on the primary; (3) publishes the new generation on a
+//! `watch` channel ([`RedisClient::primary_generation`]). Subscribers and
+//! stream readers reconnect when they see it; shard leaders drop their
+//! in-memory state and load the shard again from the new primary.
+//!
+//! **Architecture Invariant:** a leader's commit and trim go through
+//! [`RedisClient::on_primary`] with the generation its state was loaded
+//! under, so nothing computed from a primary that failed over (and may
+//! have lost writes) is ever written to the new one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::clients::{SentinelClient, SubscriberClient};
+use fred::prelude::{
+    Builder, ClientLike, Config, EventInterface, Pool, PubsubInterface, SentinelInterface, Server,
+    ServerConfig,
+};
+use fred::types::{ClusterHash, CustomCommand, Value};
+use tokio::sync::{Notify, RwLock, watch};
+use tokio::task::JoinHandle;
+
+use super::client::{RedisClient, quit_in_background};
+use super::error::RedisError;
+use super::url::{HostPort, RedisEndpoint, Topology};
+
+/// How often the watcher compares the pool with the sentinels or the
+/// cluster's slot map, and asks each pooled connection its role.
+pub const PRIMARY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Pause between attempts to move the pool while the new primary is not
+/// reachable yet.
+const FOLLOW_RETRY: Duration = Duration::from_millis(200);
+
+/// The state shared by a client's operations and its watcher.
+#[derive(Debug)]
+pub(crate) struct Failover {
+    /// Guarded operations hold the read side while they run; the watcher
+    /// takes the write side to bump `pending`.
+    gate: RwLock<()>,
+    /// The generation being moved to (equal to the published one once the
+    /// pool is on the new primary).
+    pending: AtomicU64,
+    /// The published generation: the pool talks to the primary of this
+    /// generation.
+    generation: watch::Sender<u64>,
+    /// Wakes the watcher for a check at once (`+switch-master`,
+    /// `READONLY`).
+    wake: Notify,
+    /// How many primary changes were followed.
+    followed: AtomicU64,
+}
+
+impl Failover {
+    pub(crate) fn new() -> Failover {
+        Failover {
+            gate: RwLock::new(()),
+            pending: AtomicU64::new(0),
+            generation: watch::channel(0).0,
+            wake: Notify::new(),
+            followed: AtomicU64::new(0),
+        }
+    }
+
+    /// Asks the watcher to check the primary now.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+impl RedisClient {
+    /// The primary generation: `0` at connect, bumped once per primary
+    /// change this client followed (a Sentinel failover, a Redis Cluster
+    /// failover of any slot range), once every pooled connection talks to
+    /// the new primary. Subscribers, stream readers and shard leaders
+    /// watch it.
+    pub fn primary_generation(&self) -> watch::Receiver<u64> {
+        self.failover().generation.subscribe()
+    }
+
+    /// How many primary changes this client followed.
+    pub fn primary_changes(&self) -> u64 {
+        self.failover().followed.load(Ordering::Relaxed)
+    }
+
+    /// Runs `operation` only if the primary generation is still
+    /// `generation` (and no change is being followed), and keeps the next
+    /// change from starting until it finished: a write computed from what
+    /// generation `generation` held never reaches another primary. Fails
+    /// with [`RedisError::PrimaryChanged`] otherwise, without running it.
+    pub async fn on_primary<T>(
+        &self,
+        generation: u64,
+        operation: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        let failover = self.failover();
+        let _gate = failover.gate.read().await;
+        if failover.pending.load(Ordering::Acquire) != generation {
+            return Err(RedisError::PrimaryChanged);
+        }
+        operation.await
+    }
+}
+
+/// The watcher of one client; aborted (with its sentinel listeners) when
+/// dropped.
+pub(crate) struct Watcher {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the watcher for `endpoint` (nothing for a single server: it
+/// cannot move). `builder` is the client's, for the sentinels' settings.
+pub(crate) fn start(
+    endpoint: &RedisEndpoint,
+    cluster: bool,
+    builder: &Builder,
+    pool: Pool,
+    failover: Arc<Failover>,
+) -> Watcher {
+    let mut tasks = Vec::new();
+    // A READONLY answer: fred drops the connection; we check everything.
+    for client in pool.clients() {
+        let failover = failover.clone();
+        client.on_error(move |(error, _server)| {
+            let failover = failover.clone();
+            async move {
+                if error.details().contains("READONLY") {
+                    failover.wake();
+                }
+                Ok(())
+            }
+        });
+    }
+    let probe = match &endpoint.topology {
+        Topology::Sentinel {
+            sentinels,
+            service_name,
+            ..
+        } => {
+            let sentinel_clients: Vec<(SentinelClient, HostPort)> = sentinels
+                .iter()
+                .filter_map(|host| {
+                    let builder = sentinel_builder(builder, host);
+                    match builder.build_sentinel_client() {
+                        Ok(client) => Some((client, host.clone())),
+                        Err(error) => {
+                            tracing::warn!(%error, sentinel = %host.host, "redis: no sentinel client");
+                            None
+                        }
+                    }
+                })
+                .collect();
+            for host in sentinels {
+                tasks.push(tokio::spawn(listen_switch_master(
+                    sentinel_builder(builder, host),
+                    service_name.clone(),
+                    failover.clone(),
+                )));
+            }
+            for (client, _) in &sentinel_clients {
+                // Connected in the background; a sentinel that is down is
+                // retried by fred's reconnect policy.
+                drop(client.connect());
+            }
+            Probe::Sentinel {
+                sentinels: sentinel_clients.into_iter().map(|(c, _)| c).collect(),
+                service_name: service_name.clone(),
+            }
+        }
+        _ if cluster => Probe::Cluster { slots: None },
+        Topology::Standalone(_) | Topology::Cluster { .. } => return Watcher { tasks },
+    };
+    tasks.push(tokio::spawn(watch_primary(pool, failover, probe)));
+    Watcher { tasks }
+}
+
+/// How the watcher learns that the primary moved.
+enum Probe {
+    Sentinel {
+        sentinels: Vec<SentinelClient>,
+        service_name: String,
+    },
+    Cluster {
+        /// The last `CLUSTER SLOTS` seen: `(first slot, last slot,
+        /// primary)` sorted.
+        slots: Option<Vec<(i64, i64, String)>>,
+    },
+}
+
+impl Probe {
+    /// Whether the pool must move: `Ok(true)` when it talks to a server
+    /// that is not the primary (or the slot map changed).
+    async fn must_follow(&mut self, pool: &Pool) -> Result<bool, RedisError> {
+        match self {
+            Probe::Sentinel {
+                sentinels,
+                service_name,
+            } => {
+                let Some(primary) = ask_sentinels(sentinels, service_name).await else {
+                    // No sentinel answers: nothing to compare with; the
+                    // pool's own reconnects re-resolve when it breaks.
+                    return Ok(false);
+                };
+                for client in pool.clients() {
+                    for server in client.active_connections() {
+                        if !same_server(&server, &primary) {
+                            tracing::warn!(
+                                %server,
+                                primary = %format!("{}:{}", primary.host, primary.port),
+                                "redis: a connection talks to a server that is no longer the primary"
+                            );
+                            return Ok(true);
+                        }
+                    }
+                }
+                for client in pool.clients() {
+                    if !client.is_connected() {
+                        continue;
+                    }
+                    let role: Value = client
+                        .custom(
+                            CustomCommand::new_static("ROLE", ClusterHash::Random, false),
+                            Vec::<String>::new(),
+                        )
+                        .await?;
+                    if !is_master_role(&role) {
+                        tracing::warn!("redis: a connection's server says it is not a primary");
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Probe::Cluster { slots } => {
+                let reply: Value = pool
+                    .next()
+                    .custom(
+                        CustomCommand::new_static("CLUSTER", ClusterHash::Random, false),
+                        vec!["SLOTS"],
+                    )
+                    .await?;
+                let now = parse_cluster_slots(&reply);
+                if now.is_empty() {
+                    return Ok(false);
+                }
+                let changed = slots.as_ref().is_some_and(|before| *before != now);
+                *slots = Some(now);
+                if changed {
+                    tracing::warn!("redis: the cluster's slot map changed primaries");
+                }
+                Ok(changed)
+            }
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Probe::Sentinel { sentinels, .. } = self {
+            for sentinel in sentinels.drain(..) {
+                quit_in_background(sentinel);
+            }
+        }
+    }
+}
+
+/// The watcher's loop: a check every [`PRIMARY_CHECK_INTERVAL`] or when
+/// woken; a change is followed.
+async fn watch_primary(pool: Pool, failover: Arc<Failover>, mut probe: Probe) {
+    let mut tick = tokio::time::interval(PRIMARY_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = failover.wake.notified() => {}
+            _ = tick.tick() => {}
+        }
+        match probe.must_follow(&pool).await {
+            Ok(true) => follow(&pool, &failover, &mut probe).await,
+            Ok(false) => {}
+            Err(error) => tracing::debug!(%error, "redis: primary check failed"),
+        }
+    }
+}
+
+/// Moves the pool to the new primary and publishes the new generation
+/// (see the module documentation).
+async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe) {
+    let target = {
+        let _gate = failover.gate.write().await;
+        failover.pending.fetch_add(1, Ordering::AcqRel) + 1
+    };
+    tracing::warn!(
+        generation = target,
+        "redis: the primary changed; moving every connection"
+    );
+    let started = tokio::time::Instant::now();
+    loop {
+        let moved = tokio::time::timeout(Duration::from_secs(5), pool.force_reconnection()).await;
+        match moved {
+            Ok(Ok(())) => {
+                // Settled when the check finds nothing left to move (for
+                // a cluster, this records the new slot map).
+                match probe.must_follow(pool).await {
+                    Ok(false) => break,
+                    Ok(true) => {}
+                    Err(error) => tracing::debug!(%error, "redis: primary check failed"),
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "redis: reconnecting to the new primary failed"),
+            Err(_) => tracing::warn!("redis: reconnecting to the new primary took over 5 s"),
+        }
+        tokio::time::sleep(FOLLOW_RETRY).await;
+    }
+    failover.followed.fetch_add(1, Ordering::Relaxed);
+    failover.generation.send_replace(target);
+    tracing::warn!(
+        generation = target,
+        took = ?started.elapsed(),
+        "redis: every pooled connection is on the new primary"
+    );
+}
+
+/// The primary's address according to the first sentinel that answers.
+async fn ask_sentinels(sentinels: &[SentinelClient], service_name: &str) -> Option<Server> {
+    for sentinel in sentinels {
+        if !sentinel.is_connected() {
+            continue;
+        }
+        let reply: Result<Option<(String, u16)>, _> =
+            sentinel.get_master_addr_by_name(service_name).await;
+        if let Ok(Some((host, port))) = reply {
+            return Some(Server::new(host, port));
+        }
+    }
+    None
+}
+
+/// Listens for `+switch-master` on one sentinel and wakes the watcher when
+/// it names our service. Resubscribes after every reconnect (fred).
+async fn listen_switch_master(builder: Builder, service_name: String, failover: Arc<Failover>) {
+    let client: SubscriberClient = match builder.build_subscriber_client() {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(%error, "redis: cannot listen to a sentinel");
+            return;
+        }
+    };
+    let mut messages = client.message_rx();
+    let _quit = QuitOnDrop(client.clone());
+    let _connection = client.connect();
+    let _manager = client.manage_subscriptions();
+    loop {
+        if client.wait_for_connect().await.is_ok()
+            && client.subscribe("+switch-master").await.is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(FOLLOW_RETRY).await;
+    }
+    let prefix = format!("{service_name} ");
+    loop {
+        match messages.recv().await {
+            Ok(message) => {
+                let text: String = message.value.convert().unwrap_or_default();
+                if text.starts_with(&prefix) {
+                    tracing::warn!(switch = %text, "redis: a sentinel announced +switch-master");
+                    failover.wake();
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => failover.wake(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Closes a subscriber when its task ends (or is aborted), so fred's
+/// router does not keep reconnecting to the sentinel.
+struct QuitOnDrop(SubscriberClient);
+
+impl Drop for QuitOnDrop {
+    fn drop(&mut self) {
+        quit_in_background(self.0.clone());
+    }
+}
+
+/// A builder for a direct connection to one sentinel, with the client's
+/// timeouts and reconnect policy and the sentinels' own credentials.
+fn sentinel_builder(builder: &Builder, host: &HostPort) -> Builder {
+    let base = builder.get_config().cloned().unwrap_or_default();
+    let (username, password) = match &base.server {
+        ServerConfig::Sentinel {
+            username, password, ..
+        } => (username.clone(), password.clone()),
+        _ => (None, None),
+    };
+    let config = Config {
+        server: ServerConfig::Centralized {
+            server: Server::new(host.host.clone(), host.port),
+        },
+        username,
+        password,
+        database: None,
+        fail_fast: false,
+        ..base
+    };
+    let mut sentinel = Builder::from_config(config);
+    sentinel.set_performance_config(builder.get_performance_config().clone());
+    sentinel.set_connection_config(builder.get_connection_config().clone());
+    if let Some(policy) = builder.get_policy() {
+        sentinel.set_policy(policy.clone());
+    }
+    sentinel
+}
+
+fn same_server(a: &Server, b: &Server) -> bool {
+    a.port == b.port && a.host == b.host
+}
+
+/// `ROLE`'s first element is `master` on a primary.
+fn is_master_role(reply: &Value) -> bool {
+    match reply {
+        Value::Array(items) => items.first().and_then(Value::as_str).as_deref() == Some("master"),
+        _ => false,
+    }
+}
+
+/// `CLUSTER SLOTS` as sorted `(first, last, "host:port" of the primary)`.
+fn parse_cluster_slots(reply: &Value) -> Vec<(i64, i64, String)> {
+    let Value::Array(ranges) = reply else {
+        return Vec::new();
+    };
+    let mut out: Vec<(i64, i64, String)> = ranges
+        .iter()
+        .filter_map(|range| {
+            let Value::Array(items) = range else {
+                return None;
+            };
+            let first = items.first()?.as_i64()?;
+            let last = items.get(1)?.as_i64()?;
+            let Value::Array(primary) = items.get(2)? else {
+                return None;
+            };
+            let host = primary.first()?.as_str()?.into_owned();
+            let port = primary.get(1)?.as_i64()?;
+            Some((first, last, format!("{host}:{port}")))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_slot_maps_parse() {
+        let s = |t: &str| Value::String(t.into());
+        assert!(is_master_role(&Value::Array(vec![
+            s("master"),
+            Value::Integer(10)
+        ])));
+        assert!(!is_master_role(&Value::Array(vec![
+            s("slave"),
+            s("127.0.0.1")
+        ])));
+        assert!(!is_master_role(&Value::Null));
+        let range = |a: i64, b: i64, port: i64| {
+            Value::Array(vec![
+                Value::Integer(a),
+                Value::Integer(b),
+                Value::Array(vec![s("127.0.0.1"), Value::Integer(port), s("id")]),
+                Value::Array(vec![s("127.0.0.1"), Value::Integer(port + 1), s("id2")]),
+            ])
+        };
+        let reply = Value::Array(vec![range(5461, 10922, 7001), range(0, 5460, 7000)]);
+        assert_eq!(
+            parse_cluster_slots(&reply),
+            [
+                (0, 5460, "127.0.0.1:7000".to_owned()),
+                (5461, 10922, "127.0.0.1:7001".to_owned())
+            ]
+        );
+        assert!(parse_cluster_slots(&Value::Null).is_empty());
+    }
+}
