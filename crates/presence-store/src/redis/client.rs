@@ -405,10 +405,11 @@ impl RedisClient {
         });
         let client = builder.build_subscriber_client()?;
         init_with_deadline(&client, &self.inner.config).await?;
+        let registration = self.inner.failover.register(client.clone());
         Ok(RedisSubscriber::new(
             client,
             self.inner.cluster,
-            self.primary_generation(),
+            registration,
         ))
     }
 

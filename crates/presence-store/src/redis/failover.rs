@@ -40,9 +40,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fred::clients::{SentinelClient, SubscriberClient};
+use fred::clients::SubscriberClient;
 use fred::prelude::{
-    Builder, ClientLike, Config, EventInterface, Pool, PubsubInterface, SentinelInterface, Server,
+    Builder, Client, ClientLike, Config, EventInterface, Pool, PubsubInterface, Server,
     ServerConfig,
 };
 use fred::types::{ClusterHash, CustomCommand, Value};
@@ -61,6 +61,26 @@ pub const PRIMARY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// reachable yet.
 const FOLLOW_RETRY: Duration = Duration::from_millis(200);
 
+/// How long writes are held after Sentinel announced that a failover
+/// started, at most, waiting for the sentinels to name the new primary (a
+/// failover that is aborted or slower than this resumes writes on the
+/// primary the sentinels name then).
+pub const FAILOVER_HOLD_LIMIT: Duration = Duration::from_secs(5);
+
+/// How often the sentinels are asked for the primary while writes are held.
+const HOLD_POLL: Duration = Duration::from_millis(25);
+
+/// Sentinel events that announce a failover of a primary *before* the
+/// replica is promoted (Sentinel sends `REPLICAOF NO ONE` one timer tick,
+/// 50–100 ms, after `+failover-state-send-slaveof-noone`). From then on the
+/// old primary's writes are lost if they reach it after the promotion,
+/// even if another replica acknowledged them: the nodes stop writing.
+const FAILOVER_STARTS: [&str; 3] = [
+    "+failover-state-select-slave",
+    "+selected-slave",
+    "+failover-state-send-slaveof-noone",
+];
+
 /// The state shared by a client's operations and its watcher.
 #[derive(Debug)]
 pub(crate) struct Failover {
@@ -76,8 +96,17 @@ pub(crate) struct Failover {
     /// Wakes the watcher for a check at once (`+switch-master`,
     /// `READONLY`).
     wake: Notify,
+    /// Set with a wake when Sentinel announced that a failover of this
+    /// primary starts: the watcher holds writes until the sentinels name
+    /// another one.
+    hold: parking_lot::Mutex<Option<Server>>,
     /// How many primary changes were followed.
     followed: AtomicU64,
+    /// The client's live subscribers: moved with the pool, before the new
+    /// generation is published, so that they listen on the new primary
+    /// when leaders republish and answer there.
+    subscribers: parking_lot::Mutex<Vec<(u64, SubscriberClient)>>,
+    next_subscriber: AtomicU64,
 }
 
 impl Failover {
@@ -87,12 +116,33 @@ impl Failover {
             pending: AtomicU64::new(0),
             generation: watch::channel(0).0,
             wake: Notify::new(),
+            hold: parking_lot::Mutex::new(None),
             followed: AtomicU64::new(0),
+            subscribers: parking_lot::Mutex::new(Vec::new()),
+            next_subscriber: AtomicU64::new(0),
+        }
+    }
+
+    /// Moves `client` with the pool from now on, until the returned
+    /// registration is dropped.
+    pub(crate) fn register(self: &Arc<Self>, client: SubscriberClient) -> Registration {
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        self.subscribers.lock().push((id, client));
+        Registration {
+            failover: self.clone(),
+            id,
         }
     }
 
     /// Asks the watcher to check the primary now.
     pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Asks the watcher to hold writes for a failover of `primary` that
+    /// starts.
+    fn hold(&self, primary: Server) {
+        *self.hold.lock() = Some(primary);
         self.wake.notify_one();
     }
 }
@@ -128,6 +178,36 @@ impl RedisClient {
             return Err(RedisError::PrimaryChanged);
         }
         operation.await
+    }
+}
+
+impl RedisClient {
+    /// Runs `operation` unless a primary change is being followed (writes
+    /// are held: see [`FAILOVER_HOLD_LIMIT`]); fails with
+    /// [`RedisError::PrimaryChanged`] then, without running it. A change
+    /// waits for the operations already running.
+    pub(crate) async fn unless_moving<T>(
+        &self,
+        operation: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        let failover = self.failover();
+        let _gate = failover.gate.read().await;
+        if failover.pending.load(Ordering::Acquire) != *failover.generation.borrow() {
+            return Err(RedisError::PrimaryChanged);
+        }
+        operation.await
+    }
+}
+
+/// A subscriber moved with the pool; unregistered when dropped.
+pub(crate) struct Registration {
+    failover: Arc<Failover>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.failover.subscribers.lock().retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -174,33 +254,30 @@ pub(crate) fn start(
             service_name,
             ..
         } => {
-            let sentinel_clients: Vec<(SentinelClient, HostPort)> = sentinels
+            let sentinel_clients: Vec<Client> = sentinels
                 .iter()
-                .filter_map(|host| {
-                    let builder = sentinel_builder(builder, host);
-                    match builder.build_sentinel_client() {
-                        Ok(client) => Some((client, host.clone())),
-                        Err(error) => {
-                            tracing::warn!(%error, sentinel = %host.host, "redis: no sentinel client");
-                            None
-                        }
+                .filter_map(|host| match sentinel_builder(builder, host).build() {
+                    Ok(client) => Some(client),
+                    Err(error) => {
+                        tracing::warn!(%error, sentinel = %host.host, "redis: no sentinel client");
+                        None
                     }
                 })
                 .collect();
             for host in sentinels {
-                tasks.push(tokio::spawn(listen_switch_master(
+                tasks.push(tokio::spawn(listen_to_sentinel(
                     sentinel_builder(builder, host),
                     service_name.clone(),
                     failover.clone(),
                 )));
             }
-            for (client, _) in &sentinel_clients {
+            for client in &sentinel_clients {
                 // Connected in the background; a sentinel that is down is
                 // retried by fred's reconnect policy.
                 drop(client.connect());
             }
             Probe::Sentinel {
-                sentinels: sentinel_clients.into_iter().map(|(c, _)| c).collect(),
+                sentinels: sentinel_clients,
                 service_name: service_name.clone(),
             }
         }
@@ -214,7 +291,9 @@ pub(crate) fn start(
 /// How the watcher learns that the primary moved.
 enum Probe {
     Sentinel {
-        sentinels: Vec<SentinelClient>,
+        /// Plain connections to each sentinel, for
+        /// `SENTINEL GET-MASTER-ADDR-BY-NAME`.
+        sentinels: Vec<Client>,
         service_name: String,
     },
     Cluster {
@@ -225,6 +304,18 @@ enum Probe {
 }
 
 impl Probe {
+    /// The primary the sentinels name now (`None`: not Sentinel, or no
+    /// sentinel answers).
+    async fn named_primary(&self) -> Option<Server> {
+        match self {
+            Probe::Sentinel {
+                sentinels,
+                service_name,
+            } => ask_sentinels(sentinels, service_name).await,
+            Probe::Cluster { .. } => None,
+        }
+    }
+
     /// Whether the pool must move: `Ok(true)` when it talks to a server
     /// that is not the primary (or the slot map changed).
     async fn must_follow(&mut self, pool: &Pool) -> Result<bool, RedisError> {
@@ -310,8 +401,21 @@ async fn watch_primary(pool: Pool, failover: Arc<Failover>, mut probe: Probe) {
             () = failover.wake.notified() => {}
             _ = tick.tick() => {}
         }
+        let hold = failover.hold.lock().take();
+        if let Some(old) = hold {
+            // Several sentinels announce each step: only the first
+            // announcement of a failover of the primary we use holds.
+            let on_old = pool
+                .clients()
+                .iter()
+                .any(|c| c.active_connections().iter().any(|s| same_server(s, &old)));
+            if on_old {
+                follow(&pool, &failover, &mut probe, Some(old)).await;
+                continue;
+            }
+        }
         match probe.must_follow(&pool).await {
-            Ok(true) => follow(&pool, &failover, &mut probe).await,
+            Ok(true) => follow(&pool, &failover, &mut probe, None).await,
             Ok(false) => {}
             Err(error) => tracing::debug!(%error, "redis: primary check failed"),
         }
@@ -319,17 +423,31 @@ async fn watch_primary(pool: Pool, failover: Arc<Failover>, mut probe: Probe) {
 }
 
 /// Moves the pool to the new primary and publishes the new generation
-/// (see the module documentation).
-async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe) {
+/// (see the module documentation). With `old` (a failover announced, not
+/// done yet), first holds writes until the sentinels name another primary
+/// than `old`, for at most [`FAILOVER_HOLD_LIMIT`].
+async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe, old: Option<Server>) {
     let target = {
         let _gate = failover.gate.write().await;
         failover.pending.fetch_add(1, Ordering::AcqRel) + 1
     };
+    let started = tokio::time::Instant::now();
+    if let Some(old) = old {
+        tracing::warn!(
+            generation = target,
+            "redis: a failover starts; holding writes until the sentinels name the new primary"
+        );
+        while started.elapsed() < FAILOVER_HOLD_LIMIT {
+            match probe.named_primary().await {
+                Some(named) if !same_server(&named, &old) => break,
+                _ => tokio::time::sleep(HOLD_POLL).await,
+            }
+        }
+    }
     tracing::warn!(
         generation = target,
         "redis: the primary changed; moving every connection"
     );
-    let started = tokio::time::Instant::now();
     loop {
         let moved = tokio::time::timeout(Duration::from_secs(5), pool.force_reconnection()).await;
         match moved {
@@ -347,6 +465,22 @@ async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe) {
         }
         tokio::time::sleep(FOLLOW_RETRY).await;
     }
+    // The subscribers too (they resubscribe and report a resync), before
+    // leaders load the shards again and publish on the new primary.
+    let subscribers: Vec<SubscriberClient> = failover
+        .subscribers
+        .lock()
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    let moves = subscribers.iter().map(|subscriber| async move {
+        let moved =
+            tokio::time::timeout(Duration::from_secs(5), subscriber.force_reconnection()).await;
+        if !matches!(moved, Ok(Ok(()))) {
+            tracing::warn!("redis: a subscriber could not move to the new primary yet");
+        }
+    });
+    futures_util::future::join_all(moves).await;
     failover.followed.fetch_add(1, Ordering::Relaxed);
     failover.generation.send_replace(target);
     tracing::warn!(
@@ -357,13 +491,15 @@ async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe) {
 }
 
 /// The primary's address according to the first sentinel that answers.
-async fn ask_sentinels(sentinels: &[SentinelClient], service_name: &str) -> Option<Server> {
+async fn ask_sentinels(sentinels: &[Client], service_name: &str) -> Option<Server> {
     for sentinel in sentinels {
         if !sentinel.is_connected() {
             continue;
         }
-        let reply: Result<Option<(String, u16)>, _> =
-            sentinel.get_master_addr_by_name(service_name).await;
+        let command = CustomCommand::new_static("SENTINEL", ClusterHash::Random, false);
+        let reply: Result<Option<(String, u16)>, _> = sentinel
+            .custom(command, vec!["GET-MASTER-ADDR-BY-NAME", service_name])
+            .await;
         if let Ok(Some((host, port))) = reply {
             return Some(Server::new(host, port));
         }
@@ -371,9 +507,10 @@ async fn ask_sentinels(sentinels: &[SentinelClient], service_name: &str) -> Opti
     None
 }
 
-/// Listens for `+switch-master` on one sentinel and wakes the watcher when
-/// it names our service. Resubscribes after every reconnect (fred).
-async fn listen_switch_master(builder: Builder, service_name: String, failover: Arc<Failover>) {
+/// Listens to one sentinel's events: a failover of our service that
+/// starts holds writes; `+switch-master` wakes the watcher. Resubscribes
+/// after every reconnect (fred).
+async fn listen_to_sentinel(builder: Builder, service_name: String, failover: Arc<Failover>) {
     let client: SubscriberClient = match builder.build_subscriber_client() {
         Ok(client) => client,
         Err(error) => {
@@ -385,21 +522,35 @@ async fn listen_switch_master(builder: Builder, service_name: String, failover: 
     let _quit = QuitOnDrop(client.clone());
     let _connection = client.connect();
     let _manager = client.manage_subscriptions();
+    let mut channels = vec!["+switch-master"];
+    channels.extend(FAILOVER_STARTS);
     loop {
-        if client.wait_for_connect().await.is_ok()
-            && client.subscribe("+switch-master").await.is_ok()
+        if client.wait_for_connect().await.is_ok() && client.subscribe(channels.clone()).await.is_ok()
         {
             break;
         }
         tokio::time::sleep(FOLLOW_RETRY).await;
     }
-    let prefix = format!("{service_name} ");
     loop {
         match messages.recv().await {
             Ok(message) => {
                 let text: String = message.value.convert().unwrap_or_default();
-                if text.starts_with(&prefix) {
-                    tracing::warn!(switch = %text, "redis: a sentinel announced +switch-master");
+                // `<name> <old ip> <old port> <new ip> <new port>`, or
+                // `<type> <name> <ip> <port> [@ <master name> <ip> <port>]`.
+                if !text.split_whitespace().any(|word| word == service_name) {
+                    continue;
+                }
+                let channel = message.channel.to_string();
+                tracing::warn!(event = %channel, %text, "redis: sentinel event");
+                if FAILOVER_STARTS.contains(&channel.as_str()) {
+                    // The primary failed over is the event's last address.
+                    let words: Vec<&str> = text.split_whitespace().collect();
+                    let port = words.last().and_then(|p| p.parse::<u16>().ok());
+                    match (words.len().checked_sub(2).map(|i| words[i]), port) {
+                        (Some(host), Some(port)) => failover.hold(Server::new(host, port)),
+                        _ => failover.wake(),
+                    }
+                } else {
                     failover.wake();
                 }
             }

@@ -64,7 +64,7 @@ pub use backend::{RedisBackend, RedisBackendConfig};
 pub use client::{Backoff, RedisClient, RedisConfig};
 pub use commit::{CommitBatch, CommitOp, CommitOutcome};
 pub use error::RedisError;
-pub use failover::PRIMARY_CHECK_INTERVAL;
+pub use failover::{FAILOVER_HOLD_LIMIT, PRIMARY_CHECK_INTERVAL};
 pub use heartbeats::{HEARTBEAT_CHUNK, HeartbeatEntry, HeartbeatRefresh, NodeInfo};
 pub use keys::{Keys, heartbeat_member, parse_heartbeat_member, shard_of};
 pub use lease::{Lease, lease_value};

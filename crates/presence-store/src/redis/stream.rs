@@ -100,6 +100,18 @@ impl RedisClient {
             .iter()
             .map(|(f, v)| (f.as_ref().to_owned(), v.as_ref().to_owned()))
             .collect();
+        // Held while a failover is followed: an entry that reached the old
+        // primary after the promotion would be lost even if a replica that
+        // is not promoted confirmed it.
+        self.unless_moving(self.append_now(shard, pairs, cap)).await
+    }
+
+    async fn append_now(
+        &self,
+        shard: u16,
+        pairs: Vec<(String, String)>,
+        cap: i64,
+    ) -> Result<StreamId, RedisError> {
         let key = Keys::new(shard).events();
         let acks = self.replica_acks();
         let pool = self.pool()?;

@@ -14,9 +14,10 @@
 //! nothing. fred's own resubscribe-on-reconnect task runs too, so
 //! subscriptions come back even while nobody calls `recv`.
 //!
-//! It follows the primary: when the client's primary generation moves
-//! (a failover, see `failover.rs`), the connection is dropped and the
-//! primary resolved again; the reconnect then surfaces as
+//! It follows the primary: when the client follows a failover (see
+//! `failover.rs`), the connection is dropped and the primary resolved
+//! again before the new primary generation is published (so leaders
+//! republish only once it listens there); the reconnect surfaces as
 //! `Resync(Reconnected)` like any other, and the caller re-reads what it
 //! watches from the new primary.
 //!
@@ -32,7 +33,6 @@ use fred::prelude::{ClientLike, EventInterface, PubsubInterface, Server};
 use fred::types::Message;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client::{log_connection_events, quit_in_background};
@@ -72,8 +72,9 @@ pub struct RedisSubscriber {
     reconnects: Receiver<Server>,
     lagged_total: u64,
     manager: JoinHandle<()>,
-    /// The client's primary generation (see the module documentation).
-    generation: watch::Receiver<u64>,
+    /// Moves the connection with the client's pool (see the module
+    /// documentation); unregisters when dropped.
+    _registration: super::failover::Registration,
 }
 
 impl RedisSubscriber {
@@ -81,9 +82,8 @@ impl RedisSubscriber {
     pub(crate) fn new(
         client: SubscriberClient,
         cluster: bool,
-        mut generation: watch::Receiver<u64>,
+        registration: super::failover::Registration,
     ) -> RedisSubscriber {
-        generation.borrow_and_update();
         log_connection_events(&client, "subscriber");
         let messages = client.message_rx();
         let reconnects = client.reconnect_rx();
@@ -96,7 +96,7 @@ impl RedisSubscriber {
             reconnects,
             lagged_total: 0,
             manager,
-            generation,
+            _registration: registration,
         }
     }
 
@@ -148,19 +148,6 @@ impl RedisSubscriber {
         loop {
             tokio::select! {
                 biased;
-                changed = self.generation.changed() => {
-                    if changed.is_err() {
-                        // The command client is gone; keep serving.
-                        self.generation = watch::channel(0).1;
-                        continue;
-                    }
-                    tracing::warn!("redis: the primary changed; the subscriber reconnects");
-                    // The reconnect is announced on `reconnects` (above),
-                    // which resubscribes and asks for a resync.
-                    if let Err(error) = self.client.force_reconnection().await {
-                        tracing::warn!(%error, "redis: the subscriber could not reconnect yet");
-                    }
-                }
                 reconnect = self.reconnects.recv() => match reconnect {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
                         if !self.resubscribe().await {
