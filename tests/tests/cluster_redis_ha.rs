@@ -131,7 +131,14 @@ struct Round {
     acked: usize,
     refused: usize,
     lost: usize,
+    /// Writes refused (longest time between two acknowledgements of a
+    /// user who kept changing), not counting waits for lost replies.
     write_gap: Duration,
+    /// The same, counting them.
+    raw_write_gap: Duration,
+    /// Requests answered `backend_unavailable` after the request timeout
+    /// because the leader's reply was lost (issue 9 item 4).
+    lost_replies: usize,
     converged: Duration,
 }
 
@@ -201,6 +208,8 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
         let mut lost = 0;
         let (mut acked, mut refused) = (0, 0);
         let mut write_gap = Duration::ZERO;
+        let mut raw_write_gap = Duration::ZERO;
+        let mut lost_replies = 0;
         for (user, log, keeps_going) in &logs {
             acked += log.iter().filter(|c| c.acked).count();
             refused += log.iter().filter(|c| !c.acked).count();
@@ -225,8 +234,11 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
                 }
             }
             if *keeps_going {
-                write_gap = write_gap.max(longest_gap(log));
+                let (raw, adjusted) = longest_gap(log);
+                raw_write_gap = raw_write_gap.max(raw);
+                write_gap = write_gap.max(adjusted);
             }
+            lost_replies += log.iter().filter(|c| c.reply_lost).count();
         }
 
         // W4: every watcher and REST on every node show the stored state.
@@ -245,6 +257,8 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
             refused,
             lost,
             write_gap,
+            raw_write_gap,
+            lost_replies,
             converged,
         };
         eprintln!("{what} failover {}: {figures:?}", round + 1);
@@ -257,10 +271,13 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
     let lost: usize = rounds.iter().map(|r| r.lost).sum();
     let acked: usize = rounds.iter().map(|r| r.acked).sum();
     let gap = rounds.iter().map(|r| r.write_gap).max().unwrap_or_default();
+    let raw_gap = rounds.iter().map(|r| r.raw_write_gap).max().unwrap_or_default();
+    let lost_replies: usize = rounds.iter().map(|r| r.lost_replies).sum();
     let converged = rounds.iter().map(|r| r.converged).max().unwrap_or_default();
     eprintln!(
         "{what}: {FAILOVERS} failovers in {:?}: {acked} acknowledged changes, {lost} lost; \
-         longest write gap {gap:?}; slowest convergence {converged:?}",
+         longest write gap {gap:?} ({raw_gap:?} with {lost_replies} lost replies waited out); \
+         slowest convergence {converged:?}",
         t0.elapsed()
     );
     assert_eq!(lost, 0, "acknowledged changes were lost: {rounds:#?}");
@@ -276,9 +293,13 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
 
 /// One change a user asked for.
 struct Change {
+    sent: Instant,
     answered: Instant,
     text: String,
     acked: bool,
+    /// Refused because the leader's reply never came (lost across a
+    /// pub/sub reconnect), after the request timeout.
+    reply_lost: bool,
 }
 
 /// Changes `user`'s status (one every ~20 ms) until `stop`; with
@@ -309,6 +330,7 @@ async fn record_changes(
         n += 1;
         let status = if n % 2 == 0 { "busy" } else { "away" };
         let text = format!("{user} f{round} c{n}");
+        let sent = Instant::now();
         let answer = ws
             .request(json!({"type": "set_status", "status": status, "text": text}))
             .await;
@@ -319,10 +341,22 @@ async fn record_changes(
                 "only unavailability may refuse a valid change: {answer}"
             );
         }
+        let reply_lost = !acked
+            && answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no shard leader answered"));
+        if reply_lost {
+            eprintln!(
+                "{user}: a change was refused after {:?}: {answer}",
+                sent.elapsed()
+            );
+        }
         log.push(Change {
+            sent,
             answered: Instant::now(),
             text,
             acked,
+            reply_lost,
         });
         // The pace of a busy user, not a synchronisation.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -331,20 +365,32 @@ async fn record_changes(
 }
 
 /// The longest time between two consecutive acknowledgements of one
-/// round (which spans the failover).
-fn longest_gap(log: &[Change]) -> Duration {
-    let acks: Vec<Instant> = log.iter().filter(|c| c.acked).map(|c| c.answered).collect();
-    let mut gap = Duration::ZERO;
-    for pair in acks.windows(2) {
-        gap = gap.max(pair[1] - pair[0]);
+/// round (which spans the failover): `(raw, without lost replies)`. The
+/// second leaves out the time spent waiting for a reply that was lost
+/// across a pub/sub reconnect (the gateway waits out its request timeout,
+/// 5 s): truthful replies across reconnects are issue 9 item 4, built
+/// separately; this test measures how long *Redis* refused writes.
+fn longest_gap(log: &[Change]) -> (Duration, Duration) {
+    let (mut raw, mut adjusted) = (Duration::ZERO, Duration::ZERO);
+    let mut last_ack: Option<Instant> = None;
+    let mut waited_for_lost_replies = Duration::ZERO;
+    for change in log {
+        if change.reply_lost {
+            waited_for_lost_replies += change.answered - change.sent;
+        }
+        if let Some(since) = last_ack {
+            let gap = change.answered - since;
+            if change.acked || std::ptr::eq(change, log.last().expect("not empty")) {
+                raw = raw.max(gap);
+                adjusted = adjusted.max(gap.saturating_sub(waited_for_lost_replies));
+            }
+        }
+        if change.acked {
+            last_ack = Some(change.answered);
+            waited_for_lost_replies = Duration::ZERO;
+        }
     }
-    // Still refused at the end: the gap runs to the last answer.
-    if let (Some(last_ack), Some(last)) = (acks.last(), log.last())
-        && !last.acked
-    {
-        gap = gap.max(last.answered - *last_ack);
-    }
-    gap
+    (raw, adjusted)
 }
 
 /// Polls until every node's REST and every watcher show `expected` for

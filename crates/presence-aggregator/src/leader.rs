@@ -65,11 +65,19 @@ enum Exit {
     /// The Redis primary changed: drop the shard's state and take it over
     /// again from the new primary, lease kept.
     PrimaryChanged,
+    /// A commit's outcome is unknown (a connection dropped or a Redis
+    /// Cluster slot moved under it): drop the state and give the lease
+    /// back at once, so the shard is taken over again without waiting for
+    /// the lease to lapse. Safe: the unknown commit is fenced by a lease
+    /// value nobody holds any more.
+    CommitFailed,
 }
 
 /// Leads `shard` with lease `epoch`, acquired by a request sent at
-/// `acquired_at`, until the lease is lost or the node shuts down.
-pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: Instant) {
+/// `acquired_at`, until the lease is lost or the node shuts down. Returns
+/// whether the shard should be tried again at once (a commit failed and
+/// the lease was given back).
+pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: Instant) -> bool {
     let config = &ctx.config;
     ctx.stats.set_held(shard, Some(epoch));
     let (valid_tx, valid_rx) =
@@ -94,7 +102,7 @@ pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: In
     let exit = leader.run_across_failovers().await;
     drop(renewal);
     match exit {
-        Exit::Shutdown | Exit::Failed => {
+        Exit::Shutdown | Exit::Failed | Exit::CommitFailed => {
             match ctx
                 .client
                 .release_lease(shard, &config.node_id, epoch)
@@ -110,6 +118,7 @@ pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: In
         }
     }
     ctx.stats.set_held(shard, None);
+    exit == Exit::CommitFailed
 }
 
 /// Uninhabited: the leader loop only ever returns an [`Exit`].
@@ -380,6 +389,7 @@ impl Leader<'_> {
             Ok(entries) => Some(entries),
             Err(error) => {
                 tracing::warn!(shard = self.shard, %error, "stream read failed");
+                self.ctx.client.check_primary_now();
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 None
             }
@@ -442,7 +452,10 @@ impl Leader<'_> {
                 Err(error) => {
                     AggregatorStats::add(&stats.commit_errors, 1);
                     tracing::warn!(shard = self.shard, %error, "commit failed; outcome unknown");
-                    return Err(Exit::Lost);
+                    // A failover may explain it: let the node follow it
+                    // before the shard is taken over again (and answers).
+                    client.settle_primary(Duration::from_secs(2)).await;
+                    return Err(Exit::CommitFailed);
                 }
             }
         }

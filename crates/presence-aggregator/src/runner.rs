@@ -222,7 +222,9 @@ async fn compete(ctx: Arc<Ctx>, shard: u16) {
         match acquired {
             Ok(Some(epoch)) => {
                 tracing::info!(shard, epoch, "acquired the shard lease");
-                crate::leader::lead(&ctx, shard, epoch, sent).await;
+                // After a failed commit the lease was given back: try again
+                // at once (as at start) instead of after a full pause.
+                first = crate::leader::lead(&ctx, shard, epoch, sent).await;
             }
             Ok(None) => {}
             Err(error) => tracing::debug!(shard, %error, "could not try the shard lease"),

@@ -67,6 +67,10 @@ const FOLLOW_RETRY: Duration = Duration::from_millis(200);
 /// primary the sentinels name then).
 pub const FAILOVER_HOLD_LIMIT: Duration = Duration::from_secs(5);
 
+/// How long a primary change waits for the subscribers to listen on the
+/// new primary before leaders may publish there.
+const RESUBSCRIBE_WAIT: Duration = Duration::from_secs(1);
+
 /// How often the sentinels are asked for the primary while writes are held.
 const HOLD_POLL: Duration = Duration::from_millis(25);
 
@@ -102,10 +106,14 @@ pub(crate) struct Failover {
     hold: parking_lot::Mutex<Option<Server>>,
     /// How many primary changes were followed.
     followed: AtomicU64,
+    /// Bumped after each check of the watcher (and the follow it led to).
+    checked: watch::Sender<u64>,
+    /// Whether a watcher runs (Sentinel, Redis Cluster).
+    watched: std::sync::atomic::AtomicBool,
     /// The client's live subscribers: moved with the pool, before the new
     /// generation is published, so that they listen on the new primary
     /// when leaders republish and answer there.
-    subscribers: parking_lot::Mutex<Vec<(u64, SubscriberClient)>>,
+    subscribers: parking_lot::Mutex<Vec<(u64, SubscriberClient, Arc<AtomicU64>)>>,
     next_subscriber: AtomicU64,
 }
 
@@ -118,6 +126,8 @@ impl Failover {
             wake: Notify::new(),
             hold: parking_lot::Mutex::new(None),
             followed: AtomicU64::new(0),
+            checked: watch::channel(0).0,
+            watched: std::sync::atomic::AtomicBool::new(false),
             subscribers: parking_lot::Mutex::new(Vec::new()),
             next_subscriber: AtomicU64::new(0),
         }
@@ -127,10 +137,14 @@ impl Failover {
     /// registration is dropped.
     pub(crate) fn register(self: &Arc<Self>, client: SubscriberClient) -> Registration {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        self.subscribers.lock().push((id, client));
+        let resubscribed = Arc::new(AtomicU64::new(0));
+        self.subscribers
+            .lock()
+            .push((id, client, resubscribed.clone()));
         Registration {
             failover: self.clone(),
             id,
+            resubscribed,
         }
     }
 
@@ -155,6 +169,29 @@ impl RedisClient {
     /// watch it.
     pub fn primary_generation(&self) -> watch::Receiver<u64> {
         self.failover().generation.subscribe()
+    }
+
+    /// Asks the watcher to check at once whether the primary moved (a
+    /// caller saw an error that a failover may explain). Cheap; checks
+    /// that find nothing change nothing.
+    pub fn check_primary_now(&self) {
+        self.failover().wake();
+    }
+
+    /// Like [`check_primary_now`](Self::check_primary_now), and waits
+    /// (at most `within`) until that check, and the change it found if
+    /// any, is done. A leader whose commit failed calls it before taking
+    /// its shard over again, so it does not load and answer on a primary
+    /// the node is about to leave. Returns at once without a watcher.
+    pub async fn settle_primary(&self, within: Duration) {
+        let failover = self.failover();
+        if !failover.watched.load(Ordering::Acquire) {
+            return;
+        }
+        let mut checked = failover.checked.subscribe();
+        let before = *checked.borrow_and_update();
+        failover.wake();
+        let _ = tokio::time::timeout(within, checked.wait_for(|n| *n > before + 1)).await;
     }
 
     /// How many primary changes this client followed.
@@ -203,11 +240,23 @@ impl RedisClient {
 pub(crate) struct Registration {
     failover: Arc<Failover>,
     id: u64,
+    /// Counts the subscriber's completed resubscriptions.
+    resubscribed: Arc<AtomicU64>,
+}
+
+impl Registration {
+    /// The subscriber listens on every channel again after a reconnect.
+    pub(crate) fn resubscribed(&self) {
+        self.resubscribed.fetch_add(1, Ordering::Release);
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.failover.subscribers.lock().retain(|(id, _)| *id != self.id);
+        self.failover
+            .subscribers
+            .lock()
+            .retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -284,6 +333,7 @@ pub(crate) fn start(
         _ if cluster => Probe::Cluster { slots: None },
         Topology::Standalone(_) | Topology::Cluster { .. } => return Watcher { tasks },
     };
+    failover.watched.store(true, Ordering::Release);
     tasks.push(tokio::spawn(watch_primary(pool, failover, probe)));
     Watcher { tasks }
 }
@@ -401,6 +451,14 @@ async fn watch_primary(pool: Pool, failover: Arc<Failover>, mut probe: Probe) {
             () = failover.wake.notified() => {}
             _ = tick.tick() => {}
         }
+        check(&pool, &failover, &mut probe).await;
+        failover.checked.send_modify(|n| *n += 1);
+    }
+}
+
+/// One check of the watcher (see [`watch_primary`]).
+async fn check(pool: &Pool, failover: &Failover, probe: &mut Probe) {
+    {
         let hold = failover.hold.lock().take();
         if let Some(old) = hold {
             // Several sentinels announce each step: only the first
@@ -410,12 +468,12 @@ async fn watch_primary(pool: Pool, failover: Arc<Failover>, mut probe: Probe) {
                 .iter()
                 .any(|c| c.active_connections().iter().any(|s| same_server(s, &old)));
             if on_old {
-                follow(&pool, &failover, &mut probe, Some(old)).await;
-                continue;
+                follow(pool, failover, probe, Some(old)).await;
+                return;
             }
         }
-        match probe.must_follow(&pool).await {
-            Ok(true) => follow(&pool, &failover, &mut probe, None).await,
+        match probe.must_follow(pool).await {
+            Ok(true) => follow(pool, failover, probe, None).await,
             Ok(false) => {}
             Err(error) => tracing::debug!(%error, "redis: primary check failed"),
         }
@@ -466,18 +524,27 @@ async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe, old: Option
         tokio::time::sleep(FOLLOW_RETRY).await;
     }
     // The subscribers too (they resubscribe and report a resync), before
-    // leaders load the shards again and publish on the new primary.
-    let subscribers: Vec<SubscriberClient> = failover
+    // leaders load the shards again and publish (and answer requests) on
+    // the new primary: wait until each listens again, for a while.
+    let subscribers: Vec<(SubscriberClient, Arc<AtomicU64>)> = failover
         .subscribers
         .lock()
         .iter()
-        .map(|(_, c)| c.clone())
+        .map(|(_, c, n)| (c.clone(), n.clone()))
         .collect();
-    let moves = subscribers.iter().map(|subscriber| async move {
+    let moves = subscribers.iter().map(|(subscriber, resubscribed)| async move {
+        let before = resubscribed.load(Ordering::Acquire);
         let moved =
             tokio::time::timeout(Duration::from_secs(5), subscriber.force_reconnection()).await;
         if !matches!(moved, Ok(Ok(()))) {
             tracing::warn!("redis: a subscriber could not move to the new primary yet");
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + RESUBSCRIBE_WAIT;
+        while resubscribed.load(Ordering::Acquire) == before
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
     futures_util::future::join_all(moves).await;

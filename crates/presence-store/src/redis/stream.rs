@@ -103,7 +103,13 @@ impl RedisClient {
         // Held while a failover is followed: an entry that reached the old
         // primary after the promotion would be lost even if a replica that
         // is not promoted confirmed it.
-        self.unless_moving(self.append_now(shard, pairs, cap)).await
+        let appended = self.unless_moving(self.append_now(shard, pairs, cap)).await;
+        if let Err(error) = &appended
+            && error.is_unavailable()
+        {
+            self.check_primary_now();
+        }
+        appended
     }
 
     async fn append_now(

@@ -189,7 +189,10 @@ impl RedisSubscriber {
         loop {
             let channels: Vec<String> = self.channels.iter().cloned().collect();
             match self.send_subscribe(channels).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self._registration.resubscribed();
+                    return true;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "redis: subscribing again after a reconnect failed; retrying");
                 }
