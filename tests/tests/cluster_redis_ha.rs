@@ -270,12 +270,15 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
     }
     let lost: usize = rounds.iter().map(|r| r.lost).sum();
     let acked: usize = rounds.iter().map(|r| r.acked).sum();
+    let refused: usize = rounds.iter().map(|r| r.refused).sum();
+    let promotion = rounds.iter().map(|r| r.promotion).max().unwrap_or_default();
     let gap = rounds.iter().map(|r| r.write_gap).max().unwrap_or_default();
     let raw_gap = rounds.iter().map(|r| r.raw_write_gap).max().unwrap_or_default();
     let lost_replies: usize = rounds.iter().map(|r| r.lost_replies).sum();
     let converged = rounds.iter().map(|r| r.converged).max().unwrap_or_default();
     eprintln!(
-        "{what}: {FAILOVERS} failovers in {:?}: {acked} acknowledged changes, {lost} lost; \
+        "{what}: {FAILOVERS} failovers in {:?} (slowest promotion {promotion:?}): \
+         {acked} acknowledged changes, {lost} lost, {refused} refused; \
          longest write gap {gap:?} ({raw_gap:?} with {lost_replies} lost replies waited out); \
          slowest convergence {converged:?}",
         t0.elapsed()
