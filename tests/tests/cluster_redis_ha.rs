@@ -245,9 +245,8 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
         let mut expected = HashMap::new();
         for user in &users {
             let key = Keys::for_user(user, SHARDS).view(user);
-            let stored: Value =
-                serde_json::from_str(&ha.primary_for(&key).command(&["GET", &key]))
-                    .expect("a stored view");
+            let stored: Value = serde_json::from_str(&ha.primary_for(&key).command(&["GET", &key]))
+                .expect("a stored view");
             expected.insert(user.clone(), stored);
         }
         let converged = converge(&nodes, &mut watchers, &users, &expected).await;
@@ -273,7 +272,11 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
     let refused: usize = rounds.iter().map(|r| r.refused).sum();
     let promotion = rounds.iter().map(|r| r.promotion).max().unwrap_or_default();
     let gap = rounds.iter().map(|r| r.write_gap).max().unwrap_or_default();
-    let raw_gap = rounds.iter().map(|r| r.raw_write_gap).max().unwrap_or_default();
+    let raw_gap = rounds
+        .iter()
+        .map(|r| r.raw_write_gap)
+        .max()
+        .unwrap_or_default();
     let lost_replies: usize = rounds.iter().map(|r| r.lost_replies).sum();
     let converged = rounds.iter().map(|r| r.converged).max().unwrap_or_default();
     eprintln!(
@@ -437,7 +440,12 @@ async fn converge(
 
 /// Whether two views show the same status and text.
 fn same_view(a: &Value, b: &Value) -> bool {
-    let text = |v: &Value| v["text"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
+    let text = |v: &Value| {
+        v["text"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    };
     a["status"] == b["status"] && text(a) == text(b)
 }
 

@@ -435,7 +435,10 @@ impl Leader<'_> {
             self.ctx.freeze.wait().await;
             let client = &self.ctx.client;
             let committed = client
-                .on_primary(self.generation, client.commit(self.shard, &self.lease, batch))
+                .on_primary(
+                    self.generation,
+                    client.commit(self.shard, &self.lease, batch),
+                )
                 .await;
             match committed {
                 Ok(CommitOutcome::Committed) => AggregatorStats::add(&stats.commits, 1),

@@ -518,7 +518,9 @@ async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe, old: Option
                     Err(error) => tracing::debug!(%error, "redis: primary check failed"),
                 }
             }
-            Ok(Err(error)) => tracing::warn!(%error, "redis: reconnecting to the new primary failed"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "redis: reconnecting to the new primary failed")
+            }
             Err(_) => tracing::warn!("redis: reconnecting to the new primary took over 5 s"),
         }
         tokio::time::sleep(FOLLOW_RETRY).await;
@@ -532,21 +534,23 @@ async fn follow(pool: &Pool, failover: &Failover, probe: &mut Probe, old: Option
         .iter()
         .map(|(_, c, n)| (c.clone(), n.clone()))
         .collect();
-    let moves = subscribers.iter().map(|(subscriber, resubscribed)| async move {
-        let before = resubscribed.load(Ordering::Acquire);
-        let moved =
-            tokio::time::timeout(Duration::from_secs(5), subscriber.force_reconnection()).await;
-        if !matches!(moved, Ok(Ok(()))) {
-            tracing::warn!("redis: a subscriber could not move to the new primary yet");
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + RESUBSCRIBE_WAIT;
-        while resubscribed.load(Ordering::Acquire) == before
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let moves = subscribers
+        .iter()
+        .map(|(subscriber, resubscribed)| async move {
+            let before = resubscribed.load(Ordering::Acquire);
+            let moved =
+                tokio::time::timeout(Duration::from_secs(5), subscriber.force_reconnection()).await;
+            if !matches!(moved, Ok(Ok(()))) {
+                tracing::warn!("redis: a subscriber could not move to the new primary yet");
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + RESUBSCRIBE_WAIT;
+            while resubscribed.load(Ordering::Acquire) == before
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
     futures_util::future::join_all(moves).await;
     failover.followed.fetch_add(1, Ordering::Relaxed);
     failover.generation.send_replace(target);
@@ -592,7 +596,8 @@ async fn listen_to_sentinel(builder: Builder, service_name: String, failover: Ar
     let mut channels = vec!["+switch-master"];
     channels.extend(FAILOVER_STARTS);
     loop {
-        if client.wait_for_connect().await.is_ok() && client.subscribe(channels.clone()).await.is_ok()
+        if client.wait_for_connect().await.is_ok()
+            && client.subscribe(channels.clone()).await.is_ok()
         {
             break;
         }
