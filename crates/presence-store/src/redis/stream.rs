@@ -130,8 +130,8 @@ impl RedisClient {
         // One connection, one pipeline: WAIT covers the writes sent before
         // it on its own connection, so it must follow the XADD there.
         let slot = fred::util::redis_keyslot(key.as_bytes());
-        let timeout_ms =
-            u64::try_from(self.config().replica_ack_timeout.as_millis().max(1)).unwrap_or(u64::MAX);
+        let wait = (self.config().replica_ack_timeout).min(self.config().command_timeout / 2);
+        let timeout_ms = u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX);
         let pipeline = pool.next().pipeline();
         let _: () = pipeline
             .xadd(&key, false, ("MAXLEN", "~", cap), "*", pairs)
