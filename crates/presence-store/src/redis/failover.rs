@@ -11,12 +11,18 @@
 //! [`RedisClient`](super::RedisClient) on a Sentinel or Cluster URL runs a
 //! watcher task that notices a change and moves every connection at once:
 //!
-//! - Sentinel: a pub/sub connection to every sentinel listens for
-//!   `+switch-master` of our service; every second the primary named by
-//!   the sentinels is compared with the servers the command pool talks to,
-//!   and each pooled connection is asked its `ROLE`; a command answered
-//!   `READONLY` (reported by fred, which drops that connection) starts the
-//!   same check.
+//! - Sentinel: a pub/sub connection to every sentinel listens to our
+//!   service's failover. The events that announce a failover *before* the
+//!   promotion (`FAILOVER_STARTS`) hold writes at once: appends fail
+//!   fast and leaders commit nothing until the sentinels name the new
+//!   primary (at most [`FAILOVER_HOLD_LIMIT`]), because an entry that
+//!   reaches the old primary after the promotion is lost even if a replica
+//!   that is not promoted confirmed it. `+switch-master` wakes the
+//!   watcher; every second the primary named by the sentinels is compared
+//!   with the servers the command pool talks to, and each pooled
+//!   connection is asked its `ROLE`; a command answered `READONLY`
+//!   (reported by fred, which drops that connection) starts the same
+//!   check.
 //! - Redis Cluster: every second `CLUSTER SLOTS` is compared with the last
 //!   answer; a change of any slot range's primary is a failover.
 //!
@@ -26,10 +32,13 @@
 //! fail with [`RedisError::PrimaryChanged`] without being sent; (2) forces
 //! every pooled connection to reconnect (fred re-resolves the primary
 //! through the sentinels, or refreshes the cluster's slot map) and checks
-//! the pool is on the primary; (3) publishes the new generation on a
-//! `watch` channel ([`RedisClient::primary_generation`]). Subscribers and
-//! stream readers reconnect when they see it; shard leaders drop their
-//! in-memory state and load the shard again from the new primary.
+//! the pool is on the primary, then moves every subscriber and waits
+//! (briefly) until each listens again; (3) publishes the new generation on
+//! a `watch` channel ([`RedisClient::primary_generation`]). Stream readers
+//! reconnect when they see it; shard leaders drop their in-memory state
+//! and load the shard again from the new primary, where the subscribers
+//! already hear what they republish. Appends wait for the replicas
+//! (`stream.rs`) and are held while a change is followed.
 //!
 //! **Architecture Invariant:** a leader's commit and trim go through
 //! [`RedisClient::on_primary`] with the generation its state was loaded
