@@ -20,14 +20,27 @@
 //! unknown ends the leadership and drops the [`ShardState`]; the next
 //! leader (this node or another) takes over from what Redis holds. A later
 //! batch is never committed on top of a lost one.
+//!
+//! **Redis failover (W4, R1).** A new primary may lack the last commits of
+//! the old one. The leader's state is tied to the primary generation it
+//! was loaded under: commits and trims go through
+//! `RedisClient::on_primary` with it, and when the generation moves the
+//! leader drops its state and takes the shard over again from the new
+//! primary, keeping its lease if the new primary still holds it. The
+//! stream resumes at the *stored* cursor, so commands whose commit was
+//! lost are applied again (appends waited for a replica, so every
+//! acknowledged one is there), and every user of the shard is republished
+//! with a version above any the old primary may have published
+//! ([`forget_published_views`]), so watchers do not keep a lost state.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_core::Timestamp;
 use presence_protocol::cluster::StreamEntry as Entry;
-use presence_store::redis::{CommitOutcome, StreamId, StreamReader, lease_value};
+use presence_store::redis::{CommitOutcome, RedisError, StreamId, StreamReader, lease_value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::encode::{self, commit_batches, to_protocol_id};
 use crate::runner::Ctx;
 use crate::stats::AggregatorStats;
-use crate::{ShardChanges, ShardConfig, ShardState};
+use crate::{ShardChanges, ShardConfig, ShardLoad, ShardState};
 
 /// Why a leadership ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,11 +62,22 @@ enum Exit {
     /// document that does not parse): give the lease back so another node
     /// may try.
     Failed,
+    /// The Redis primary changed: drop the shard's state and take it over
+    /// again from the new primary, lease kept.
+    PrimaryChanged,
+    /// A commit's outcome is unknown (a connection dropped or a Redis
+    /// Cluster slot moved under it): drop the state and give the lease
+    /// back at once, so the shard is taken over again without waiting for
+    /// the lease to lapse. Safe: the unknown commit is fenced by a lease
+    /// value nobody holds any more.
+    CommitFailed,
 }
 
 /// Leads `shard` with lease `epoch`, acquired by a request sent at
-/// `acquired_at`, until the lease is lost or the node shuts down.
-pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: Instant) {
+/// `acquired_at`, until the lease is lost or the node shuts down. Returns
+/// whether the shard should be tried again at once (a commit failed and
+/// the lease was given back).
+pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: Instant) -> bool {
     let config = &ctx.config;
     ctx.stats.set_held(shard, Some(epoch));
     let (valid_tx, valid_rx) =
@@ -73,14 +97,12 @@ pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: In
         lease: lease_value(&config.node_id, epoch),
         valid_until: valid_rx,
         lost,
+        generation: *ctx.client.primary_generation().borrow(),
     };
-    let exit = match leader.run().await {
-        Ok(never) => match never {},
-        Err(exit) => exit,
-    };
+    let exit = leader.run_across_failovers().await;
     drop(renewal);
     match exit {
-        Exit::Shutdown | Exit::Failed => {
+        Exit::Shutdown | Exit::Failed | Exit::CommitFailed => {
             match ctx
                 .client
                 .release_lease(shard, &config.node_id, epoch)
@@ -91,9 +113,12 @@ pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: In
                 Err(error) => tracing::warn!(shard, %error, "could not release the shard lease"),
             }
         }
-        Exit::Lost => tracing::warn!(shard, epoch, "lost the shard; dropped its state"),
+        Exit::Lost | Exit::PrimaryChanged => {
+            tracing::warn!(shard, epoch, "lost the shard; dropped its state")
+        }
     }
     ctx.stats.set_held(shard, None);
+    exit == Exit::CommitFailed
 }
 
 /// Uninhabited: the leader loop only ever returns an [`Exit`].
@@ -106,11 +131,45 @@ struct Leader<'a> {
     lease: String,
     valid_until: watch::Receiver<Instant>,
     lost: CancellationToken,
+    /// The Redis primary generation the shard's state was loaded under.
+    generation: u64,
 }
 
 impl Leader<'_> {
-    async fn run(&mut self) -> Result<Never, Exit> {
+    /// Runs the leader; after a Redis primary change, drops the state and
+    /// runs it again on the new primary (same lease) until another exit.
+    async fn run_across_failovers(&mut self) -> Exit {
+        let mut primary = self.ctx.client.primary_generation();
+        loop {
+            let exit = match self.run(&mut primary).await {
+                Ok(never) => match never {},
+                Err(exit) => exit,
+            };
+            if exit != Exit::PrimaryChanged {
+                return exit;
+            }
+            // The change may still be under way (the pool is moving): wait
+            // until the new generation is published.
+            while *primary.borrow_and_update() == self.generation {
+                tokio::select! {
+                    () = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
+                    () = self.lost.cancelled() => return Exit::Lost,
+                    changed = primary.changed() => if changed.is_err() {
+                        return Exit::Lost;
+                    },
+                }
+            }
+            tracing::warn!(
+                shard = self.shard,
+                epoch = self.epoch,
+                "the Redis primary changed; taking the shard over again from it"
+            );
+        }
+    }
+
+    async fn run(&mut self, primary: &mut watch::Receiver<u64>) -> Result<Never, Exit> {
         let config = &self.ctx.config;
+        self.generation = *primary.borrow_and_update();
         let reader = self.ctx.client.stream_reader().await.map_err(|error| {
             tracing::warn!(shard = self.shard, %error, "no stream connection");
             Exit::Failed
@@ -148,6 +207,7 @@ impl Leader<'_> {
             let read = tokio::select! {
                 () = self.ctx.shutdown.cancelled() => return Err(Exit::Shutdown),
                 () = self.lost.cancelled() => return Err(Exit::Lost),
+                _ = primary.changed() => return Err(Exit::PrimaryChanged),
                 read = self.read(&reader, cursor, block) => read,
             };
             let Some(entries) = read else { continue };
@@ -197,10 +257,15 @@ impl Leader<'_> {
         let cluster = client.read_cluster_state().await.map_err(unavailable)?;
         let cursor = snapshot.cursor.unwrap_or(StreamId::ZERO);
         let users = snapshot.users.len();
-        let load = encode::shard_load(shard, snapshot, cluster).map_err(|e| {
+        let mut load = encode::shard_load(shard, snapshot, cluster).map_err(|e| {
             tracing::error!(shard, error = %e.0, "cannot take the shard over");
             Exit::Failed
         })?;
+        let loaded = &self.ctx.loaded_generation[usize::from(shard)];
+        let after_failover = loaded.load(Ordering::Acquire) != self.generation;
+        if after_failover {
+            forget_published_views(&mut load);
+        }
         let shard_config = ShardConfig {
             shard,
             shards: config.shards,
@@ -209,8 +274,17 @@ impl Leader<'_> {
         };
         let (state, changes) = ShardState::load(shard_config, load, wall_now());
         self.commit(changes).await?;
+        loaded.store(self.generation, Ordering::Release);
         AggregatorStats::add(&self.ctx.stats.takeovers, 1);
-        tracing::info!(shard, epoch = self.epoch, users, %cursor, "took the shard over");
+        tracing::info!(
+            shard,
+            epoch = self.epoch,
+            users,
+            %cursor,
+            generation = self.generation,
+            republished = after_failover,
+            "took the shard over"
+        );
         Ok((state, cursor))
     }
 
@@ -310,7 +384,12 @@ impl Leader<'_> {
         if cursor == StreamId::ZERO {
             return;
         }
-        if let Err(error) = client.trim(shard, cursor).await {
+        // Guarded: a cursor from before a failover may be ahead of what the
+        // new primary stored, and the entries after its cursor must stay.
+        let trimmed = client
+            .on_primary(self.generation, client.trim(shard, cursor))
+            .await;
+        if let Err(error) = trimmed {
             tracing::debug!(shard, %error, "stream trim failed");
             return;
         }
@@ -335,6 +414,7 @@ impl Leader<'_> {
             Err(error) => {
                 tracing::warn!(shard = self.shard, %error, "stream read failed");
                 self.ctx.reachability.failed();
+                self.ctx.client.check_primary_now();
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 None
             }
@@ -427,21 +507,62 @@ impl Leader<'_> {
             // Test hook: a pause here, after the validity check, is the
             // worst case a real pause (GC, SIGSTOP, swap) can produce.
             self.ctx.freeze.wait().await;
-            match self.ctx.client.commit(self.shard, &self.lease, batch).await {
+            let client = &self.ctx.client;
+            let committed = client
+                .on_primary(
+                    self.generation,
+                    client.commit(self.shard, &self.lease, batch),
+                )
+                .await;
+            match committed {
                 Ok(CommitOutcome::Committed) => AggregatorStats::add(&stats.commits, 1),
                 Ok(CommitOutcome::Fenced) => {
                     AggregatorStats::add(&stats.fenced_rejected, 1);
                     tracing::warn!(shard = self.shard, epoch = self.epoch, "commit fenced");
                     return Err(Exit::Lost);
                 }
+                Err(RedisError::PrimaryChanged) => {
+                    // Not sent: the state may hold what the new primary
+                    // lost; load it again from there.
+                    return Err(Exit::PrimaryChanged);
+                }
                 Err(error) => {
                     AggregatorStats::add(&stats.commit_errors, 1);
                     tracing::warn!(shard = self.shard, %error, "commit failed; outcome unknown");
-                    return Err(Exit::Lost);
+                    // A failover may explain it: let the node follow it
+                    // before the shard is taken over again (and answers).
+                    client.settle_primary(Duration::from_secs(2)).await;
+                    return Err(Exit::CommitFailed);
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// After a Redis failover: makes [`ShardState::load`] republish every user
+/// of the shard, with a version above any published before. The old
+/// primary may have published versions it never replicated; a watcher
+/// that saw one would drop the stored (older) view as stale (W3) and keep
+/// showing a lost state. Forgetting the stored views makes every view
+/// "changed"; the version floor is kept in the document, so each user gets
+/// `max(largest stored + 1, now in µs)`, above anything published before
+/// now.
+fn forget_published_views(load: &mut ShardLoad) {
+    for user in &mut load.users {
+        let floor = [
+            user.record.as_ref().map(|r| r.state.version),
+            user.view.as_ref().map(|v| v.version),
+            user.self_view.as_ref().map(|s| s.version),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default();
+        let record = user.record.get_or_insert_with(Default::default);
+        record.state.version = floor;
+        user.view = None;
+        user.self_view = None;
     }
 }
 

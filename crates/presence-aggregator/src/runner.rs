@@ -112,6 +112,7 @@ impl Aggregator {
         let stats = Arc::new(AggregatorStats::new(config.shards));
         let freeze = Arc::new(Freeze::default());
         let shutdown = shutdown.child_token();
+        let loaded_generation = loaded_generations(&client, config.shards);
         let ctx = Arc::new(Ctx {
             client,
             reachability: Reachability::new(config.gateway_refresh_interval),
@@ -119,6 +120,7 @@ impl Aggregator {
             stats: stats.clone(),
             shutdown: shutdown.clone(),
             freeze: freeze.clone(),
+            loaded_generation,
         });
         let tasks = (0..ctx.config.shards)
             .map(|shard| tokio::spawn(compete(ctx.clone(), shard)))
@@ -172,6 +174,20 @@ pub(crate) struct Ctx {
     pub stats: Arc<AggregatorStats>,
     pub shutdown: CancellationToken,
     pub freeze: Arc<Freeze>,
+    /// Per shard: the Redis primary generation this node last loaded the
+    /// shard under (at first, the one at start). A takeover under a newer
+    /// one republishes every user of the shard (see
+    /// `leader::forget_published_views`).
+    pub loaded_generation: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// The primary generation at start, for every shard (see
+/// [`Ctx::loaded_generation`]).
+fn loaded_generations(client: &RedisClient, shards: u16) -> Vec<std::sync::atomic::AtomicU64> {
+    let now = *client.primary_generation().borrow();
+    (0..shards)
+        .map(|_| std::sync::atomic::AtomicU64::new(now))
+        .collect()
 }
 
 /// The test hook's state: frozen until this instant.
@@ -220,7 +236,9 @@ async fn compete(ctx: Arc<Ctx>, shard: u16) {
         match acquired {
             Ok(Some(epoch)) => {
                 tracing::info!(shard, epoch, "acquired the shard lease");
-                crate::leader::lead(&ctx, shard, epoch, sent).await;
+                // After a failed commit the lease was given back: try again
+                // at once (as at start) instead of after a full pause.
+                first = crate::leader::lead(&ctx, shard, epoch, sent).await;
             }
             Ok(None) => {}
             Err(error) => tracing::debug!(shard, %error, "could not try the shard lease"),

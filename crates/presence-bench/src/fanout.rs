@@ -51,6 +51,14 @@ pub struct Args {
     /// The redis-server binary for `--cluster`.
     #[arg(long, default_value = "redis-server")]
     redis_server: std::path::PathBuf,
+    /// With `--cluster`: also start a replica of the redis-server (what a
+    /// Sentinel deployment has), so `--redis-replica-acks` can be measured.
+    #[arg(long)]
+    redis_replica: bool,
+    /// With `--cluster`: the nodes' `--redis-replica-acks` (their default
+    /// on a plain `redis://` URL is 0).
+    #[arg(long)]
+    redis_replica_acks: Option<u32>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -271,13 +279,30 @@ async fn start_nodes(
         ));
     }
     let redis = crate::redis_memory::RedisServer::start(&args.redis_server).await?;
+    let replica = if args.redis_replica {
+        let replica =
+            crate::redis_memory::RedisServer::start_replica_of(&args.redis_server, redis.addr)
+                .await?;
+        println!("redis replica {} of {}", replica.addr, redis.addr);
+        Some(replica)
+    } else {
+        None
+    };
     let url = format!("redis://{}", redis.addr);
+    let acks = args.redis_replica_acks.map(|n| n.to_string());
     let mut nodes = Vec::with_capacity(args.cluster);
     for i in 0..args.cluster {
         let id = format!("bench-{i}");
         let mut extra: Vec<&str> = limits.to_vec();
         extra.extend(["--redis", &url, "--node-id", &id]);
+        if let Some(acks) = &acks {
+            extra.extend(["--redis-replica-acks", acks]);
+        }
         nodes.push(Arc::new(Target::start(&args.server, &extra).await?));
+    }
+    // Killed with the primary, when the bench ends.
+    if let Some(replica) = replica {
+        redis.keep(replica);
     }
     let shards = redis.wait_for_leases(Duration::from_secs(30)).await?;
     println!(

@@ -309,20 +309,53 @@ impl Memory {
     }
 }
 
-/// A redis-server of our own, killed on drop.
+/// A redis-server of our own, killed on drop (with any replica it keeps).
 pub(crate) struct RedisServer {
     pub(crate) addr: std::net::SocketAddr,
     _child: Child,
+    replicas: std::sync::Mutex<Vec<RedisServer>>,
 }
 
 impl RedisServer {
     pub(crate) async fn start(bin: &PathBuf) -> anyhow::Result<RedisServer> {
+        RedisServer::start_with(bin, &[]).await
+    }
+
+    /// A replica of `primary`; returns once its link is up.
+    pub(crate) async fn start_replica_of(
+        bin: &PathBuf,
+        primary: std::net::SocketAddr,
+    ) -> anyhow::Result<RedisServer> {
+        let port = primary.port().to_string();
+        let replica = RedisServer::start_with(bin, &["--replicaof", "127.0.0.1", &port]).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !replica
+            .command(&["INFO", "replication"])
+            .await?
+            .contains("master_link_status:up")
+        {
+            if Instant::now() > deadline {
+                bail!("the replica did not link to its primary");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(replica)
+    }
+
+    /// Keeps `replica` alive as long as this server; returns nothing to
+    /// hold.
+    pub(crate) fn keep(&self, replica: RedisServer) {
+        self.replicas.lock().expect("replicas lock").push(replica);
+    }
+
+    async fn start_with(bin: &PathBuf, extra: &[&str]) -> anyhow::Result<RedisServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let child = Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -331,6 +364,7 @@ impl RedisServer {
         let server = RedisServer {
             addr: ([127, 0, 0, 1], port).into(),
             _child: child,
+            replicas: std::sync::Mutex::new(Vec::new()),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -14,8 +14,10 @@
 //! - [`free_port`] finds a free loopback port.
 //! - [`TcpProxy`] forwards a port to another and can cut or blackhole the
 //!   traffic and heal it again (partition tests).
-//! - [`SentinelCluster`] runs a primary, a replica and three sentinels
-//!   (`redis-server --sentinel`) for failover tests.
+//! - [`SentinelCluster`] runs a primary, one or more replicas and three
+//!   sentinels (`redis-server --sentinel`) for failover tests;
+//!   [`RedisCluster`] runs a Redis Cluster, with replicas if asked, and
+//!   fails a primary over to its replica (`CLUSTER FAILOVER`).
 //!
 //! Everything here panics on failure with a message that says what to do:
 //! that is what a test helper should do, and why this crate is only ever a

@@ -1,7 +1,10 @@
 //! A Redis Cluster on loopback: `N` primaries (`--cluster-enabled yes`,
-//! each in its own directory, so each keeps its own `nodes.conf`), joined
-//! and given every slot by `redis-cli --cluster create`. Ready once every
-//! node reports `cluster_state:ok`; killed on drop with its servers.
+//! each in its own directory, so each keeps its own `nodes.conf`), and
+//! optionally replicas for each, joined and given every slot by
+//! `redis-cli --cluster create`. Ready once every node reports
+//! `cluster_state:ok` (and, with replicas, every replica's link is up);
+//! killed on drop with its servers. [`RedisCluster::failover`] runs
+//! `CLUSTER FAILOVER` on a replica, as an operator would.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,8 +23,15 @@ impl RedisCluster {
     /// Starts `primaries` (at least 3, as Redis Cluster requires) and
     /// assigns the 16 384 slots evenly.
     pub fn start(primaries: usize) -> RedisCluster {
+        RedisCluster::start_with_replicas(primaries, 0)
+    }
+
+    /// Starts `primaries` (at least 3) with `replicas` replicas each.
+    /// `redis-cli --cluster create` chooses which server replicates which
+    /// primary; [`servers`](Self::servers) holds them all.
+    pub fn start_with_replicas(primaries: usize, replicas: usize) -> RedisCluster {
         assert!(primaries >= 3, "redis cluster needs at least 3 primaries");
-        let servers: Vec<RedisServer> = (0..primaries)
+        let servers: Vec<RedisServer> = (0..primaries * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(RedisOptions {
                     extra_args: [
@@ -45,7 +55,7 @@ impl RedisCluster {
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -65,7 +75,60 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        cluster.wait_replicas_linked();
         cluster
+    }
+
+    /// `CLUSTER FAILOVER` on a replica of the primary that serves `key`,
+    /// then waits until every node names that replica as the slot's
+    /// primary. Returns the old and the new primary's ports and how long
+    /// the promotion took.
+    pub fn failover(&self, key: &str) -> (u16, u16, Duration) {
+        let start = Instant::now();
+        let old = self.owner_of(key);
+        let old_id = old.command(&["CLUSTER", "MYID"]).trim().to_owned();
+        let replica = self
+            .servers
+            .iter()
+            .find(|s| {
+                s.command(&["CLUSTER", "NODES"])
+                    .lines()
+                    .any(|l| l.contains("myself") && l.contains(&old_id) && l.contains("slave"))
+            })
+            .expect("the key's primary has a replica");
+        let reply = replica.command(&["CLUSTER", "FAILOVER"]);
+        assert!(reply.contains("OK"), "CLUSTER FAILOVER refused: {reply}");
+        let slot: u16 = self.servers[0]
+            .command(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot number");
+        let replica_id = replica.command(&["CLUSTER", "MYID"]).trim().to_owned();
+        let deadline = Instant::now() + READY_DEADLINE;
+        while !self
+            .servers
+            .iter()
+            .all(|s| names_primary(&s.command(&["CLUSTER", "NODES"]), &replica_id, slot))
+        {
+            assert!(Instant::now() < deadline, "the failover did not complete");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (old.port(), replica.port(), start.elapsed())
+    }
+
+    /// Waits until every replica's link to its primary is up.
+    pub fn wait_replicas_linked(&self) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        while !self.servers.iter().all(|s| {
+            let info = s.command(&["INFO", "replication"]);
+            info.contains("role:master") || info.contains("master_link_status:up")
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "a replica did not link to its primary"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…`
@@ -78,7 +141,7 @@ impl RedisCluster {
         format!("redis+cluster://{}", hosts.join(","))
     }
 
-    /// The primaries, in start order.
+    /// Every server (primaries and replicas), in start order.
     pub fn servers(&self) -> &[RedisServer] {
         &self.servers
     }
@@ -95,6 +158,24 @@ impl RedisCluster {
             .iter()
             .find(|s| serves_slot(&s.command(&["CLUSTER", "NODES"]), slot))
             .expect("a node serves every slot")
+    }
+}
+
+/// Whether `CLUSTER NODES` names node `id` a primary serving `slot`.
+fn names_primary(nodes: &str, id: &str, slot: u16) -> bool {
+    nodes.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.first() == Some(&id)
+            && fields.get(2).is_some_and(|f| f.contains("master"))
+            && fields.iter().skip(8).any(|range| in_range(range, slot))
+    })
+}
+
+fn in_range(range: &str, slot: u16) -> bool {
+    let (from, to) = range.split_once('-').unwrap_or((range, range));
+    match (from.parse::<u16>(), to.parse::<u16>()) {
+        (Ok(from), Ok(to)) => (from..=to).contains(&slot),
+        _ => false,
     }
 }
 

@@ -112,6 +112,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PRESENCE_NODE_LEASE_TTL", default_value = "10s")]
     pub node_lease_ttl: humantime::Duration,
 
+    /// Cluster mode: a change is acknowledged only once this many Redis
+    /// replicas hold it (`WAIT`), so a failover cannot lose it (R1); if
+    /// they do not confirm within a second the client gets
+    /// `backend_unavailable`. Default: 1 with Sentinel and with a Redis
+    /// Cluster that has replicas, 0 with a single server.
+    #[arg(long, env = "PRESENCE_REDIS_REPLICA_ACKS")]
+    pub redis_replica_acks: Option<u32>,
+
     /// Keep durable data in memory only (lost on exit). For experiments.
     #[arg(long, env = "PRESENCE_EPHEMERAL")]
     pub ephemeral: bool,

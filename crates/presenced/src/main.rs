@@ -191,7 +191,11 @@ async fn cluster_backend(
     url: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Arc<RedisBackend>, Option<AggregatorHandle>)> {
-    let client = RedisClient::connect(RedisConfig::new(url))
+    let redis_config = RedisConfig {
+        replica_acks: args.redis_replica_acks,
+        ..RedisConfig::new(url)
+    };
+    let client = RedisClient::connect(redis_config)
         .await
         .context("connecting to Redis")?;
     client

@@ -52,6 +52,7 @@ use socket2::TcpKeepalive;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::error::RedisError;
+use super::failover::{self, Failover, Watcher};
 use super::scripts::Scripts;
 use super::stream::StreamReader;
 use super::subscriber::RedisSubscriber;
@@ -106,6 +107,21 @@ pub struct RedisConfig {
     /// for a shard without a leader (the leader trims what it applied).
     /// Default 100 000 entries (a few tens of MB per shard at most).
     pub stream_max_len: u64,
+    /// R1: how many replicas must confirm each appended stream entry
+    /// (`WAIT N`) before the append returns; fewer in time is an error
+    /// ([`RedisError::NotReplicated`]), so a change a failover could lose
+    /// is never acknowledged. `None` (the default) chooses at connect: 1
+    /// with Sentinel and with a Redis Cluster whose primaries have
+    /// replicas, 0 with a single server. See
+    /// [`RedisClient::replica_acks`].
+    pub replica_acks: Option<u32>,
+    /// How long an append waits for the replicas (`WAIT`'s timeout).
+    /// Default 1 s: a healthy replica confirms in well under a
+    /// millisecond; a failover refuses writes for about this long plus the
+    /// time to follow the new primary (writes refused ≤ 3 s). At most
+    /// half of `command_timeout` is used, so the append's own deadline
+    /// never cuts the wait short.
+    pub replica_ack_timeout: Duration,
 }
 
 /// Jittered exponential backoff: `min_delay · 2^(n-1)`, plus up to
@@ -147,6 +163,8 @@ impl RedisConfig {
             tcp_keepalive: Duration::from_secs(10),
             pubsub_broadcast_capacity: 16_384,
             stream_max_len: 100_000,
+            replica_acks: None,
+            replica_ack_timeout: Duration::from_secs(1),
         }
     }
 
@@ -183,6 +201,11 @@ impl RedisConfig {
                 "reconnect.max_delay is below reconnect.min_delay".into(),
             ));
         }
+        if self.replica_ack_timeout.is_zero() {
+            return Err(RedisError::Config(
+                "replica_ack_timeout must be above zero".into(),
+            ));
+        }
         if self.stream_max_len == 0 {
             return Err(RedisError::Config(
                 "stream_max_len must be at least 1".into(),
@@ -213,6 +236,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("tcp_keepalive", &self.tcp_keepalive)
             .field("pubsub_broadcast_capacity", &self.pubsub_broadcast_capacity)
             .field("stream_max_len", &self.stream_max_len)
+            .field("replica_acks", &self.replica_acks)
+            .field("replica_ack_timeout", &self.replica_ack_timeout)
             .finish()
     }
 }
@@ -235,6 +260,11 @@ struct Inner {
     config: RedisConfig,
     scripts: Scripts,
     script_reloads: AtomicU64,
+    /// `WAIT` this many replicas after each append (resolved at connect).
+    replica_acks: u32,
+    failover: Arc<Failover>,
+    /// Follows the primary (Sentinel, Redis Cluster); stops when dropped.
+    _watcher: Watcher,
 }
 
 impl RedisClient {
@@ -275,10 +305,27 @@ impl RedisClient {
         for client in pool.clients() {
             log_connection_events(client, "commands");
         }
+        let replica_acks = match config.replica_acks {
+            Some(n) => n,
+            None => match &endpoint.topology {
+                Topology::Sentinel { .. } => 1,
+                _ if cluster => match cluster_has_replicas(&pool).await {
+                    Ok(has) => u32::from(has),
+                    Err(e) => {
+                        let _ = pool.quit().await;
+                        return Err(e);
+                    }
+                },
+                _ => 0,
+            },
+        };
+        let failover = Arc::new(Failover::new());
+        let watcher = failover::start(&endpoint, cluster, &builder, pool.clone(), failover.clone());
         tracing::info!(
             endpoint = ?endpoint,
             cluster,
             pool_size = config.pool_size,
+            replica_acks,
             "redis: connected"
         );
         Ok(RedisClient {
@@ -290,6 +337,9 @@ impl RedisClient {
                 config,
                 scripts,
                 script_reloads: AtomicU64::new(0),
+                replica_acks,
+                failover,
+                _watcher: watcher,
             }),
         })
     }
@@ -308,6 +358,17 @@ impl RedisClient {
 
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
+    }
+
+    /// How many replicas confirm every appended stream entry before
+    /// [`append`](Self::append) returns (`RedisConfig::replica_acks`,
+    /// resolved at connect).
+    pub fn replica_acks(&self) -> u32 {
+        self.inner.replica_acks
+    }
+
+    pub(crate) fn failover(&self) -> &Failover {
+        &self.inner.failover
     }
 
     /// How many times a script was missing (`NOSCRIPT`: Redis restarted or
@@ -345,7 +406,12 @@ impl RedisClient {
         });
         let client = builder.build_subscriber_client()?;
         init_with_deadline(&client, &self.inner.config).await?;
-        Ok(RedisSubscriber::new(client, self.inner.cluster))
+        let registration = self.inner.failover.register(client.clone());
+        Ok(RedisSubscriber::new(
+            client,
+            self.inner.cluster,
+            registration,
+        ))
     }
 
     /// A new connection of its own for blocking stream reads
@@ -354,7 +420,11 @@ impl RedisClient {
     pub async fn stream_reader(&self) -> Result<StreamReader, RedisError> {
         let client = self.inner.builder.build()?;
         init_with_deadline(&client, &self.inner.config).await?;
-        Ok(StreamReader::new(client, self.inner.config.command_timeout))
+        Ok(StreamReader::new(
+            client,
+            self.inner.config.command_timeout,
+            self.primary_generation(),
+        ))
     }
 
     /// Closes the pool's connections. Commands sent afterwards fail.
@@ -422,6 +492,19 @@ impl Deref for PoolGuard<'_> {
     fn deref(&self) -> &Pool {
         self.pool
     }
+}
+
+/// Whether any primary of a Redis Cluster has a replica (`CLUSTER SLOTS`
+/// lists replicas after each range's primary).
+async fn cluster_has_replicas(pool: &Pool) -> Result<bool, RedisError> {
+    let command = CustomCommand::new_static("CLUSTER", ClusterHash::Random, false);
+    let reply: fred::types::Value = pool.next().custom(command, vec!["SLOTS"]).await?;
+    let fred::types::Value::Array(ranges) = reply else {
+        return Err(RedisError::protocol("CLUSTER SLOTS is not an array"));
+    };
+    Ok(ranges
+        .iter()
+        .any(|r| matches!(r, fred::types::Value::Array(items) if items.len() > 3)))
 }
 
 /// Whether the server behind a plain URL is a Redis Cluster node.

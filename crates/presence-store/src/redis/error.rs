@@ -25,6 +25,17 @@ pub enum RedisError {
     /// Redis refused the credentials.
     #[error("redis refused the credentials: {0}")]
     Auth(String),
+    /// Fewer replicas than `RedisConfig::replica_acks` confirmed a write
+    /// within `RedisConfig::replica_ack_timeout` (`WAIT`). The write may be
+    /// on the primary, but a failover could lose it: it must not be
+    /// acknowledged (R1).
+    #[error("only {acked} of {wanted} redis replicas confirmed the write in time")]
+    NotReplicated { acked: u64, wanted: u64 },
+    /// The primary changed while the operation waited or was about to be
+    /// sent (see `RedisClient::on_primary`): it was not sent, and what the
+    /// caller holds in memory may include writes the new primary lost.
+    #[error("the redis primary changed; the operation was not sent")]
+    PrimaryChanged,
     /// A script was still unknown to Redis after loading it again.
     #[error("script {script} is not loaded on the server even after SCRIPT LOAD")]
     NoScript { script: &'static str },
@@ -57,9 +68,12 @@ impl RedisError {
     /// bugs, and specific codes for configuration problems.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Timeout(_) | Self::Connection(_) | Self::Backpressure | Self::Auth(_) => {
-                "backend_unavailable"
-            }
+            Self::Timeout(_)
+            | Self::Connection(_)
+            | Self::Backpressure
+            | Self::Auth(_)
+            | Self::NotReplicated { .. }
+            | Self::PrimaryChanged => "backend_unavailable",
             Self::NoScript { .. }
             | Self::Protocol(_)
             | Self::Server(_)
@@ -116,6 +130,13 @@ impl RedisError {
 
 /// fred reports server error replies and its own "client is not
 /// connected" conditions both as `Unknown`; tell them apart by text.
+///
+/// Some server errors are about the server's role, not the command: a
+/// demoted primary (`READONLY`), a primary without enough replicas
+/// (`NOREPLICAS`, `min-replicas-to-write`), a replica without its primary
+/// (`MASTERDOWN`), a server loading its data (`LOADING`), a cluster
+/// without a quorum (`CLUSTERDOWN`, `TRYAGAIN`). The command did not run;
+/// another server (or the same one, later) will take it: transport.
 fn unknown(details: String) -> RedisError {
     const TRANSPORT: [&str; 4] = [
         "Client is not initialized",
@@ -123,7 +144,16 @@ fn unknown(details: String) -> RedisError {
         "Connection closed",
         "Canceled",
     ];
-    if TRANSPORT.iter().any(|t| details.contains(t)) {
+    const ROLE: [&str; 6] = [
+        "READONLY",
+        "NOREPLICAS",
+        "MASTERDOWN",
+        "LOADING",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+    ];
+    let role = ROLE.iter().any(|p| details.trim_start().starts_with(p));
+    if role || TRANSPORT.iter().any(|t| details.contains(t)) {
         RedisError::Connection(details)
     } else {
         RedisError::Server(details)
@@ -164,6 +194,16 @@ mod tests {
             (
                 ErrorKind::Unknown,
                 "Client is not initialized.",
+                "backend_unavailable",
+            ),
+            (
+                ErrorKind::Unknown,
+                "READONLY You can't write against a read only replica.",
+                "backend_unavailable",
+            ),
+            (
+                ErrorKind::Unknown,
+                "NOREPLICAS Not enough good replicas to write.",
                 "backend_unavailable",
             ),
             (

@@ -36,6 +36,12 @@
 //!   in cluster mode, built on all of the above.
 //! - [`RedisError`]: transport failures have the code
 //!   `backend_unavailable`.
+//! - `failover.rs`: with Sentinel or Redis Cluster, a watcher follows the
+//!   primary through failovers and publishes the *primary generation*
+//!   ([`RedisClient::primary_generation`]); leaders write only under the
+//!   generation they loaded ([`RedisClient::on_primary`]); appends wait for
+//!   replicas ([`RedisClient::replica_acks`]) so an acknowledged change
+//!   survives a failover (R1).
 //!
 //! Scripts live in `lua/*.lua`, loaded with `SCRIPT LOAD` at connect and
 //! called with `EVALSHA` (reloaded once on `NOSCRIPT`).
@@ -44,6 +50,7 @@ pub mod backend;
 mod client;
 mod commit;
 mod error;
+mod failover;
 mod heartbeats;
 pub mod keys;
 mod lease;
@@ -60,6 +67,7 @@ pub use backend::{RedisBackend, RedisBackendConfig};
 pub use client::{Backoff, RedisClient, RedisConfig};
 pub use commit::{CommitBatch, CommitOp, CommitOutcome};
 pub use error::RedisError;
+pub use failover::{FAILOVER_HOLD_LIMIT, PRIMARY_CHECK_INTERVAL};
 pub use heartbeats::{HEARTBEAT_CHUNK, HeartbeatEntry, HeartbeatRefresh, NodeInfo};
 pub use keys::{Keys, heartbeat_member, parse_heartbeat_member, shard_of};
 pub use lease::{Lease, lease_value};

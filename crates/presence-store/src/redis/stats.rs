@@ -14,13 +14,14 @@ pub const LATENCY_BOUNDS: [f64; 12] = [
 ];
 
 /// The error kinds counted, as `kind` label values.
-pub const ERROR_KINDS: [&str; 6] = [
+pub const ERROR_KINDS: [&str; 7] = [
     "timeout",
     "connection",
     "backpressure",
     "auth",
     "server",
     "protocol",
+    "not_replicated",
 ];
 
 /// Counters of one process's Redis operations.
@@ -83,7 +84,10 @@ impl RedisStats {
             RedisError::Auth(_) => 3,
             RedisError::Server(_) | RedisError::NoScript { .. } => 4,
             RedisError::Protocol(_) => 5,
-            RedisError::Config(_)
+            RedisError::NotReplicated { .. } => 6,
+            // Not an error of Redis: an operation held back on purpose.
+            RedisError::PrimaryChanged
+            | RedisError::Config(_)
             | RedisError::ShardCountMismatch { .. }
             | RedisError::CrossShard { .. } => return,
         };
@@ -145,7 +149,8 @@ mod tests {
                 ("backpressure", 1),
                 ("auth", 0),
                 ("server", 0),
-                ("protocol", 0)
+                ("protocol", 0),
+                ("not_replicated", 0)
             ]
         );
     }

@@ -7,12 +7,24 @@
 //! it applied. A new leader resumes from the stored cursor, so nothing
 //! appended is lost by a failover. The `MAXLEN` cap only matters while a
 //! shard has no leader for a long time.
+//!
+//! R1 across a Redis failover: with `replica_acks` N > 0, every `XADD` is
+//! followed on the same connection (in Redis Cluster, to the same node:
+//! `WAIT` is routed by the stream key's slot) by `WAIT N timeout`, and the
+//! append fails unless N replicas confirmed. A gateway answers a request
+//! only after its append returned, so every acknowledged change is in the
+//! stream on a replica a failover would promote; if the leader's commit of
+//! it was lost with the old primary, the next leader applies it again
+//! from the stored cursor.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fred::prelude::{Client, ClientLike, Options, StreamsInterface, Value};
+use fred::types::{ClusterHash, CustomCommand};
+use tokio::sync::watch;
 
 use super::client::{RedisClient, quit_in_background};
 use super::error::RedisError;
@@ -88,16 +100,55 @@ impl RedisClient {
             .iter()
             .map(|(f, v)| (f.as_ref().to_owned(), v.as_ref().to_owned()))
             .collect();
-        let id: String = self
-            .pool()?
-            .xadd(
-                Keys::new(shard).events(),
-                false,
-                ("MAXLEN", "~", cap),
-                "*",
-                pairs,
-            )
+        // Held while a failover is followed: an entry that reached the old
+        // primary after the promotion would be lost even if a replica that
+        // is not promoted confirmed it.
+        let appended = self.unless_moving(self.append_now(shard, pairs, cap)).await;
+        if let Err(error) = &appended
+            && error.is_unavailable()
+        {
+            self.check_primary_now();
+        }
+        appended
+    }
+
+    async fn append_now(
+        &self,
+        shard: u16,
+        pairs: Vec<(String, String)>,
+        cap: i64,
+    ) -> Result<StreamId, RedisError> {
+        let key = Keys::new(shard).events();
+        let acks = self.replica_acks();
+        let pool = self.pool()?;
+        if acks == 0 {
+            let id: String = pool
+                .xadd(key, false, ("MAXLEN", "~", cap), "*", pairs)
+                .await?;
+            return id.parse();
+        }
+        // One connection, one pipeline: WAIT covers the writes sent before
+        // it on its own connection, so it must follow the XADD there.
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let wait = (self.config().replica_ack_timeout).min(self.config().command_timeout / 2);
+        let timeout_ms = u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX);
+        let pipeline = pool.next().pipeline();
+        let _: () = pipeline
+            .xadd(&key, false, ("MAXLEN", "~", cap), "*", pairs)
             .await?;
+        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+        let _: () = pipeline
+            .custom(wait, vec![u64::from(acks), timeout_ms])
+            .await?;
+        let (id, acked): (String, u64) = pipeline.all().await?;
+        if acked < u64::from(acks) {
+            let error = RedisError::NotReplicated {
+                acked,
+                wanted: u64::from(acks),
+            };
+            super::stats::redis_stats().error(&error);
+            return Err(error);
+        }
         id.parse()
     }
 
@@ -145,16 +196,30 @@ impl RedisClient {
 
 /// A connection of its own for blocking stream reads (see
 /// [`RedisClient::stream_reader`]). Reconnects by itself like the pool.
+///
+/// It follows the primary: before a read, if the primary generation moved
+/// since the last one, the connection is dropped and the primary resolved
+/// again, so it never keeps reading from a demoted server.
 pub struct StreamReader {
     client: Client,
     command_timeout: Duration,
+    generation: watch::Receiver<u64>,
+    /// The generation the connection was last resolved under.
+    seen: AtomicU64,
 }
 
 impl StreamReader {
-    pub(crate) fn new(client: Client, command_timeout: Duration) -> StreamReader {
+    pub(crate) fn new(
+        client: Client,
+        command_timeout: Duration,
+        generation: watch::Receiver<u64>,
+    ) -> StreamReader {
+        let seen = AtomicU64::new(*generation.borrow());
         StreamReader {
             client,
             command_timeout,
+            generation,
+            seen,
         }
     }
 
@@ -170,6 +235,13 @@ impl StreamReader {
         count: u64,
         block: Option<Duration>,
     ) -> Result<Vec<StreamEntry>, RedisError> {
+        let generation = *self.generation.borrow();
+        if self.seen.swap(generation, Ordering::AcqRel) != generation {
+            let reconnect = self.client.force_reconnection();
+            tokio::time::timeout(self.command_timeout, reconnect)
+                .await
+                .map_err(|_| RedisError::Timeout("reconnecting to the new primary".into()))??;
+        }
         xread(
             &self.client,
             self.command_timeout,

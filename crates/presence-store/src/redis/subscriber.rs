@@ -14,6 +14,13 @@
 //! nothing. fred's own resubscribe-on-reconnect task runs too, so
 //! subscriptions come back even while nobody calls `recv`.
 //!
+//! It follows the primary: when the client follows a failover (see
+//! `failover.rs`), the connection is dropped and the primary resolved
+//! again before the new primary generation is published (so leaders
+//! republish only once it listens there); the reconnect surfaces as
+//! `Resync(Reconnected)` like any other, and the caller re-reads what it
+//! watches from the new primary.
+//!
 //! On Redis Cluster every channel is a shard channel (`SSUBSCRIBE`; the
 //! commit script uses `SPUBLISH`): each channel name carries its shard's
 //! hash tag, so it is served by the node that owns the shard's slot.
@@ -65,11 +72,18 @@ pub struct RedisSubscriber {
     reconnects: Receiver<Server>,
     lagged_total: u64,
     manager: JoinHandle<()>,
+    /// Moves the connection with the client's pool (see the module
+    /// documentation); unregisters when dropped.
+    _registration: super::failover::Registration,
 }
 
 impl RedisSubscriber {
     /// Wraps a connected subscriber client.
-    pub(crate) fn new(client: SubscriberClient, cluster: bool) -> RedisSubscriber {
+    pub(crate) fn new(
+        client: SubscriberClient,
+        cluster: bool,
+        registration: super::failover::Registration,
+    ) -> RedisSubscriber {
         log_connection_events(&client, "subscriber");
         let messages = client.message_rx();
         let reconnects = client.reconnect_rx();
@@ -82,6 +96,7 @@ impl RedisSubscriber {
             reconnects,
             lagged_total: 0,
             manager,
+            _registration: registration,
         }
     }
 
@@ -174,7 +189,10 @@ impl RedisSubscriber {
         loop {
             let channels: Vec<String> = self.channels.iter().cloned().collect();
             match self.send_subscribe(channels).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self._registration.resubscribed();
+                    return true;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "redis: subscribing again after a reconnect failed; retrying");
                 }
