@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate()?;
     init_logging(args.log_format);
     raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
