@@ -47,6 +47,10 @@ pub enum CloseReason {
     Ended,
     /// The connection failed or went silent.
     Lost,
+    /// R2: the token expired and no `reauth` renewed it.
+    TokenExpired,
+    /// R2: a `reauth` carried an invalid token or another user's.
+    ReauthRefused,
 }
 
 impl CloseReason {
@@ -60,6 +64,11 @@ impl CloseReason {
             Self::FrameTooLarge => (1009, "frame_too_large"),
             Self::Ended => (1000, "bye"),
             Self::Lost => (1001, "lost"),
+            Self::TokenExpired => (presence_protocol::ws::CLOSE_TOKEN_EXPIRED, "token_expired"),
+            Self::ReauthRefused => (
+                presence_protocol::ws::CLOSE_REAUTH_REFUSED,
+                "reauth_refused",
+            ),
         }
     }
 }
