@@ -179,3 +179,36 @@ async fn i3_nothing_anyone_reads_about_an_invisible_user_changes_and_watchers_ge
         "{update} after {old}"
     );
 }
+
+/// I3 across a restart (`kill -9`): the devices are gone, but an invisible
+/// user was shown `offline` before and still is, so nothing anyone reads
+/// moves, the public version included. A visible user's does in one
+/// process (their view changed: their devices left).
+#[tokio::test]
+async fn i3_a_restart_moves_nothing_others_read_about_an_invisible_user() {
+    let mut server = Server::start().await;
+    let mut alice = server.connect("alice", "alice-web", "web").await;
+    alice
+        .ok(json!({"type": "set_status", "status": "invisible", "text": "Hidden"}))
+        .await;
+    let carol = server.connect("carol", "carol-web", "web").await;
+    let bob = token("bob", false);
+    let read = async |server: &Server, user: &str| {
+        let path = format!("/v1/users/{user}/presence");
+        Server::call(server.get(&path, &bob)).await.1
+    };
+    let alice_before = read(&server, "alice").await;
+    let carol_before = read(&server, "carol").await;
+    drop((alice, carol));
+    server.restart().await;
+    let alice_after = read(&server, "alice").await;
+    let carol_after = read(&server, "carol").await;
+    println!("alice {alice_before} -> {alice_after}; carol {carol_before} -> {carol_after}");
+    assert_eq!(alice_after, alice_before);
+    if !server.is_cluster() {
+        // (In a cluster, devices of killed nodes leave when the node lease
+        // lapses, H2; in one process they are gone with it.)
+        assert_eq!(carol_after["status"], "offline");
+        assert!(carol_after["version"].as_u64() > carol_before["version"].as_u64());
+    }
+}
