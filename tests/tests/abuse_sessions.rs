@@ -171,3 +171,172 @@ async fn f7_serve_refuses_a_zero_heartbeat_interval_naming_the_flag() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// `users` ids `prefix0`, `prefix1`, … from `from` on.
+fn ids(prefix: &str, from: usize, count: usize) -> Vec<String> {
+    (from..from + count)
+        .map(|i| format!("{prefix}{i}"))
+        .collect()
+}
+
+async fn subscribe(ws: &mut Ws, users: &[String]) -> serde_json::Value {
+    ws.request(json!({"type": "subscribe", "users": users}))
+        .await
+}
+
+#[tokio::test]
+async fn f3_one_subscription_budget_per_user_across_all_their_sockets() {
+    let server = Server::start_with(
+        presence_e2e::ServerOptions::default()
+            .arg("--max-subscriptions", 1000)
+            .arg("--max-subscriptions-per-user", 2500),
+    )
+    .await;
+    // In a cluster the budget is per node: keep alice's sockets on one.
+    let node = if server.is_cluster() {
+        "node 0"
+    } else {
+        "the node"
+    };
+    let alice_token = token("alice", false);
+    let base = server.url("/v1/ws").replacen("http://", "ws://", 1);
+    let url = |device: &str| format!("{base}?device_id={device}&platform=web");
+    let mut sockets = Vec::new();
+    for i in 0..4 {
+        let mut ws = Ws::connect_with_token(&url(&format!("a{i}")), &alice_token)
+            .await
+            .expect("websocket connects");
+        ws.ready = Some(ws.expect_type("ready").await);
+        sockets.push(ws);
+    }
+    let limits = &sockets[0].ready.as_ref().unwrap()["limits"];
+    assert_eq!(limits["max_subscriptions_per_user"], 2500, "{limits}");
+    let [s0, s1, s2, s3] = &mut sockets[..] else {
+        unreachable!()
+    };
+    assert_eq!(subscribe(s0, &ids("u", 0, 1000)).await["type"], "snapshot");
+    assert_eq!(
+        subscribe(s1, &ids("u", 1000, 1000)).await["type"],
+        "snapshot"
+    );
+    // 3000 across alice's sockets would pass the per-socket limit only.
+    let refused = subscribe(s2, &ids("u", 2000, 1000)).await;
+    assert_eq!(refused["code"], "too_many_subscriptions", "{refused}");
+    println!("on {node}: {}", refused["message"]);
+    assert_eq!(
+        subscribe(s2, &ids("u", 2000, 500)).await["type"],
+        "snapshot"
+    );
+    let refused = subscribe(s3, &ids("u", 3000, 1)).await;
+    assert_eq!(refused["code"], "too_many_subscriptions", "{refused}");
+    // Another user has a budget of their own.
+    let mut bob = Ws::connect_with_token(&url("b0"), &token("bob", false))
+        .await
+        .expect("websocket connects");
+    bob.expect_type("ready").await;
+    assert_eq!(
+        subscribe(&mut bob, &ids("u", 0, 1000)).await["type"],
+        "snapshot"
+    );
+    // Unsubscribing gives budget back; so does closing a socket.
+    let answer = s1
+        .request(json!({"type": "unsubscribe", "users": ids("u", 1000, 300)}))
+        .await;
+    assert_eq!(answer["type"], "ack", "{answer}");
+    assert_eq!(
+        subscribe(s3, &ids("u", 3000, 300)).await["type"],
+        "snapshot"
+    );
+    let refused = subscribe(s3, &ids("u", 3300, 1)).await;
+    assert_eq!(refused["code"], "too_many_subscriptions", "{refused}");
+    let s0 = sockets.remove(0);
+    s0.close().await;
+    let deadline = Instant::now() + presence_e2e::DEADLINE;
+    loop {
+        let answer = subscribe(&mut sockets[2], &ids("u", 3300, 700)).await;
+        if answer["type"] == "snapshot" {
+            break;
+        }
+        assert_eq!(answer["code"], "too_many_subscriptions", "{answer}");
+        assert!(
+            Instant::now() < deadline,
+            "a closed socket's budget never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// VmRSS of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// F3, measured: one user opens up to 100 sockets (fewer if the server
+/// refuses more) and asks for 10,000 subscriptions on each, 1,000 per
+/// frame. RSS may grow by at most 64 MiB; the figures, and RSS after the
+/// sockets closed, are printed for BENCHMARKS.md.
+#[tokio::test]
+async fn f3_many_sockets_of_one_user_asking_for_many_subscriptions_stay_bounded() {
+    let server = Server::start().await;
+    let Some(pid) = server.pid() else {
+        panic!("the server runs as a process");
+    };
+    let alice_token = token("alice", false);
+    // Warm up: one socket with a few subscriptions, closed again.
+    let mut warm = connect_with(&server, "warm", &alice_token).await;
+    subscribe(&mut warm, &ids("w", 0, 100)).await;
+    warm.close().await;
+    let baseline = rss_kib(pid);
+    let started = Instant::now();
+    let mut sockets = Vec::new();
+    for i in 0..100 {
+        let url = server.ws_url(&format!("device_id=s{i}&platform=web"));
+        match Ws::connect_with_token(&url, &alice_token).await {
+            Ok(mut ws) => {
+                ws.ready = Some(ws.expect_type("ready").await);
+                sockets.push(ws);
+            }
+            Err(e) => {
+                println!("socket {i} refused: {e}");
+                break;
+            }
+        }
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        for chunk in 0..10 {
+            let answer = subscribe(ws, &ids(&format!("s{i}-"), chunk * 1000, 1000)).await;
+            if answer["type"] == "snapshot" {
+                accepted += 1000;
+            } else {
+                assert_eq!(answer["code"], "too_many_subscriptions", "{answer}");
+                refused += 1000;
+            }
+        }
+    }
+    let peak = rss_kib(pid);
+    let elapsed = started.elapsed();
+    let open = sockets.len();
+    for ws in sockets {
+        ws.close().await;
+    }
+    // Let the server finish closing; keep the lowest figure seen.
+    let mut after = rss_kib(pid);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = after.min(rss_kib(pid));
+    }
+    let growth_mib = peak.saturating_sub(baseline) as f64 / 1024.0;
+    println!(
+        "F3: {open} sockets, {accepted} subscriptions accepted, {refused} refused in {elapsed:?}; \
+         RSS baseline {baseline} KiB, peak {peak} KiB (+{growth_mib:.1} MiB), \
+         after close {after} KiB ({:+.1} % of baseline)",
+        (after as f64 - baseline as f64) * 100.0 / baseline as f64
+    );
+    assert!(growth_mib <= 64.0, "RSS grew by {growth_mib:.1} MiB");
+}

@@ -210,9 +210,13 @@ async fn open_socket(
 async fn close_socket(mut reader: Reader, end: SocketEnd) {
     let app = &reader.app;
     let conn = &reader.conn;
+    let held = reader.subscriptions.len();
+    app.hub.release_subscriptions(&reader.session.user, held);
     for user in reader.subscriptions.drain() {
         app.hub.unwatch(&user, conn);
     }
+    // F3: give the set's table back too (the reader lives a little longer).
+    reader.subscriptions.shrink_to_fit();
     app.hub.remove_owner(conn);
     // A socket the server closed while draining is deregistered like a
     // goodbye; every other server-side close leaves the device lost (D7).
@@ -540,6 +544,16 @@ impl Reader {
                         ),
                     ));
                 }
+                let per_user = app.config.max_subscriptions_per_user;
+                if let Err(held) = app.hub.reserve_subscriptions(user, new.len(), per_user) {
+                    return Err(Refusal::new(
+                        "too_many_subscriptions",
+                        format!(
+                            "a user may watch at most {per_user} users across all their \
+                             sockets; {held} are watched"
+                        ),
+                    ));
+                }
                 for u in &new {
                     app.hub.watch(u, &self.conn);
                     self.subscriptions.insert(u.clone());
@@ -550,12 +564,15 @@ impl Reader {
             }
             ClientMessage::Unsubscribe { users } => {
                 let users = validate_users(&users, app.config.max_subscriptions)?;
+                let mut released = 0;
                 for u in users {
                     if self.subscriptions.remove(&u) {
                         app.hub.unwatch(&u, &self.conn);
                         self.conn.forget(&u);
+                        released += 1;
                     }
                 }
+                app.hub.release_subscriptions(user, released);
                 Ok(true)
             }
             ClientMessage::Reauth { token } => {

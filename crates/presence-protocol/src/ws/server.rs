@@ -160,6 +160,10 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// The most users one socket may be subscribed to.
     pub max_subscriptions: usize,
+    /// F3: the most subscriptions one user may hold across all their
+    /// sockets on this node.
+    #[serde(default)]
+    pub max_subscriptions_per_user: usize,
     /// The most users one `query` may name.
     pub max_query_users: usize,
 }
