@@ -249,13 +249,15 @@ impl Conn {
 }
 
 type ConnMap = HashMap<Arc<str>, Vec<Arc<Conn>>>;
+/// F3: subscriptions held per user.
+type BudgetMap = HashMap<Arc<str>, usize>;
 
 /// The node's interest maps: who watches whom, and whose sockets are here.
 pub struct Hub {
     watchers: Box<[RwLock<ConnMap>]>,
     owners: Box<[RwLock<ConnMap>]>,
     /// F3: subscriptions held per user across all their sockets here.
-    budgets: Box<[Mutex<HashMap<Arc<str>, usize>>]>,
+    budgets: Box<[Mutex<BudgetMap>]>,
     hasher: foldhash::fast::RandomState,
     active: AtomicBool,
 }

@@ -28,6 +28,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, Command, LogFormat, Role, ServeArgs, TokenArgs};
 
+/// F3: an allocator that gives freed memory back to the system, so RSS
+/// returns to its baseline after a burst (measured in BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
