@@ -32,7 +32,7 @@
 //!
 //! | `type` | fields |
 //! |---|---|
-//! | `ready` | `me`, `settings`, `presence_active`, `session {user, device, platform}`, `limits {max_frame_bytes, max_subscriptions, max_query_users}` |
+//! | `ready` | `me`, `settings`, `presence_active`, `session {user, device, platform}`, `limits {max_frame_bytes, max_subscriptions, max_subscriptions_per_user, max_query_users}` |
 //! | `presence` | `user`, `status`, `text`, `version`, `me?` |
 //! | `snapshot` | `ref?`, `users: [PresenceEntry]` |
 //! | `notice` | `kind`: `presence_inactive`, `presence_active`, `shutting_down`, `replaced`, `token_expiring` (with `expires_at`) |
