@@ -12,8 +12,12 @@ pub enum PresenceError {
     /// T1: more than 120 Unicode scalar values after trimming.
     #[error("status text is {len} characters long; the limit is {max}")]
     StatusTextTooLong { len: usize, max: usize },
-    /// T1: a control character (newline, tab, NUL, …) in the text.
-    #[error("status text must not contain control characters")]
+    /// T1: a control character (newline, tab, NUL, …), a bidirectional
+    /// override or an invisible format character in the text.
+    #[error(
+        "status text must not contain control characters, bidirectional overrides \
+         or invisible format characters"
+    )]
     StatusTextInvalid,
     /// T5: the workspace does not allow free status text.
     #[error("custom status text is disabled in this workspace")]
@@ -21,6 +25,10 @@ pub enum PresenceError {
     /// S2: idle time limits start at the floor (60 s in production).
     #[error("idle time limit of {seconds} s is below the minimum of {min} s")]
     IdleTimeLimitTooLow { seconds: u64, min: u64 },
+    /// S2: idle time limits end at a day; beyond it auto-away is off in
+    /// all but name (use `auto_away: false` for that).
+    #[error("idle time limit of {seconds} s is above the maximum of {max} s")]
+    IdleTimeLimitTooHigh { seconds: u64, max: u64 },
     /// I2: the workspace does not allow new invisible requests.
     #[error("invisible status is disabled in this workspace")]
     InvisibleDisabled,
@@ -36,6 +44,9 @@ pub enum PresenceError {
     /// T6: expiries must lie in the future.
     #[error("expires_at must be in the future")]
     ExpiryNotInFuture,
+    /// T6: expiries lie at most a year ahead.
+    #[error("expires_at must be at most {max_days} days in the future")]
+    ExpiryTooFar { max_days: u64 },
     /// T6: an expiry needs something to expire.
     #[error("expires_at needs a status or a text to expire")]
     ExpiryWithoutChange,
@@ -76,11 +87,13 @@ impl PresenceError {
             Self::StatusTextInvalid => "status_text_invalid",
             Self::StatusTextDisabled => "status_text_disabled",
             Self::IdleTimeLimitTooLow { .. } => "idle_time_limit_too_low",
+            Self::IdleTimeLimitTooHigh { .. } => "idle_time_limit_too_high",
             Self::InvisibleDisabled => "invisible_disabled",
             Self::UnsupportedEvent { .. } | Self::UnsupportedCalendarSource { .. } => {
                 "unsupported_event"
             }
             Self::ExpiryNotInFuture => "expiry_not_in_future",
+            Self::ExpiryTooFar { .. } => "expiry_too_far",
             Self::ExpiryWithoutChange => "expiry_without_change",
             Self::EmptyStatusChange => "empty_status_change",
             Self::CustomStatusNameTaken { .. } => "custom_status_name_taken",

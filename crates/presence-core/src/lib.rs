@@ -32,10 +32,14 @@ pub use device_map::DeviceMap;
 pub use error::PresenceError;
 pub use settings::{
     DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,
-    MIN_IDLE_TIME_LIMIT_SECS, Preferences, SettingsPatch, WorkspaceSettings,
+    MAX_EXPIRY_DAYS, MAX_IDLE_TIME_LIMIT_SECS, MIN_IDLE_TIME_LIMIT_SECS, Preferences,
+    SettingsPatch, WorkspaceSettings,
 };
 pub use status::{ChosenStatus, DisplayedStatus, Platform, SelfStatus};
-pub use text::{CustomStatusName, MAX_CUSTOM_STATUS_NAME_CHARS, MAX_STATUS_TEXT_CHARS, StatusText};
+pub use text::{
+    CustomStatusName, MAX_CUSTOM_STATUS_NAME_CHARS, MAX_STATUS_TEXT_CHARS, StatusText,
+    has_hidden_chars, is_hidden_char,
+};
 pub use time::Timestamp;
 pub use user::{
     CalendarClaims, CalendarSource, Command, Context, DeviceId, Disconnect, DurableState,

@@ -9,13 +9,18 @@ use crate::{PresenceError, Timestamp};
 
 /// S2: the production floor of the idle time limit.
 pub const MIN_IDLE_TIME_LIMIT_SECS: u64 = 60;
+/// S2: the ceiling of the idle time limit (one day). A larger limit would
+/// switch auto-away off silently; `auto_away: false` says that openly.
+pub const MAX_IDLE_TIME_LIMIT_SECS: u64 = 24 * 60 * 60;
+/// T6: how far ahead an expiry may lie (one year).
+pub const MAX_EXPIRY_DAYS: u64 = 366;
 /// S1: the default idle time limit (5 minutes).
 pub const DEFAULT_IDLE_TIME_LIMIT_SECS: u64 = 300;
 /// X1: the default presence cap.
 pub const DEFAULT_CAP: u64 = 200;
 
 /// How long a device must be idle before it shows `away` (D2), never
-/// below the floor (S2).
+/// below the floor nor above [`MAX_IDLE_TIME_LIMIT_SECS`] (S2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct IdleTimeLimit(u64);
@@ -34,6 +39,12 @@ impl IdleTimeLimit {
             return Err(PresenceError::IdleTimeLimitTooLow {
                 seconds,
                 min: floor,
+            });
+        }
+        if seconds > MAX_IDLE_TIME_LIMIT_SECS {
+            return Err(PresenceError::IdleTimeLimitTooHigh {
+                seconds,
+                max: MAX_IDLE_TIME_LIMIT_SECS,
             });
         }
         Ok(Self(seconds))
@@ -158,10 +169,17 @@ impl SettingsPatch {
 pub struct Expiry(Timestamp);
 
 impl Expiry {
-    /// Validates that `at` lies strictly after `now`.
+    /// Validates that `at` lies strictly after `now` and at most
+    /// [`MAX_EXPIRY_DAYS`] ahead of it.
     pub fn new(at: Timestamp, now: Timestamp) -> Result<Self, PresenceError> {
         if at <= now {
             return Err(PresenceError::ExpiryNotInFuture);
+        }
+        let max_ahead = Duration::from_secs(MAX_EXPIRY_DAYS * 24 * 60 * 60);
+        if at.saturating_since(now) > max_ahead {
+            return Err(PresenceError::ExpiryTooFar {
+                max_days: MAX_EXPIRY_DAYS,
+            });
         }
         Ok(Self(at))
     }

@@ -87,9 +87,15 @@ pub struct DurableState {
     pub calendar: CalendarClaims,
     #[serde(default)]
     pub preferences: Preferences,
-    /// W3: grows with every visible change; see [`next_version`].
+    /// W3: grows with every change of either view; the version of what
+    /// the user sees of themselves. See [`next_version`].
     #[serde(default)]
     pub version: u64,
+    /// W3, I3: grows only when what others see changes; the version of the
+    /// public view. An invisible user's public view never changes, so
+    /// neither does this: polling it tells nobody when they act.
+    #[serde(default)]
+    pub public_version: u64,
 }
 
 /// A user's request to change their status (T1–T6, I2).
@@ -197,7 +203,10 @@ pub struct Outcome {
     /// The chosen state, calendar claims or preferences changed and must be
     /// stored before acknowledging. Device changes alone never set this.
     pub durable_changed: bool,
+    /// The version of the self view (moves on any change).
     pub version: u64,
+    /// The version of the public view (moves only when it changes, I3).
+    pub public_version: u64,
 }
 
 impl Outcome {
@@ -575,6 +584,9 @@ impl UserPresence {
         if public_changed || self_changed {
             self.durable.version = next_version(self.durable.version, ctx.now);
         }
+        if public_changed {
+            self.durable.public_version = next_version(self.durable.public_version, ctx.now);
+        }
         Outcome {
             public,
             public_changed,
@@ -583,6 +595,7 @@ impl UserPresence {
             // `next_version`), so only chosen state makes a write.
             durable_changed,
             version: self.durable.version,
+            public_version: self.durable.public_version,
         }
     }
 

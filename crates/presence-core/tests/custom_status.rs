@@ -136,6 +136,25 @@ fn c1_custom_status_name_validation() {
 }
 
 #[test]
+fn c1_names_refuse_bidi_overrides_and_invisible_format_characters() {
+    let invalid = Err("custom_status_name_invalid");
+    for c in [
+        '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\u{200B}', '\u{200C}', '\u{200D}',
+        '\u{2060}', '\u{FEFF}', '\u{00AD}',
+    ] {
+        check_name(&format!("On{c} Vacation"), invalid);
+        check_name(&format!("{c}Lunch"), invalid);
+    }
+    let err = CustomStatusName::parse("Lunch\u{202E}").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "custom status name is invalid: the name contains bidirectional overrides or \
+         invisible format characters"
+    );
+    check_name("👩🏽‍💻 Coding", Ok("👩🏽‍💻 Coding"));
+}
+
+#[test]
 fn c1_names_are_unique_ignoring_case() {
     let taken = Err("custom_status_name_taken");
     check_create(&[], "On Vacation", Ok(()));

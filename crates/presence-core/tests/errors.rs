@@ -194,6 +194,17 @@ fn error_codes_are_stable_and_unique() {
             "unsupported_event",
         ),
         (PresenceError::ExpiryNotInFuture, "expiry_not_in_future"),
+        (
+            PresenceError::ExpiryTooFar { max_days: 366 },
+            "expiry_too_far",
+        ),
+        (
+            PresenceError::IdleTimeLimitTooHigh {
+                seconds: 86_401,
+                max: 86_400,
+            },
+            "idle_time_limit_too_high",
+        ),
         (PresenceError::ExpiryWithoutChange, "expiry_without_change"),
         (PresenceError::EmptyStatusChange, "empty_status_change"),
         (

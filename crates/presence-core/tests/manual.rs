@@ -7,8 +7,8 @@ use common::{Sim, T0, at, req, secs};
 use presence_core::{
     CalendarSource, ChosenStatus, Command, CustomStatus, CustomStatusId, CustomStatusName,
     DEFAULT_IDLE_TIME_LIMIT_SECS, DisplayedStatus, DurableState, IdleTimeLimit,
-    MIN_IDLE_TIME_LIMIT_SECS, Platform, Preferences, PreferencesUpdate, SelfStatus, UserPresence,
-    WorkspaceSettings,
+    MAX_IDLE_TIME_LIMIT_SECS, MIN_IDLE_TIME_LIMIT_SECS, Platform, Preferences, PreferencesUpdate,
+    SelfStatus, UserPresence, WorkspaceSettings,
 };
 
 use ChosenStatus::{Away as ChooseAway, Busy as ChooseBusy, Invisible, Online as Auto};
@@ -381,6 +381,21 @@ fn s2_idle_time_limit_below_sixty_is_rejected() {
     assert_eq!(
         err.to_string(),
         "idle time limit of 59 s is below the minimum of 60 s"
+    );
+}
+
+#[test]
+fn s2_idle_time_limit_above_a_day_is_rejected() {
+    check_limit(MAX_IDLE_TIME_LIMIT_SECS, Ok(86_400));
+    check_limit(86_401, Err("idle_time_limit_too_high"));
+    check_limit(u64::MAX, Err("idle_time_limit_too_high"));
+    assert_eq!(
+        IdleTimeLimit::with_floor(u64::MAX, 1).unwrap_err().code(),
+        "idle_time_limit_too_high"
+    );
+    assert_eq!(
+        IdleTimeLimit::new(86_401).unwrap_err().to_string(),
+        "idle time limit of 86401 s is above the maximum of 86400 s"
     );
 }
 

@@ -5,7 +5,7 @@ mod common;
 use common::{Sim, T0, at, req};
 use presence_core::{
     ChosenStatus, Command, CustomStatus, CustomStatusId, CustomStatusName, DisplayedStatus,
-    MAX_RESTORE_DEPTH, MAX_STATUS_TEXT_CHARS, SelfStatus, StatusLayer, StatusText,
+    MAX_EXPIRY_DAYS, MAX_RESTORE_DEPTH, MAX_STATUS_TEXT_CHARS, SelfStatus, StatusLayer, StatusText,
     WorkspaceSettings,
 };
 
@@ -173,6 +173,82 @@ fn t1_status_text_validation() {
 }
 
 #[test]
+fn t1_bidi_overrides_and_invisible_format_characters_are_refused() {
+    let invalid = Err("status_text_invalid");
+    // Bidirectional embeddings, overrides and isolates (Trojan Source).
+    for c in ['\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}'] {
+        check_text(&format!("admin{c}txt.exe"), invalid);
+    }
+    for c in ['\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}'] {
+        check_text(&format!("in{c}side"), invalid);
+    }
+    // Invisible format characters: zero-width space/joiners between ASCII
+    // letters, marks, word joiner, BOM, soft hyphen, fillers, separators.
+    for c in [
+        '\u{200B}',
+        '\u{200C}',
+        '\u{200D}',
+        '\u{200E}',
+        '\u{200F}',
+        '\u{2060}',
+        '\u{2061}',
+        '\u{2064}',
+        '\u{206F}',
+        '\u{FEFF}',
+        '\u{00AD}',
+        '\u{034F}',
+        '\u{061C}',
+        '\u{115F}',
+        '\u{3164}',
+        '\u{FFA0}',
+        '\u{180E}',
+        '\u{2028}',
+        '\u{2029}',
+        '\u{FFF9}',
+        '\u{1D173}',
+        '\u{E0001}',
+    ] {
+        check_text(&format!("in{c}side"), invalid);
+        if !c.is_whitespace() {
+            // (Line and paragraph separators at the edges are trimmed.)
+            check_text(&format!("{c}edge"), invalid);
+            check_text(&format!("edge{c}"), invalid);
+        }
+    }
+    // Only invisible characters: refused, not "no text" (they do not trim).
+    check_text("\u{200B}\u{200B}", invalid);
+    check_text("\u{FEFF}", invalid);
+    // A joiner with an emoji on one side only is not a ZWJ sequence.
+    check_text("😀\u{200D}a", invalid);
+    check_text("a\u{200D}😀", invalid);
+    check_text("😀\u{200D}", invalid);
+    // Tag characters outside a flag tag sequence.
+    check_text("x\u{E0067}\u{E007F}", invalid);
+}
+
+#[test]
+fn t1_joiners_are_allowed_where_scripts_and_emoji_need_them() {
+    // Emoji ZWJ sequences, with skin tones and the emoji presentation
+    // selector, and the flag of Scotland (a tag sequence).
+    for ok in [
+        "👨‍👩‍👧‍👦",
+        "🏳️‍🌈 Pride",
+        "👩🏽‍💻 coding",
+        "👁️‍🗨️",
+        "❤️‍🔥",
+        "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F} home",
+        // Persian uses ZWNJ between letters; Devanagari uses ZWJ after a
+        // virama.
+        "می\u{200C}خواهم",
+        "क्\u{200D}ष",
+        // Variation selectors on symbols are visible presentation choices.
+        "☎️ on a call",
+    ] {
+        check_text(ok, Ok(Some(ok)));
+    }
+}
+
+#[test]
 fn t1_too_long_error_names_the_lengths() {
     let err = StatusText::parse(&repeat("😀", 121)).unwrap_err();
     assert_eq!(
@@ -295,6 +371,24 @@ fn t6_expiry_must_be_in_the_future() {
     check_expiry_time(0, Err("expiry_not_in_future"));
     check_expiry_time(1, Ok(()));
     check_expiry_time(3_600_000, Ok(()));
+}
+
+#[test]
+fn t6_expiry_at_most_a_year_ahead() {
+    let day = 24 * 3_600_000_i64;
+    let max = MAX_EXPIRY_DAYS as i64 * day;
+    check_expiry_time(30 * day, Ok(()));
+    check_expiry_time(max, Ok(()));
+    check_expiry_time(max + 1, Err("expiry_too_far"));
+    // Year 9999 (the F8–F12 probe) is refused.
+    check_expiry_time(253_402_300_799_999 - T0.as_millis(), Err("expiry_too_far"));
+    let now = presence_core::Timestamp::from_millis(0);
+    let err = presence_core::Expiry::new(presence_core::Timestamp::from_millis(max + 1), now)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("expires_at must be at most {MAX_EXPIRY_DAYS} days in the future")
+    );
 }
 
 #[test]

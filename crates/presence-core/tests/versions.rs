@@ -131,3 +131,92 @@ fn w3_restart_without_the_last_versions_still_goes_up() {
     let outcome = sim.connect("d0", Platform::Web);
     assert!(outcome.version > highest, "{} > {highest}", outcome.version);
 }
+
+/// I3: of the things an invisible user does (the F2 probe), none
+/// moves what others see: not the public view, not its version.
+#[test]
+fn i3_public_version_stays_while_invisible() {
+    use DeviceEvent::{Active, Idle, Lock, Unlock};
+    use Platform::{Desktop, Mobile};
+    let settings = presence_core::WorkspaceSettings {
+        calendar_integration: true,
+        ..Default::default()
+    };
+    let mut sim = Sim::with_settings(settings);
+    sim.add_devices("desktop web");
+    sim.choose(ChosenStatus::Invisible);
+    let public = sim.public();
+    let public_version = sim.user.durable.public_version;
+    let calendar = |busy| Command::Calendar {
+        event_id: "standup".into(),
+        busy,
+        source: presence_core::CalendarSource::Device(Desktop),
+    };
+    let steps: Vec<(&str, Command)> = vec![
+        ("lock", cmd::event("d0", Lock)),
+        ("unlock", cmd::event("d0", Unlock)),
+        ("idle", cmd::event("d1", Idle)),
+        ("active", cmd::event("d1", Active)),
+        ("text", cmd::text("Secret plans")),
+        ("second device", cmd::connect("d2", Mobile)),
+        ("one of two devices leaves", cmd::clean("d2")),
+        ("calendar event starts", calendar(true)),
+        ("calendar event ends", calendar(false)),
+        ("preferences", cmd::auto_away(false)),
+        ("lost device", cmd::lost("d1", at(60))),
+    ];
+    for (what, command) in steps {
+        sim.advance_by(secs(1));
+        let outcome = sim.apply(command);
+        assert!(!outcome.public_changed, "{what}: others see nothing");
+        assert_eq!(outcome.public_version, public_version, "{what}");
+        assert_eq!(sim.public(), public, "{what}");
+    }
+    // A text with an expiry, and the expiry itself.
+    let outcome = sim.set(req(None, Some("Back soon"), Some(at(3600))));
+    assert_eq!(outcome.public_version, public_version, "text with expiry");
+    let outcome = sim.advance_to(at(3601));
+    assert!(outcome.self_changed, "the expiry is visible to the user");
+    assert_eq!(outcome.public_version, public_version, "expiry");
+    assert_eq!(sim.public(), public);
+    // Leaving invisible is a public change: the version moves at once.
+    let outcome = sim.choose(ChosenStatus::Online);
+    assert!(outcome.public_changed);
+    assert!(outcome.public_version > public_version);
+}
+
+/// I3, W3: the public version moves exactly when the public view does, and
+/// grows like the user's own version.
+#[test]
+fn i3_public_version_moves_exactly_with_the_public_view() {
+    use ChosenStatus::Busy;
+    use DeviceEvent::{Idle, Lock};
+    use Platform::{Desktop, Web};
+    let cases: Vec<(&str, Command)> = vec![
+        ("", cmd::connect("d0", Web)),
+        ("web", cmd::connect("d1", Desktop)),
+        ("web", cmd::event("d0", Idle)),
+        ("web desktop", cmd::event("d1", Lock)),
+        ("web", cmd::status(Busy)),
+        ("", cmd::status(Busy)),
+        ("web", cmd::text("Lunch")),
+        ("", cmd::text("Lunch")),
+        ("web", cmd::auto_away(false)),
+        ("web", cmd::clean("d0")),
+    ];
+    for (spec, command) in cases {
+        let mut sim = Sim::with_devices(spec);
+        sim.advance_by(secs(1));
+        let before = sim.user.durable.public_version;
+        let public = sim.public();
+        let shown = format!("'{spec}' then {command:?}");
+        let outcome = sim.apply(command);
+        assert_eq!(outcome.public_changed, sim.public() != public, "{shown}");
+        if outcome.public_changed {
+            assert!(outcome.public_version > before, "{shown}");
+        } else {
+            assert_eq!(outcome.public_version, before, "{shown}");
+        }
+        assert_eq!(outcome.public_version, sim.user.durable.public_version);
+    }
+}

@@ -192,6 +192,25 @@ impl Authenticator {
 
     /// Verifies a token as of `now_unix_secs` (seconds since the Unix epoch).
     pub fn verify_at(&self, token: &str, now_unix_secs: u64) -> Result<Identity, AuthError> {
+        self.verify_session_at(token, now_unix_secs)
+            .map(|(identity, _)| identity)
+    }
+
+    /// Verifies a token for a long-lived socket against the system clock:
+    /// the caller and when the token's authority ends (R2).
+    pub fn verify_session(&self, token: &str) -> Result<(Identity, ValidUntil), AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.verify_session_at(token, now)
+    }
+
+    /// [`verify_session`](Self::verify_session) as of `now_unix_secs`.
+    pub fn verify_session_at(
+        &self,
+        token: &str,
+        now_unix_secs: u64,
+    ) -> Result<(Identity, ValidUntil), AuthError> {
         if token.is_empty() {
             return Err(AuthError::TokenMissing);
         }
@@ -212,8 +231,159 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)
             .map_err(|error| map_decode_error(error.kind()))?
             .claims;
-        claims.into_identity(now_unix_secs)
+        let valid_until = claims.valid_until();
+        let identity = claims.into_identity(now_unix_secs)?;
+        Ok((identity, valid_until))
     }
+}
+
+/// When a token's authority ends: its `exp` plus [`EXP_LEEWAY_SECS`], the
+/// moment [`Authenticator::verify`] starts refusing it. Sockets are closed
+/// then unless the client sends a fresh token (R2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ValidUntil {
+    At(SystemTime),
+    /// `exp` lies beyond what the clock can represent.
+    Never,
+}
+
+impl ValidUntil {
+    /// How long from `now` until the authority ends (zero if it has).
+    pub fn remaining(self, now: SystemTime) -> Option<Duration> {
+        match self {
+            Self::At(at) => Some(at.duration_since(now).unwrap_or_default()),
+            Self::Never => None,
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, for the wire.
+    pub fn unix_millis(self) -> Option<i64> {
+        match self {
+            Self::At(at) => at
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_millis()).ok()),
+            Self::Never => None,
+        }
+    }
+}
+
+/// R2: the authority of one long-lived socket. It ends when its token
+/// does ([`ValidUntil`]); [`TOKEN_EXPIRY_NOTICE`] before that the socket is
+/// told (`notice {kind: "token_expiring"}`), and a `reauth` with a fresh
+/// token for the same user moves the end to the new token's.
+#[derive(Debug)]
+pub struct SocketAuthority {
+    valid_until: ValidUntil,
+    /// The end on the monotonic clock; `None` if it lies too far ahead.
+    deadline: Option<tokio::time::Instant>,
+    noticed: bool,
+}
+
+/// R2: how long before a socket's token expires it is told so.
+pub const TOKEN_EXPIRY_NOTICE: Duration =
+    Duration::from_secs(presence_protocol::ws::TOKEN_EXPIRY_NOTICE_SECS);
+
+/// What a socket's authority timer says when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorityEvent {
+    /// Tell the client its token expires at these Unix milliseconds.
+    Expiring { expires_at_millis: i64 },
+    /// The token expired: close the socket.
+    Expired,
+}
+
+/// Why a `reauth` was refused. Either way the socket is closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReauthError {
+    #[error("the reauth token was refused: {0}")]
+    Invalid(AuthError),
+    #[error("the reauth token is for another user than this socket's")]
+    OtherUser,
+}
+
+impl ReauthError {
+    /// The stable code of the `error` frame sent before the close.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(e) => e.code(),
+            Self::OtherUser => "reauth_user_mismatch",
+        }
+    }
+}
+
+impl SocketAuthority {
+    pub fn new(valid_until: ValidUntil) -> Self {
+        Self {
+            valid_until,
+            deadline: monotonic_deadline(valid_until),
+            noticed: false,
+        }
+    }
+
+    /// When the socket's timer must fire next: the notice, then the end.
+    pub fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let deadline = self.deadline?;
+        if self.noticed {
+            Some(deadline)
+        } else {
+            Some(
+                deadline
+                    .checked_sub(TOKEN_EXPIRY_NOTICE)
+                    .unwrap_or(deadline),
+            )
+        }
+    }
+
+    /// Whether the authority ended by `now` (a message arriving after it
+    /// is refused even if the timer has not fired yet).
+    pub fn has_expired(&self, now: tokio::time::Instant) -> bool {
+        self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// The timer fired at `now`: what to do.
+    pub fn on_wake(&mut self, now: tokio::time::Instant) -> Option<AuthorityEvent> {
+        let deadline = self.deadline?;
+        if now >= deadline {
+            return Some(AuthorityEvent::Expired);
+        }
+        if self.noticed {
+            return None;
+        }
+        self.noticed = true;
+        Some(AuthorityEvent::Expiring {
+            expires_at_millis: self.valid_until.unix_millis().unwrap_or(i64::MAX),
+        })
+    }
+
+    /// `reauth {token}`: accepts a valid token for `user` and moves the end
+    /// of the socket's authority to that token's.
+    pub fn reauth(
+        &mut self,
+        auth: &Authenticator,
+        user: &str,
+        token: &str,
+    ) -> Result<(), ReauthError> {
+        let (identity, valid_until) = auth.verify_session(token).map_err(ReauthError::Invalid)?;
+        if identity.user_id != user {
+            return Err(ReauthError::OtherUser);
+        }
+        *self = Self::new(valid_until);
+        Ok(())
+    }
+}
+
+/// Waits until `at`, or forever for `None`.
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn monotonic_deadline(valid_until: ValidUntil) -> Option<tokio::time::Instant> {
+    let remaining = valid_until.remaining(SystemTime::now())?;
+    tokio::time::Instant::now().checked_add(remaining)
 }
 
 /// What `presenced token` puts into a development token.
@@ -302,6 +472,21 @@ struct RawClaims {
 }
 
 impl RawClaims {
+    /// `exp` plus the leeway as a point in time. Call only on claims that
+    /// `into_identity` accepts (it requires `exp`).
+    fn valid_until(&self) -> ValidUntil {
+        let Some(exp) = self.exp else {
+            return ValidUntil::Never;
+        };
+        let end = exp + EXP_LEEWAY_SECS as f64;
+        match Duration::try_from_secs_f64(end.max(0.0)) {
+            Ok(since_epoch) => UNIX_EPOCH
+                .checked_add(since_epoch)
+                .map_or(ValidUntil::Never, ValidUntil::At),
+            Err(_) => ValidUntil::Never,
+        }
+    }
+
     fn into_identity(self, now_unix_secs: u64) -> Result<Identity, AuthError> {
         let sub = self
             .sub
@@ -566,6 +751,45 @@ mod tests {
             username: None,
             name: None,
         }
+    }
+
+    #[test]
+    fn r2_a_session_token_is_valid_until_exp_plus_the_leeway() {
+        let at = |secs: f64| ValidUntil::At(UNIX_EPOCH + Duration::from_secs_f64(secs));
+        let cases = [
+            (
+                json!({"sub": "alice", "exp": NOW + 3600}),
+                at((NOW + 3600 + EXP_LEEWAY_SECS) as f64),
+            ),
+            (
+                json!({"sub": "alice", "exp": NOW - 10}),
+                at((NOW - 10 + EXP_LEEWAY_SECS) as f64),
+            ),
+            (
+                json!({"sub": "alice", "exp": 1.7e9 + 0.5}),
+                at(1.7e9 + 0.5 + EXP_LEEWAY_SECS as f64),
+            ),
+            (json!({"sub": "alice", "exp": 1e300}), ValidUntil::Never),
+        ];
+        for (claims, expected) in cases {
+            let (identity, until) = hs256()
+                .verify_session_at(&sign_hs(claims.clone()), NOW)
+                .unwrap();
+            assert_eq!(identity.user_id, "alice");
+            assert_eq!(until, expected, "{claims}");
+        }
+        let expired = sign_hs(json!({"sub": "alice", "exp": NOW - EXP_LEEWAY_SECS}));
+        assert_eq!(
+            hs256().verify_session_at(&expired, NOW).unwrap_err().code(),
+            "token_expired"
+        );
+        let now = UNIX_EPOCH + Duration::from_secs(NOW);
+        assert_eq!(
+            at(NOW as f64 + 5.0).remaining(now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(at(NOW as f64 - 5.0).remaining(now), Some(Duration::ZERO));
+        assert_eq!(ValidUntil::Never.remaining(now), None);
     }
 
     /// Verifies `token` with `auth` at [`NOW`] and compares with the

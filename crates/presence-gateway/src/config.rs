@@ -15,6 +15,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// W2: how many users one socket may watch.
     pub max_subscriptions: usize,
+    /// F3: how many subscriptions one user may hold across all their
+    /// sockets on this node.
+    pub max_subscriptions_per_user: usize,
     /// How many users one query (WS `query`, REST bulk) may name.
     pub max_query_users: usize,
     /// Control messages (acks, errors, snapshots) queued per socket before
@@ -63,6 +66,7 @@ impl Default for GatewayConfig {
             max_frame_bytes: 16 * 1024,
             max_body_bytes: 64 * 1024,
             max_subscriptions: 10_000,
+            max_subscriptions_per_user: 20_000,
             max_query_users: 1_000,
             max_control_queue: 256,
             ping_interval: Duration::from_secs(20),

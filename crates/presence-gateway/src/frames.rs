@@ -68,6 +68,7 @@ pub fn ready(
         limits: Limits {
             max_frame_bytes: config.max_frame_bytes,
             max_subscriptions: config.max_subscriptions,
+            max_subscriptions_per_user: config.max_subscriptions_per_user,
             max_query_users: config.max_query_users,
         },
     };

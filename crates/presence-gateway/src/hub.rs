@@ -47,6 +47,10 @@ pub enum CloseReason {
     Ended,
     /// The connection failed or went silent.
     Lost,
+    /// R2: the token expired and no `reauth` renewed it.
+    TokenExpired,
+    /// R2: a `reauth` carried an invalid token or another user's.
+    ReauthRefused,
 }
 
 impl CloseReason {
@@ -60,6 +64,11 @@ impl CloseReason {
             Self::FrameTooLarge => (1009, "frame_too_large"),
             Self::Ended => (1000, "bye"),
             Self::Lost => (1001, "lost"),
+            Self::TokenExpired => (presence_protocol::ws::CLOSE_TOKEN_EXPIRED, "token_expired"),
+            Self::ReauthRefused => (
+                presence_protocol::ws::CLOSE_REAUTH_REFUSED,
+                "reauth_refused",
+            ),
         }
     }
 }
@@ -240,11 +249,15 @@ impl Conn {
 }
 
 type ConnMap = HashMap<Arc<str>, Vec<Arc<Conn>>>;
+/// F3: subscriptions held per user.
+type BudgetMap = HashMap<Arc<str>, usize>;
 
 /// The node's interest maps: who watches whom, and whose sockets are here.
 pub struct Hub {
     watchers: Box<[RwLock<ConnMap>]>,
     owners: Box<[RwLock<ConnMap>]>,
+    /// F3: subscriptions held per user across all their sockets here.
+    budgets: Box<[Mutex<BudgetMap>]>,
     hasher: foldhash::fast::RandomState,
     active: AtomicBool,
 }
@@ -265,6 +278,9 @@ impl Hub {
         Hub {
             watchers: shards(),
             owners: shards(),
+            budgets: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
             hasher: Default::default(),
             active: AtomicBool::new(true),
         }
@@ -324,6 +340,51 @@ impl Hub {
         remove_from(self.shard(&self.watchers, user), user, conn);
     }
 
+    /// F3: takes `n` subscriptions from `user`'s budget of `max` across all
+    /// their sockets on this node. `Err(held)` (and nothing taken) when
+    /// that would exceed it.
+    pub fn reserve_subscriptions(
+        &self,
+        user: &Arc<str>,
+        n: usize,
+        max: usize,
+    ) -> Result<(), usize> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut budgets = self.shard(&self.budgets, user).lock();
+        let held = budgets.get(user).copied().unwrap_or(0);
+        if held.saturating_add(n) > max {
+            return Err(held);
+        }
+        budgets.insert(user.clone(), held + n);
+        Ok(())
+    }
+
+    /// F3: gives `n` subscriptions back to `user`'s budget.
+    pub fn release_subscriptions(&self, user: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let mut budgets = self.shard(&self.budgets, user).lock();
+        if let Some(held) = budgets.get_mut(user) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                budgets.remove(user);
+                shrink_if_sparse(&mut budgets);
+            }
+        }
+    }
+
+    /// F3: the subscriptions `user` holds on this node.
+    pub fn subscriptions_of(&self, user: &str) -> usize {
+        self.shard(&self.budgets, user)
+            .lock()
+            .get(user)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Runs `f` for every socket watching `user`.
     pub fn for_watchers(&self, user: &str, mut f: impl FnMut(&Arc<Conn>)) {
         if let Some(conns) = self.shard(&self.watchers, user).read().get(user) {
@@ -344,7 +405,7 @@ impl Hub {
         self.watchers.iter().map(|s| s.read().len()).sum()
     }
 
-    fn shard<'a>(&self, shards: &'a [RwLock<ConnMap>], user: &str) -> &'a RwLock<ConnMap> {
+    fn shard<'a, T>(&self, shards: &'a [T], user: &str) -> &'a T {
         &shards[(self.hasher.hash_one(user) as usize) % shards.len()]
     }
 }
@@ -355,7 +416,20 @@ fn remove_from(shard: &RwLock<ConnMap>, user: &str, conn: &Arc<Conn>) {
         conns.retain(|c| !Arc::ptr_eq(c, conn));
         if conns.is_empty() {
             map.remove(user);
+            shrink_if_sparse(&mut map);
+        } else if conns.capacity() > 2 * conns.len() + 4 {
+            conns.shrink_to_fit();
         }
+    }
+}
+
+/// F3: a hash map never gives its table back by itself; after a burst of
+/// subscriptions ends (sockets closed) the tables would keep their peak
+/// size. Shrinking once the map is a quarter full returns the memory at an
+/// amortised constant cost per removal.
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }
 
@@ -411,6 +485,44 @@ mod tests {
         assert_eq!(replaced.len(), 1);
         assert!(Arc::ptr_eq(&replaced[0], &first));
         assert_eq!(hub.owners_of("alice").len(), 2);
+    }
+
+    #[test]
+    fn f3_subscription_budget_is_per_user_across_sockets() {
+        let hub = Hub::new();
+        let alice: Arc<str> = Arc::from("alice");
+        assert_eq!(hub.reserve_subscriptions(&alice, 600, 1000), Ok(()));
+        assert_eq!(hub.reserve_subscriptions(&alice, 400, 1000), Ok(()));
+        assert_eq!(hub.reserve_subscriptions(&alice, 1, 1000), Err(1000));
+        let bob: Arc<str> = Arc::from("bob");
+        assert_eq!(hub.reserve_subscriptions(&bob, 1000, 1000), Ok(()));
+        hub.release_subscriptions("alice", 600);
+        assert_eq!(hub.subscriptions_of("alice"), 400);
+        assert_eq!(hub.reserve_subscriptions(&alice, 601, 1000), Err(400));
+        hub.release_subscriptions("alice", 400);
+        assert_eq!(hub.subscriptions_of("alice"), 0);
+        assert_eq!(hub.reserve_subscriptions(&alice, usize::MAX, 1000), Err(0));
+    }
+
+    #[test]
+    fn f3_maps_give_their_memory_back_when_watchers_leave() {
+        let hub = Hub::new();
+        let c = conn("d1");
+        let users: Vec<Arc<str>> = (0..20_000).map(|i| Arc::from(format!("u{i}"))).collect();
+        for u in &users {
+            hub.watch(u, &c);
+        }
+        let peak: usize = hub.watchers.iter().map(|s| s.read().capacity()).sum();
+        for u in &users {
+            hub.unwatch(u, &c);
+        }
+        let after: usize = hub.watchers.iter().map(|s| s.read().capacity()).sum();
+        assert_eq!(hub.watched_users(), 0);
+        // What is left is the small floor every shard keeps.
+        assert!(
+            after <= SHARDS * 64 && after * 5 < peak,
+            "capacity {peak} -> {after}"
+        );
     }
 
     #[test]

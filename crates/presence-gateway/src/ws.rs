@@ -72,8 +72,8 @@ async fn upgrade(
             .into_response();
     }
     let token = auth::bearer_token(&headers).or(params.token.as_deref());
-    let identity = match token.map(|t| app.auth.verify(t)) {
-        Some(Ok(identity)) => identity,
+    let (identity, valid_until) = match token.map(|t| app.auth.verify_session(t)) {
+        Some(Ok(verified)) => verified,
         Some(Err(e)) => return ApiError::from(e).into_response(),
         None => return ApiError::from(AuthError::TokenMissing).into_response(),
     };
@@ -155,7 +155,7 @@ async fn upgrade(
         .max_write_buffer_size(config.socket_buffer_bytes.max(config.max_frame_bytes) * 8)
         .on_upgrade(move |socket| {
             let tracker = app2.sockets.clone();
-            tracker.track_future(run_socket(app2, session, socket, permit))
+            tracker.track_future(run_socket(app2, session, valid_until, socket, permit))
         })
 }
 
@@ -173,9 +173,16 @@ fn valid_device_id(id: &str) -> bool {
 /// Opening runs in axum's upgrade task, which then ends; the long-lived
 /// task owns one boxed [`OpenSocket`] and a small `serve` future, so an
 /// idle socket costs little (DESIGN §6: memory per idle connection).
-async fn run_socket(app: Arc<App>, session: Session, mut socket: WebSocket, permit: SocketPermit) {
+async fn run_socket(
+    app: Arc<App>,
+    session: Session,
+    valid_until: auth::ValidUntil,
+    mut socket: WebSocket,
+    permit: SocketPermit,
+) {
     let tracker = app.sockets.clone();
-    if let Some(reader) = Box::pin(open_socket(app, session, &mut socket)).await {
+    let authority = auth::SocketAuthority::new(valid_until);
+    if let Some(reader) = Box::pin(open_socket(app, session, authority, &mut socket)).await {
         tracker.spawn(serve_socket(Box::new(OpenSocket {
             reader,
             socket,
@@ -206,7 +213,12 @@ async fn serve_socket(mut open: Box<OpenSocket>) {
 
 /// Registers the device with the backend, queues `ready`, and replaces an
 /// older socket of the same device. `None` when the backend refused.
-async fn open_socket(app: Arc<App>, session: Session, socket: &mut WebSocket) -> Option<Reader> {
+async fn open_socket(
+    app: Arc<App>,
+    session: Session,
+    authority: auth::SocketAuthority,
+    socket: &mut WebSocket,
+) -> Option<Reader> {
     let info = match app.backend.connect(&session).await {
         Ok(info) => info,
         Err(e) => {
@@ -242,6 +254,7 @@ async fn open_socket(app: Arc<App>, session: Session, socket: &mut WebSocket) ->
         session,
         subscriptions: HashSet::new(),
         strikes: 0,
+        authority,
     })
 }
 
@@ -249,9 +262,13 @@ async fn open_socket(app: Arc<App>, session: Session, socket: &mut WebSocket) ->
 async fn close_socket(mut reader: Reader, end: SocketEnd) {
     let app = &reader.app;
     let conn = &reader.conn;
+    let held = reader.subscriptions.len();
+    app.hub.release_subscriptions(&reader.session.user, held);
     for user in reader.subscriptions.drain() {
         app.hub.unwatch(&user, conn);
     }
+    // F3: give the set's table back too (the reader lives a little longer).
+    reader.subscriptions.shrink_to_fit();
     app.hub.remove_owner(conn);
     // A socket the server closed while draining is deregistered like a
     // goodbye; every other server-side close leaves the device lost (D7).
@@ -273,6 +290,8 @@ struct Reader {
     bucket: TokenBucket,
     /// Messages refused by the rate limit since the last accepted one.
     strikes: u32,
+    /// R2: when the token ends; renewed by `reauth`.
+    authority: auth::SocketAuthority,
 }
 
 /// A client that keeps sending this many messages past its limit without
@@ -304,6 +323,7 @@ impl Reader {
         ticks.tick().await;
         let mut last_heard = Instant::now();
         loop {
+            let token_wake = self.authority.next_wake();
             let step = tokio::select! {
                 biased;
                 () = self.conn.wait() => Box::pin(self.flush(socket)).await,
@@ -325,6 +345,7 @@ impl Reader {
                         Box::pin(self.send_ping(socket)).await
                     }
                 }
+                () = auth::sleep_until(token_wake) => self.on_token_timer(),
             };
             let step = match step {
                 Step::WriteFailed => {
@@ -500,6 +521,24 @@ impl Reader {
         }
     }
 
+    /// R2: tells the client its token expires soon, or closes the socket
+    /// (4002) once it has.
+    fn on_token_timer(&mut self) -> Step {
+        match self.authority.on_wake(tokio::time::Instant::now()) {
+            Some(auth::AuthorityEvent::Expiring { expires_at_millis }) => {
+                let at = presence_core::Timestamp::from_millis(expires_at_millis);
+                let notice = presence_protocol::ws::ServerMessage::token_expiring(at);
+                self.push(Utf8Bytes::from(notice.to_json()));
+            }
+            Some(auth::AuthorityEvent::Expired) => {
+                tracing::debug!(user = %self.session.user, "token expired; closing");
+                self.conn.request_close(CloseReason::TokenExpired);
+            }
+            None => {}
+        }
+        Step::Continue
+    }
+
     async fn send_ping(&self, socket: &mut WebSocket) -> Step {
         let ping = socket.send(Message::Ping(Default::default()));
         match tokio::time::timeout(self.app.config.write_timeout, ping).await {
@@ -548,6 +587,12 @@ impl Reader {
     ) -> Result<bool, Refusal> {
         let app = self.app.clone();
         let user = &self.session.user;
+        if self.authority.has_expired(tokio::time::Instant::now()) {
+            // R2: nothing is applied past the token's end, even if the
+            // timer that closes the socket has not run yet.
+            self.conn.request_close(CloseReason::TokenExpired);
+            return Err(Refusal::new("token_expired", "the token has expired"));
+        }
         if let Some(event) = message.device_event() {
             app.backend.device_event(&self.session, event).await?;
             return Ok(true);
@@ -599,6 +644,16 @@ impl Reader {
                         ),
                     ));
                 }
+                let per_user = app.config.max_subscriptions_per_user;
+                if let Err(held) = app.hub.reserve_subscriptions(user, new.len(), per_user) {
+                    return Err(Refusal::new(
+                        "too_many_subscriptions",
+                        format!(
+                            "a user may watch at most {per_user} users across all their \
+                             sockets; {held} are watched"
+                        ),
+                    ));
+                }
                 for u in &new {
                     app.hub.watch(u, &self.conn);
                     self.subscriptions.insert(u.clone());
@@ -609,13 +664,25 @@ impl Reader {
             }
             ClientMessage::Unsubscribe { users } => {
                 let users = validate_users(&users, app.config.max_subscriptions)?;
+                let mut released = 0;
                 for u in users {
                     if self.subscriptions.remove(&u) {
                         app.hub.unwatch(&u, &self.conn);
                         self.conn.forget(&u);
+                        released += 1;
                     }
                 }
+                app.hub.release_subscriptions(user, released);
                 Ok(true)
+            }
+            ClientMessage::Reauth { token } => {
+                match self.authority.reauth(&app.auth, user, &token) {
+                    Ok(()) => Ok(true),
+                    Err(refused) => {
+                        self.conn.request_close(CloseReason::ReauthRefused);
+                        Err(Refusal::new(refused.code(), refused.to_string()))
+                    }
+                }
             }
             ClientMessage::Query { users } => {
                 let users = validate_users(&users, app.config.max_query_users)?;

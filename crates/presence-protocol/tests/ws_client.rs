@@ -315,6 +315,22 @@ fn invalid_message_names_the_field_and_echoes_the_ref() {
         r#"{"type":"use_custom_status"}"#,
         Fails(INVALID_MESSAGE, None, "needs field `id`"),
     );
+    check(
+        r#"{"type":"reauth","ref":"t"}"#,
+        Fails(
+            INVALID_MESSAGE,
+            Some("t"),
+            "`reauth` needs field `token` (a string)",
+        ),
+    );
+    check(
+        r#"{"type":"reauth","token":7}"#,
+        Fails(
+            INVALID_MESSAGE,
+            None,
+            "field `token` of `reauth` must be a string, not a number",
+        ),
+    );
 
     // Wrong types and values.
     check(
@@ -445,6 +461,9 @@ fn every_message_serializes_to_a_frame_that_parses_back() {
             users: users(&["a"]),
         },
         M::Query { users: vec![] },
+        M::Reauth {
+            token: "eyJ.a.b".into(),
+        },
         M::Bye,
     ];
     let mut seen_types = Vec::new();

@@ -81,6 +81,7 @@ fn ready() {
             limits: Limits {
                 max_frame_bytes: 4096,
                 max_subscriptions: 1000,
+                max_subscriptions_per_user: 4000,
                 max_query_users: 500,
             },
         }),
@@ -96,7 +97,7 @@ fn ready() {
             },
             "presence_active": true,
             "session": {"user": "alice", "device": "laptop-1", "platform": "desktop"},
-            "limits": {"max_frame_bytes": 4096, "max_subscriptions": 1000, "max_query_users": 500},
+            "limits": {"max_frame_bytes": 4096, "max_subscriptions": 1000, "max_subscriptions_per_user": 4000, "max_query_users": 500},
         }),
     );
 }

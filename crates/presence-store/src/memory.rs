@@ -19,10 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use presence_core::{
-    CalendarSource, CapState, CapTransition, Command, Context, CustomStatus, CustomStatusId,
-    CustomStatusName, CustomStatusRegistry, DeviceEvent, DeviceId, Disconnect, DisplayedStatus,
-    PreferencesUpdate, PresenceError, SelfStatus, StatusRequest, Timestamp, UserPresence,
-    WorkspaceSettings, next_version,
+    CalendarSource, CapState, CapTransition, ChosenStatus, Command, Context, CustomStatus,
+    CustomStatusId, CustomStatusName, CustomStatusRegistry, DeviceEvent, DeviceId, Disconnect,
+    DisplayedStatus, PreferencesUpdate, PresenceError, SelfStatus, StatusRequest, Timestamp,
+    UserPresence, WorkspaceSettings, next_version,
 };
 use tokio::sync::{Notify, broadcast};
 
@@ -115,12 +115,13 @@ struct UserEntry {
 }
 
 impl UserEntry {
-    /// What others see of this user.
+    /// What others see of this user, with the public version (I3: it
+    /// moves only when the public view does).
     fn snapshot(&self, id: &Arc<str>, settings: &WorkspaceSettings) -> PresenceSnapshot {
         PresenceSnapshot {
             user: id.clone(),
             view: self.presence.public_view(settings),
-            version: self.presence.durable.version,
+            version: self.presence.durable.public_version,
         }
     }
 
@@ -198,20 +199,38 @@ impl MemoryBackend {
             if let Some(username) = &record.profile.username {
                 inner.usernames.write().insert(username.clone(), id.clone());
             }
-            let mut entry = UserEntry {
-                presence: UserPresence::from_durable(record.state),
-                profile: record.profile,
-                conns: Vec::new(),
-                scheduled: None,
-                changed_at: record.updated_at,
-                counted: None,
-            };
-            // W3: the stored version is that of the last durable change, but
-            // device-only changes after it were published with larger
+            let mut presence = UserPresence::from_durable(record.state);
+            let durable = &mut presence.durable;
+            // Data stored before public versions existed: the version
+            // watchers last saw is at most the user's version.
+            if durable.public_version == 0 {
+                durable.public_version = durable.version;
+            }
+            // W3: the stored versions are those of the last durable change,
+            // but device-only changes after it were published with larger
             // versions, and the devices are gone now (the user shows
             // offline). Move past every version issued before the restart;
             // versions follow the clock, so this needs no write.
-            entry.presence.durable.version = next_version(entry.presence.durable.version, now);
+            durable.version = next_version(durable.version, now);
+            // I3: an invisible user's public view was `offline` without
+            // text before the restart and still is, so its version stays:
+            // a restart reveals nothing about them. Anyone else's may have
+            // changed with their devices, so it moves.
+            if durable.status.state.chosen != ChosenStatus::Invisible {
+                durable.public_version = next_version(durable.public_version, now);
+            }
+            // When the public view last changed, as far as anyone could
+            // tell: the public version follows the clock in microseconds.
+            // (The record's `updated_at` also moves on private changes.)
+            let public_ms = i64::try_from(durable.public_version / 1000).unwrap_or(i64::MAX);
+            let mut entry = UserEntry {
+                presence,
+                profile: record.profile,
+                conns: Vec::new(),
+                scheduled: None,
+                changed_at: Timestamp::from_millis(public_ms.min(now.as_millis())),
+                counted: None,
+            };
             // Expiries that passed while we were down take effect now.
             let outcome = entry.presence.advance(Context {
                 now,
@@ -352,6 +371,7 @@ impl MemoryBackend {
             for (id, entry) in shard.iter_mut() {
                 let before_public = entry.presence.public_view(old);
                 let before_self = entry.presence.self_view(old);
+                let public_version = entry.presence.durable.public_version;
                 let mut outcome = entry.presence.advance(Context { now, settings: new });
                 outcome.public_changed |= outcome.public != before_public;
                 outcome.self_changed |= entry.presence.self_view(new) != before_self;
@@ -359,6 +379,11 @@ impl MemoryBackend {
                     let bumped = next_version(entry.presence.durable.version, now);
                     entry.presence.durable.version = bumped;
                     outcome.version = bumped;
+                }
+                if outcome.public_changed && outcome.public_version == public_version {
+                    let bumped = next_version(public_version, now);
+                    entry.presence.durable.public_version = bumped;
+                    outcome.public_version = bumped;
                 }
                 drop(self.inner.after_change(id, entry, &outcome, new, now));
             }
@@ -851,7 +876,7 @@ impl Inner {
                 snapshot: Arc::new(PresenceSnapshot {
                     user: id.clone(),
                     view: outcome.public.clone(),
-                    version: outcome.version,
+                    version: outcome.public_version,
                 }),
                 changed_at: SystemTime::now(),
             });

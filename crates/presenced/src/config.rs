@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use presence_core::MAX_IDLE_TIME_LIMIT_SECS;
 use presence_gateway::auth::AuthConfig;
 use presence_gateway::config::GatewayConfig;
 use presence_gateway::ratelimit::{Rate, RateLimits};
@@ -168,6 +169,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PRESENCE_MAX_SUBSCRIPTIONS", default_value_t = 10_000)]
     pub max_subscriptions: usize,
 
+    /// Most subscriptions one user may hold across all their sockets on
+    /// this node (F3: many sockets must not multiply the per-socket limit).
+    #[arg(
+        long,
+        env = "PRESENCE_MAX_SUBSCRIPTIONS_PER_USER",
+        default_value_t = 20_000
+    )]
+    pub max_subscriptions_per_user: usize,
+
     /// Largest WebSocket frame accepted, in bytes.
     #[arg(long, env = "PRESENCE_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
     pub max_frame_bytes: usize,
@@ -289,19 +299,18 @@ impl ServeArgs {
     }
 
     pub fn gateway_config(&self) -> anyhow::Result<GatewayConfig> {
+        self.validate()?;
         if self.min_idle_time_limit < presence_core::MIN_IDLE_TIME_LIMIT_SECS {
             tracing::warn!(
                 floor = self.min_idle_time_limit,
                 "the idle time limit floor is lowered for testing; never do this in production"
             );
         }
-        if self.max_frame_bytes < 1024 {
-            bail!("--max-frame-bytes must be at least 1024");
-        }
         let per_minute = f64::from(self.text_changes_per_minute) / 60.0;
         Ok(GatewayConfig {
             max_frame_bytes: self.max_frame_bytes,
             max_subscriptions: self.max_subscriptions,
+            max_subscriptions_per_user: self.max_subscriptions_per_user,
             ping_interval: self.heartbeat_interval.into(),
             heartbeat_timeout: self.heartbeat_timeout.into(),
             drain_window: self.drain_window.into(),
@@ -441,4 +450,410 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     file.write_all(contents.as_bytes())
+}
+
+/// The allowed range of one numeric flag (F7: every duration and count is
+/// checked at start, so a zero or absurd value is refused with a message
+/// naming the flag instead of breaking sockets later).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FlagRange {
+    Duration {
+        value: Option<Duration>,
+        min: Duration,
+        max: Duration,
+    },
+    Count {
+        value: Option<u64>,
+        min: u64,
+        max: u64,
+    },
+    Rate {
+        value: f64,
+        min: f64,
+        max: f64,
+    },
+}
+
+impl FlagRange {
+    /// A duration flag (`None` for an optional flag that was not given).
+    fn duration(
+        value: impl Into<Option<humantime::Duration>>,
+        min: Duration,
+        max: Duration,
+    ) -> Self {
+        Self::Duration {
+            value: value.into().map(Into::into),
+            min,
+            max,
+        }
+    }
+
+    fn count(value: impl TryInto<u64>, min: u64, max: u64) -> Self {
+        Self::Count {
+            // A value that does not fit in u64 is out of every range.
+            value: Some(value.try_into().unwrap_or(u64::MAX)),
+            min,
+            max,
+        }
+    }
+
+    fn optional_count(value: Option<u64>, min: u64, max: u64) -> Self {
+        Self::Count { value, min, max }
+    }
+
+    fn rate(value: f64, min: f64, max: f64) -> Self {
+        Self::Rate { value, min, max }
+    }
+
+    /// `Err` with the allowed range when the value lies outside it.
+    fn check(self, flag: &str) -> anyhow::Result<()> {
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        match self {
+            Self::Duration {
+                value: Some(v),
+                min,
+                max,
+            } if v < min || v > max => bail!(
+                "{flag} {} is out of range: allowed {} to {}",
+                fmt(v),
+                fmt(min),
+                fmt(max)
+            ),
+            Self::Count {
+                value: Some(v),
+                min,
+                max,
+            } if v < min || v > max => {
+                bail!("{flag} {v} is out of range: allowed {min} to {max}")
+            }
+            // `!(v >= min)` also refuses NaN.
+            Self::Rate { value, min, max } if !(value >= min && value <= max) => {
+                bail!("{flag} {value} is out of range: allowed {min} to {max}")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl ServeArgs {
+    /// Every numeric flag with its allowed range. Adding a flag is one line.
+    #[rustfmt::skip]
+    pub fn flag_ranges(&self) -> Vec<(&'static str, FlagRange)> {
+        use FlagRange as R;
+        vec![
+            ("--shards", R::count(self.shards, 1, 4096)),
+            ("--device-refresh-interval", R::duration(self.device_refresh_interval, 100 * MS, 10 * MINUTE)),
+            ("--device-timeout", R::duration(self.device_timeout, SECOND, HOUR)),
+            ("--node-lease-ttl", R::duration(self.node_lease_ttl, 300 * MS, 10 * MINUTE)),
+            ("--cap", R::optional_count(self.cap, 0, 100_000_000)),
+            ("--heartbeat-interval", R::duration(self.heartbeat_interval, 100 * MS, 10 * MINUTE)),
+            ("--heartbeat-timeout", R::duration(self.heartbeat_timeout, 200 * MS, HOUR)),
+            ("--disconnect-grace", R::duration(self.disconnect_grace, 100 * MS, HOUR)),
+            ("--drain-window", R::duration(self.drain_window, 10 * MS, 10 * MINUTE)),
+            ("--max-subscriptions", R::count(self.max_subscriptions, 1, 1_000_000)),
+            ("--max-subscriptions-per-user", R::count(self.max_subscriptions_per_user, 1, 10_000_000)),
+            ("--max-frame-bytes", R::count(self.max_frame_bytes, 1024, 16 * 1024 * 1024)),
+            ("--status-changes-per-second", R::rate(self.status_changes_per_second, 0.001, 1_000_000.0)),
+            ("--status-changes-burst", R::count(self.status_changes_burst, 1, 1_000_000)),
+            ("--text-changes-per-minute", R::count(self.text_changes_per_minute, 1, 10_000_000)),
+            ("--socket-messages-per-second", R::rate(self.socket_messages_per_second, 0.001, 1_000_000.0)),
+            ("--socket-messages-burst", R::count(self.socket_messages_burst, 1, 1_000_000)),
+            ("--min-idle-time-limit", R::count(self.min_idle_time_limit, 1, MAX_IDLE_TIME_LIMIT_SECS)),
+            ("--max-sockets-per-user", R::count(self.max_sockets_per_user, 1, MAX_SOCKETS_PER_USER as u64)),
+            // The open-files limit narrows this further at start
+            // (`with_connection_limits`).
+            ("--max-connections", R::optional_count(self.max_connections.map(|n| n as u64), 1, 10_000_000)),
+            ("--handshake-timeout", R::duration(self.handshake_timeout, MIN_HANDSHAKE_TIMEOUT, MAX_HANDSHAKE_TIMEOUT)),
+            ("--redis-replica-acks", R::optional_count(self.redis_replica_acks.map(u64::from), 0, 16)),
+        ]
+    }
+
+    /// Refuses flags out of range and combinations that cannot work,
+    /// naming the flag and what is allowed.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (flag, range) in self.flag_ranges() {
+            range.check(flag)?;
+        }
+        let interval: Duration = self.heartbeat_interval.into();
+        let timeout: Duration = self.heartbeat_timeout.into();
+        if timeout <= interval {
+            bail!(
+                "--heartbeat-timeout ({}) must be longer than --heartbeat-interval ({}), \
+                 or live sockets would be closed between pings",
+                self.heartbeat_timeout,
+                self.heartbeat_interval
+            );
+        }
+        let refresh: Duration = self.device_refresh_interval.into();
+        let device_timeout: Duration = self.device_timeout.into();
+        if device_timeout < refresh * 2 {
+            bail!(
+                "--device-timeout ({}) must be at least twice --device-refresh-interval ({}), \
+                 or live devices would expire between refreshes",
+                self.device_timeout,
+                self.device_refresh_interval
+            );
+        }
+        if self.max_subscriptions_per_user < self.max_subscriptions {
+            bail!(
+                "--max-subscriptions-per-user ({}) must be at least --max-subscriptions ({})",
+                self.max_subscriptions_per_user,
+                self.max_subscriptions
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+
+    /// Parses `presenced serve <args>` as the binary would, but without
+    /// reading `PRESENCE_*` variables, so the tests do not depend on (or
+    /// touch) the process environment.
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let command = Cli::command().mut_args(|a| a.env(None));
+        let argv = ["presenced", "serve"].iter().chain(args);
+        let mut matches = command.try_get_matches_from(argv)?;
+        let cli = Cli::from_arg_matches_mut(&mut matches)?;
+        match cli.command {
+            Some(Command::Serve(args)) => Ok(*args),
+            other => panic!("expected the serve command, got {other:?}"),
+        }
+    }
+
+    /// `Ok(())` when accepted; `Err(message)` when parsing or validation
+    /// refused the flags.
+    fn check(args: &[&str]) -> Result<(), String> {
+        let args = parse(args).map_err(|e| e.to_string())?;
+        args.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn f7_defaults_are_valid() {
+        assert_eq!(check(&[]), Ok(()));
+        let args = parse(&[]).unwrap();
+        assert!(args.gateway_config().is_ok());
+    }
+
+    #[test]
+    fn f7_out_of_range_flags_are_refused_naming_the_flag_and_range() {
+        // (arguments, text the error must contain)
+        let refused: &[(&[&str], &str)] = &[
+            (
+                &["--heartbeat-interval", "0s"],
+                "--heartbeat-interval 0s is out of range: allowed 100ms to 10m",
+            ),
+            (&["--heartbeat-interval", "1year"], "--heartbeat-interval"),
+            (
+                &["--heartbeat-timeout", "0s"],
+                "--heartbeat-timeout 0s is out of range",
+            ),
+            (&["--heartbeat-timeout", "100days"], "allowed 200ms to 1h"),
+            (
+                &["--disconnect-grace", "0s"],
+                "--disconnect-grace 0s is out of range",
+            ),
+            (&["--drain-window", "0s"], "--drain-window"),
+            (
+                &["--device-refresh-interval", "0s"],
+                "--device-refresh-interval",
+            ),
+            (&["--device-timeout", "0s"], "--device-timeout"),
+            (
+                &["--node-lease-ttl", "1ms"],
+                "--node-lease-ttl 1ms is out of range: allowed 300ms to 10m",
+            ),
+            (
+                &["--shards", "0"],
+                "--shards 0 is out of range: allowed 1 to 4096",
+            ),
+            (&["--shards", "65535"], "--shards"),
+            (&["--cap", "1000000000000"], "--cap"),
+            (
+                &["--max-subscriptions", "0"],
+                "--max-subscriptions 0 is out of range: allowed 1 to 1000000",
+            ),
+            (
+                &["--max-subscriptions-per-user", "0"],
+                "--max-subscriptions-per-user 0 is out of range",
+            ),
+            (
+                &["--max-frame-bytes", "10"],
+                "--max-frame-bytes 10 is out of range: allowed 1024 to 16777216",
+            ),
+            (
+                &["--max-frame-bytes", "18446744073709551615"],
+                "--max-frame-bytes",
+            ),
+            (
+                &["--status-changes-per-second", "0"],
+                "--status-changes-per-second 0 is out of range",
+            ),
+            (
+                &["--status-changes-per-second", "NaN"],
+                "--status-changes-per-second NaN",
+            ),
+            (
+                &["--status-changes-per-second", "inf"],
+                "--status-changes-per-second inf",
+            ),
+            (
+                &["--status-changes-per-second=-1"],
+                "--status-changes-per-second -1",
+            ),
+            (&["--status-changes-burst", "0"], "--status-changes-burst 0"),
+            (
+                &["--text-changes-per-minute", "0"],
+                "--text-changes-per-minute 0",
+            ),
+            (
+                &["--socket-messages-per-second", "0"],
+                "--socket-messages-per-second 0",
+            ),
+            (
+                &["--socket-messages-burst", "0"],
+                "--socket-messages-burst 0",
+            ),
+            (&["--min-idle-time-limit", "0"], "--min-idle-time-limit 0"),
+            (&["--min-idle-time-limit", "86401"], "allowed 1 to 86400"),
+            // Negative values never parse; clap names the flag.
+            (&["--heartbeat-interval=-1s"], "--heartbeat-interval"),
+            (&["--max-subscriptions=-1"], "--max-subscriptions"),
+            (&["--cap=-1"], "--cap"),
+            // Combinations that cannot work.
+            (
+                &["--heartbeat-interval", "30s", "--heartbeat-timeout", "30s"],
+                "--heartbeat-timeout (30s) must be longer than --heartbeat-interval (30s)",
+            ),
+            (
+                &[
+                    "--device-refresh-interval",
+                    "10s",
+                    "--device-timeout",
+                    "15s",
+                ],
+                "--device-timeout (15s) must be at least twice",
+            ),
+            (
+                &[
+                    "--max-subscriptions",
+                    "5000",
+                    "--max-subscriptions-per-user",
+                    "100",
+                ],
+                "--max-subscriptions-per-user (100) must be at least --max-subscriptions (5000)",
+            ),
+        ];
+        for (args, expected) in refused {
+            match check(args) {
+                Ok(()) => panic!("{args:?} was accepted"),
+                Err(message) => assert!(
+                    message.contains(expected),
+                    "{args:?}: {message:?} does not contain {expected:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn f7_values_at_the_edges_and_those_the_tests_use_are_accepted() {
+        let accepted: &[&[&str]] = &[
+            &[
+                "--heartbeat-interval",
+                "100ms",
+                "--heartbeat-timeout",
+                "200ms",
+            ],
+            &[
+                "--heartbeat-interval",
+                "200ms",
+                "--heartbeat-timeout",
+                "1s",
+                "--disconnect-grace",
+                "1s",
+            ],
+            &["--heartbeat-interval", "10m", "--heartbeat-timeout", "1h"],
+            &[
+                "--device-refresh-interval",
+                "500ms",
+                "--device-timeout",
+                "1s",
+            ],
+            &["--node-lease-ttl", "300ms"],
+            &["--cap", "0"],
+            &["--shards", "1"],
+            &["--max-frame-bytes", "1024"],
+            &["--max-subscriptions", "3"],
+            &[
+                "--status-changes-per-second",
+                "0.01",
+                "--status-changes-burst",
+                "2",
+            ],
+            &[
+                "--status-changes-burst",
+                "10000",
+                "--status-changes-per-second",
+                "10000",
+            ],
+            &["--text-changes-per-minute", "100000"],
+            &[
+                "--socket-messages-per-second",
+                "0.1",
+                "--socket-messages-burst",
+                "10",
+            ],
+            &["--min-idle-time-limit", "1"],
+            &["--drain-window", "1s"],
+        ];
+        for args in accepted {
+            assert_eq!(check(args), Ok(()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn f7_every_numeric_flag_has_a_range() {
+        // A new duration or count flag must get a line in `flag_ranges`;
+        // this lists the flags that are not numeric on purpose.
+        let not_numeric = [
+            "listen",
+            "metrics-listen",
+            "data-dir",
+            "redis",
+            "role",
+            "node-id",
+            "ephemeral",
+            "jwt-secret",
+            "jwt-public-key",
+            "jwt-algorithm",
+            "log-format",
+            "help",
+            "version",
+        ];
+        let args = parse(&[]).unwrap();
+        let ranged: Vec<&str> = args
+            .flag_ranges()
+            .iter()
+            .map(|(flag, _)| flag.trim_start_matches("--"))
+            .collect();
+        for arg in Cli::command().get_arguments() {
+            let name = arg.get_id().as_str().replace('_', "-");
+            if arg.get_long().is_none() || not_numeric.contains(&name.as_str()) {
+                continue;
+            }
+            assert!(
+                ranged.contains(&name.as_str()),
+                "--{name} has no range in flag_ranges"
+            );
+        }
+    }
 }

@@ -33,6 +33,18 @@ use crate::config::{Cli, Command, LogFormat, Role, ServeArgs, TokenArgs};
 /// Connections the metrics listener (`--metrics-listen`) holds at once.
 const OPS_MAX_CONNECTIONS: usize = 64;
 
+/// F3: an allocator that gives freed memory back to the system, so RSS
+/// returns to its baseline after a burst: jemalloc, whose background
+/// threads purge unused pages (measured in BENCHMARKS.md; glibc and
+/// mimalloc kept 15–40 % above the baseline).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
@@ -42,6 +54,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate()?;
     init_logging(args.log_format);
     let open_files = raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -69,17 +69,33 @@ pub enum ClientMessage {
     Background,
     Foreground,
     SetStatus(StatusChange),
-    UseCustomStatus { id: String },
-    Calendar { event_id: String, busy: bool },
-    Subscribe { users: Vec<String> },
-    Unsubscribe { users: Vec<String> },
-    Query { users: Vec<String> },
+    UseCustomStatus {
+        id: String,
+    },
+    Calendar {
+        event_id: String,
+        busy: bool,
+    },
+    Subscribe {
+        users: Vec<String>,
+    },
+    Unsubscribe {
+        users: Vec<String>,
+    },
+    Query {
+        users: Vec<String>,
+    },
+    /// R2: a fresh token for the same user; the socket's authority then
+    /// lasts until the new token's expiry.
+    Reauth {
+        token: String,
+    },
     Bye,
 }
 
 impl ClientMessage {
     /// Every client message `type`.
-    pub const TYPES: [&'static str; 16] = [
+    pub const TYPES: [&'static str; 17] = [
         "activity",
         "idle",
         "active",
@@ -95,6 +111,7 @@ impl ClientMessage {
         "subscribe",
         "unsubscribe",
         "query",
+        "reauth",
         "bye",
     ];
 
@@ -116,6 +133,7 @@ impl ClientMessage {
             Self::Subscribe { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Query { .. } => "query",
+            Self::Reauth { .. } => "reauth",
             Self::Bye => "bye",
         }
     }
@@ -302,6 +320,12 @@ fn parse_message(type_name: &str, object: Map<String, Value>) -> Result<ClientMe
             let mut f = Fields::new("query", object, &["users"])?;
             Ok(M::Query {
                 users: f.string_list("users")?,
+            })
+        }
+        "reauth" => {
+            let mut f = Fields::new("reauth", object, &["token"])?;
+            Ok(M::Reauth {
+                token: f.string("token")?,
             })
         }
         _ => Err(Rejection::UnknownType),

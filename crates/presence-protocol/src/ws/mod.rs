@@ -17,6 +17,7 @@
 //! | `subscribe` | `users` | receive `presence` updates for these user ids |
 //! | `unsubscribe` | `users` | stop receiving them |
 //! | `query` | `users` | one-off read of these users' presence |
+//! | `reauth` | `token` | R2: a fresh token for the same user extends the socket's authority |
 //! | `bye` | — | clean goodbye: the device is removed at once (D7) |
 //!
 //! Any client frame may carry a `"ref"`: a string of at most
@@ -31,12 +32,39 @@
 //!
 //! | `type` | fields |
 //! |---|---|
-//! | `ready` | `me`, `settings`, `presence_active`, `session {user, device, platform}`, `limits {max_frame_bytes, max_subscriptions, max_query_users}` |
+//! | `ready` | `me`, `settings`, `presence_active`, `session {user, device, platform}`, `limits {max_frame_bytes, max_subscriptions, max_subscriptions_per_user, max_query_users}` |
 //! | `presence` | `user`, `status`, `text`, `version`, `me?` |
 //! | `snapshot` | `ref?`, `users: [PresenceEntry]` |
-//! | `notice` | `kind`: `presence_inactive`, `presence_active`, `shutting_down`, `replaced` |
+//! | `notice` | `kind`: `presence_inactive`, `presence_active`, `shutting_down`, `replaced`, `token_expiring` (with `expires_at`) |
 //! | `error` | `code`, `message`, `ref?` |
 //! | `ack` | `ref` |
+//!
+//! # Token expiry (R2)
+//!
+//! A socket's authority ends when its token does: at the token's `exp`
+//! plus the server's 30 s leeway (the moment REST starts refusing the same
+//! token). [`TOKEN_EXPIRY_NOTICE_SECS`] (60 s) before that moment, or at
+//! once if less is left when the socket opens, the server sends
+//! `notice {kind: "token_expiring", expires_at}`. A `reauth {token}` with
+//! a valid token for the same user moves the moment to the new token's
+//! expiry (answered with `ack` when it carries a `ref`). Without one, the
+//! socket is closed with [`CLOSE_TOKEN_EXPIRED`] (4002, `token_expired`)
+//! at `expires_at`. A `reauth` whose token is invalid, expired or for
+//! another user is answered with an `error` (the token's error code, or
+//! `reauth_user_mismatch`) and the socket is closed with
+//! [`CLOSE_REAUTH_REFUSED`] (4003, `reauth_refused`).
+//!
+//! # Close codes
+//!
+//! | code | reason | meaning |
+//! |---|---|---|
+//! | 1000 | `bye` | the client said goodbye |
+//! | 1001 | `shutting_down` / `lost` | the node drains / the socket went silent |
+//! | 1008 | `rate_limited` / `slow_consumer` | flooding / not reading fast enough |
+//! | 1009 | `frame_too_large` | a frame above `limits.max_frame_bytes` |
+//! | 4001 | `replaced` | the same device connected again elsewhere |
+//! | 4002 | `token_expired` | the token expired without a `reauth` (R2) |
+//! | 4003 | `reauth_refused` | a `reauth` carried a bad token or another user's (R2) |
 //!
 //! # Replies and refs
 //!
@@ -53,6 +81,14 @@
 mod client;
 mod error;
 mod server;
+
+/// R2: how long before a socket's authority ends the server sends
+/// `notice {kind: "token_expiring"}`.
+pub const TOKEN_EXPIRY_NOTICE_SECS: u64 = 60;
+/// R2: the close code of a socket whose token expired.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4002;
+/// R2: the close code of a socket whose `reauth` was refused.
+pub const CLOSE_REAUTH_REFUSED: u16 = 4003;
 
 pub use client::{ClientFrame, ClientMessage, MAX_REF_CHARS, parse_client_message};
 pub use error::ProtocolError;

@@ -7,7 +7,7 @@
 //! the same text to every subscriber; only the user's own sockets get a
 //! second variant with `me`.
 
-use presence_core::{Platform, PresenceError, PublicView, SelfStatus, SelfView};
+use presence_core::{Platform, PresenceError, PublicView, SelfStatus, SelfView, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::ProtocolError;
@@ -25,7 +25,18 @@ pub enum ServerMessage {
     /// The reply to `query` and `subscribe`.
     Snapshot(Snapshot),
     /// Something about the connection or the service changed.
-    Notice { kind: NoticeKind },
+    Notice {
+        kind: NoticeKind,
+        /// For `token_expiring`: when the socket's authority ends (the
+        /// token's `exp` plus the server's leeway) and it is closed with
+        /// 4002 `token_expired` unless a `reauth` arrives first.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::rfc3339::option"
+        )]
+        expires_at: Option<Timestamp>,
+    },
     /// A client frame was rejected. `code` is stable: the protocol codes of
     /// [`ProtocolError`] or the rule codes of [`PresenceError::code`], plus
     /// the gateway's own (rate limits, permissions).
@@ -52,7 +63,18 @@ impl ServerMessage {
     }
 
     pub fn notice(kind: NoticeKind) -> Self {
-        Self::Notice { kind }
+        Self::Notice {
+            kind,
+            expires_at: None,
+        }
+    }
+
+    /// R2: the socket's token expires at `expires_at`; send `reauth`.
+    pub fn token_expiring(expires_at: Timestamp) -> Self {
+        Self::Notice {
+            kind: NoticeKind::TokenExpiring,
+            expires_at: Some(expires_at),
+        }
     }
 
     pub fn error(
@@ -138,6 +160,10 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// The most users one socket may be subscribed to.
     pub max_subscriptions: usize,
+    /// F3: the most subscriptions one user may hold across all their
+    /// sockets on this node.
+    #[serde(default)]
+    pub max_subscriptions_per_user: usize,
     /// The most users one `query` may name.
     pub max_query_users: usize,
 }
@@ -213,6 +239,10 @@ pub enum NoticeKind {
     /// A newer connection with the same device id took over; this socket
     /// closes and the client must not reconnect on its own.
     Replaced,
+    /// R2: the socket's token expires soon (`expires_at`); the client
+    /// should send `reauth {token}` with a fresh token for the same user,
+    /// or the socket is closed with 4002 `token_expired` at that moment.
+    TokenExpiring,
 }
 
 fn displayed_to_self(status: presence_core::DisplayedStatus) -> SelfStatus {

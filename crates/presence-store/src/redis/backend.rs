@@ -1906,6 +1906,10 @@ pub fn error_from_reply(code: &str, message: &str) -> BackendError {
             seconds: number_after(message, "limit of"),
             min: number_after(message, "minimum of"),
         },
+        "idle_time_limit_too_high" => PresenceError::IdleTimeLimitTooHigh {
+            seconds: number_after(message, "limit of"),
+            max: number_after(message, "maximum of"),
+        },
         "invisible_disabled" => PresenceError::InvisibleDisabled,
         "unsupported_event" => {
             let platform = message
@@ -1924,6 +1928,9 @@ pub fn error_from_reply(code: &str, message: &str) -> BackendError {
             }
         }
         "expiry_not_in_future" => PresenceError::ExpiryNotInFuture,
+        "expiry_too_far" => PresenceError::ExpiryTooFar {
+            max_days: number_after(message, "at most"),
+        },
         "expiry_without_change" => PresenceError::ExpiryWithoutChange,
         "empty_status_change" => PresenceError::EmptyStatusChange,
         "custom_status_name_taken" => PresenceError::CustomStatusNameTaken { name: quoted() },
@@ -1979,6 +1986,11 @@ mod tests {
                 platform: Platform::Mobile,
             },
             PresenceError::ExpiryNotInFuture,
+            PresenceError::ExpiryTooFar { max_days: 366 },
+            PresenceError::IdleTimeLimitTooHigh {
+                seconds: 90_000,
+                max: 86_400,
+            },
             PresenceError::ExpiryWithoutChange,
             PresenceError::EmptyStatusChange,
             PresenceError::CustomStatusNameTaken {
