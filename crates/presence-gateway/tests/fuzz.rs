@@ -91,14 +91,21 @@ fn fuzz_websocket_frames_answer_only_documented_codes() {
 #[test]
 fn fuzz_websocket_parser_refuses_with_documented_codes() {
     let codes = documented_codes();
-    let text = prop_oneof![any::<String>(), shaped_ws_message().prop_map(|v| v.to_string())];
-    run(text, |text| {
-        match presence_protocol::ws::parse_client_message(&text) {
+    let text = prop_oneof![
+        any::<String>(),
+        shaped_ws_message().prop_map(|v| v.to_string())
+    ];
+    run(
+        text,
+        |text| match presence_protocol::ws::parse_client_message(&text) {
             Ok(_) => Ok(()),
             Err(e) if codes.contains(e.code) => Ok(()),
-            Err(e) => Err(format!("undocumented parser code {:?} for {text:?}", e.code)),
-        }
-    });
+            Err(e) => Err(format!(
+                "undocumented parser code {:?} for {text:?}",
+                e.code
+            )),
+        },
+    );
 }
 
 // ---- Cases ----
@@ -125,7 +132,11 @@ const NATIVE_ROUTES: &[Route] = &[
     ("PUT", "/v1/me/status", &["status", "text", "expires_at"]),
     ("POST", "/v1/me/custom-status", &["id"]),
     ("GET", "/v1/me/preferences", &[]),
-    ("PATCH", "/v1/me/preferences", &["auto_away", "idle_time_limit"]),
+    (
+        "PATCH",
+        "/v1/me/preferences",
+        &["auto_away", "idle_time_limit"],
+    ),
     ("POST", "/v1/me/calendar", &["event_id", "busy"]),
     ("GET", "/v1/admin/settings", &[]),
     (
@@ -141,7 +152,11 @@ const NATIVE_ROUTES: &[Route] = &[
         ],
     ),
     ("GET", "/v1/admin/custom-statuses", &[]),
-    ("POST", "/v1/admin/custom-statuses", &["name", "status_type"]),
+    (
+        "POST",
+        "/v1/admin/custom-statuses",
+        &["name", "status_type"],
+    ),
     (
         "PATCH",
         "/v1/admin/custom-statuses/{id}",
@@ -160,16 +175,36 @@ const NATIVE_ROUTES: &[Route] = &[
 ];
 
 const ROCKETCHAT_ROUTES: &[Route] = &[
-    ("POST", "/api/v1/users.setStatus", &["status", "message", "userId", "username"]),
+    (
+        "POST",
+        "/api/v1/users.setStatus",
+        &["status", "message", "userId", "username"],
+    ),
     ("GET", "/api/v1/users.getStatus?userId={id}", &[]),
     ("GET", "/api/v1/users.getStatus?username={id}", &[]),
     ("GET", "/api/v1/users.presence?from={id}", &[]),
     ("GET", "/api/v1/users.presence?ids={id}", &[]),
     ("GET", "/api/v1/custom-user-status.list?query={id}", &[]),
-    ("GET", "/api/v1/custom-user-status.list?count={id}&offset={id}&sort={id}", &[]),
-    ("POST", "/api/v1/custom-user-status.create", &["name", "statusType"]),
-    ("POST", "/api/v1/custom-user-status.update", &["_id", "name", "statusType"]),
-    ("POST", "/api/v1/custom-user-status.delete", &["customUserStatusId"]),
+    (
+        "GET",
+        "/api/v1/custom-user-status.list?count={id}&offset={id}&sort={id}",
+        &[],
+    ),
+    (
+        "POST",
+        "/api/v1/custom-user-status.create",
+        &["name", "statusType"],
+    ),
+    (
+        "POST",
+        "/api/v1/custom-user-status.update",
+        &["_id", "name", "statusType"],
+    ),
+    (
+        "POST",
+        "/api/v1/custom-user-status.delete",
+        &["customUserStatusId"],
+    ),
     ("GET", "/api/v1/presence.getConnections", &[]),
     ("POST", "/api/v1/presence.enableBroadcast", &[]),
     ("GET", "/api/v1/{id}", &[]),
@@ -311,9 +346,8 @@ fn shaped_object(fields: &'static [&'static str]) -> impl Strategy<Value = Value
         );
         (pick, plausible_value()).prop_map(move |(i, v)| (names[i].to_owned(), v))
     });
-    proptest::collection::vec(entry, 0..5).prop_map(|entries| {
-        Value::Object(entries.into_iter().collect::<Map<String, Value>>())
-    })
+    proptest::collection::vec(entry, 0..5)
+        .prop_map(|entries| Value::Object(entries.into_iter().collect::<Map<String, Value>>()))
 }
 
 /// Values that pass some checks and fail others: statuses, texts near
@@ -323,21 +357,33 @@ fn plausible_value() -> impl Strategy<Value = Value> {
     let now = unix_now();
     prop_oneof![
         proptest::sample::select(vec![
-            "online", "away", "busy", "invisible", "offline", "ONLINE", "", " ",
+            "online",
+            "away",
+            "busy",
+            "invisible",
+            "offline",
+            "ONLINE",
+            "",
+            " ",
         ])
         .prop_map(Value::from),
         "[ -~]{0,130}".prop_map(Value::from),
         any::<String>().prop_map(Value::from),
         proptest::sample::select(vec![
-            "\u{202e}evil", "a\u{200b}b", "\u{feff}", "\u{0007}", "😀😀", "  padded  ",
+            "\u{202e}evil",
+            "a\u{200b}b",
+            "\u{feff}",
+            "\u{0007}",
+            "😀😀",
+            "  padded  ",
         ])
         .prop_map(Value::from),
-        (-100_000i64..100_000_000)
-            .prop_map(move |delta| Value::from(rfc3339(now as i64 + delta))),
+        (-100_000i64..100_000_000).prop_map(move |delta| Value::from(rfc3339(now as i64 + delta))),
         "[0-9T:Z+-]{0,30}".prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         (0u64..100_000).prop_map(Value::from),
         any::<bool>().prop_map(Value::from),
         proptest::collection::vec("[a-z0-9]{0,8}", 0..6)
@@ -386,7 +432,10 @@ fn documented_codes() -> &'static BTreeSet<String> {
 
 fn check_native_answer(case: &RestCase, status: StatusCode, body: &[u8]) -> Result<(), String> {
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        return Err(format!("{status} for {case:?}: {}", String::from_utf8_lossy(body)));
+        return Err(format!(
+            "{status} for {case:?}: {}",
+            String::from_utf8_lossy(body)
+        ));
     }
     if status.is_success() {
         return Ok(());
@@ -400,18 +449,19 @@ fn check_native_answer(case: &RestCase, status: StatusCode, body: &[u8]) -> Resu
         return Err(format!("{status} without a message: {value} for {case:?}"));
     }
     if !documented_codes().contains(code) {
-        return Err(format!("undocumented code {code:?} ({status}) for {case:?}"));
+        return Err(format!(
+            "undocumented code {code:?} ({status}) for {case:?}"
+        ));
     }
     Ok(())
 }
 
-fn check_rocketchat_answer(
-    case: &RestCase,
-    status: StatusCode,
-    body: &[u8],
-) -> Result<(), String> {
+fn check_rocketchat_answer(case: &RestCase, status: StatusCode, body: &[u8]) -> Result<(), String> {
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        return Err(format!("{status} for {case:?}: {}", String::from_utf8_lossy(body)));
+        return Err(format!(
+            "{status} for {case:?}: {}",
+            String::from_utf8_lossy(body)
+        ));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| format!("{status} with a non-JSON body ({e}) for {case:?}"))?;
@@ -419,11 +469,15 @@ fn check_rocketchat_answer(
         return if value["success"] == json!(true) {
             Ok(())
         } else {
-            Err(format!("{status} without success: true: {value} for {case:?}"))
+            Err(format!(
+                "{status} without success: true: {value} for {case:?}"
+            ))
         };
     }
     if value["success"] != json!(false) && value["status"] != json!("error") {
-        return Err(format!("{status} is not a Rocket.Chat error: {value} for {case:?}"));
+        return Err(format!(
+            "{status} is not a Rocket.Chat error: {value} for {case:?}"
+        ));
     }
     if let Some(kind) = value.get("errorType") {
         let kind = kind.as_str().unwrap_or_default();
@@ -433,7 +487,9 @@ fn check_rocketchat_answer(
             .map(|code| code.replace('-', "_"))
             .is_some_and(|code| documented_codes().contains(&code));
         if !native && !documented_codes().contains(kind) {
-            return Err(format!("undocumented errorType {kind:?} ({status}) for {case:?}"));
+            return Err(format!(
+                "undocumented errorType {kind:?} ({status}) for {case:?}"
+            ));
         }
     }
     Ok(())
@@ -453,7 +509,9 @@ fn check_ws_frame(text: &str, sent: &WsFrame) -> Result<Value, String> {
             }
         }
         Some("ack" | "snapshot" | "presence" | "notice" | "ready") => Ok(value),
-        other => Err(format!("unexpected frame type {other:?}: {text} after {sent:?}")),
+        other => Err(format!(
+            "unexpected frame type {other:?}: {text} after {sent:?}"
+        )),
     }
 }
 
@@ -515,8 +573,11 @@ impl Harness {
             let addr = listener.local_addr().expect("addr");
             // The real accept loop, so frames also pass the frame meter.
             let served = router.clone();
-            let (connections, config, metrics) =
-                (app.connections.clone(), app.config.listener(), app.metrics.clone());
+            let (connections, config, metrics) = (
+                app.connections.clone(),
+                app.config.listener(),
+                app.metrics.clone(),
+            );
             tokio::spawn(presence_gateway::listener::serve(
                 listener,
                 served,
@@ -554,7 +615,12 @@ impl Harness {
         let request = match request.body(Body::from(case.body.clone())) {
             Ok(request) => request,
             // A path that is not a valid URI never reaches the server.
-            Err(_) => return (StatusCode::BAD_REQUEST, br#"{"error":{"code":"invalid_query","message":"-"}}"#.to_vec()),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    br#"{"error":{"code":"invalid_query","message":"-"}}"#.to_vec(),
+                );
+            }
         };
         self.rt.block_on(async {
             let response = self
@@ -575,7 +641,12 @@ impl Harness {
     /// `query` with ref `probe-n`, and checks every frame up to the probe's
     /// snapshot. A `bye` or close is allowed to end the socket; the next
     /// case opens a new one.
-    async fn ws_exchange(&self, socket: &mut Option<Ws>, frame: WsFrame, n: u64) -> Result<(), String> {
+    async fn ws_exchange(
+        &self,
+        socket: &mut Option<Ws>,
+        frame: WsFrame,
+        n: u64,
+    ) -> Result<(), String> {
         if socket.is_none() {
             *socket = Some(self.open_socket().await?);
         }
@@ -630,10 +701,7 @@ impl Harness {
 
     async fn open_socket(&self) -> Result<Ws, String> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!(
-            "ws://{}/v1/ws?device_id=fuzz&platform=desktop",
-            self.addr
-        );
+        let url = format!("ws://{}/v1/ws?device_id=fuzz&platform=desktop", self.addr);
         let mut request = url.into_client_request().map_err(|e| e.to_string())?;
         request.headers_mut().insert(
             "authorization",
@@ -652,12 +720,13 @@ impl Harness {
     }
 }
 
-/// Whether the frame is a goodbye that may end the socket: a `bye` the
-/// parser accepts (any `ref` is allowed with it).
+/// Whether the frame may end the socket: a `bye` the parser accepts (a
+/// goodbye), or a `reauth` the parser accepts, whose token is refused
+/// (R2: the socket closes with 4003; the fuzz never holds a fresh token).
 fn is_bye(frame: &WsFrame) -> bool {
     match frame {
         WsFrame::Text(text) => presence_protocol::ws::parse_client_message(text)
-            .is_ok_and(|f| f.message.type_name() == "bye"),
+            .is_ok_and(|f| matches!(f.message.type_name(), "bye" | "reauth")),
         WsFrame::Binary(_) => false,
     }
 }
@@ -710,7 +779,10 @@ fn unix_now() -> u64 {
 fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix.clamp(0, 253_402_300_799))
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
