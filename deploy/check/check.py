@@ -297,7 +297,10 @@ def check_image() -> Path:
             if not line:
                 break
             lines.append(line.strip())
-            if line.startswith("presenced metrics on"):
+            # presenced prints its metrics address, then its API address.
+            if any(l.startswith("presenced listening on") for l in lines) and any(
+                l.startswith("presenced metrics on") for l in lines
+            ):
                 break
         ensure(any(l.startswith("presenced listening on") for l in lines),
                f"presenced did not start: {lines} {proc.stderr.read() if proc.poll() is not None else ''}")
