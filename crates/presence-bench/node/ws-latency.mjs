@@ -91,7 +91,7 @@ function startServer(opts) {
       'serve', '--listen', '127.0.0.1:0', '--ephemeral', '--jwt-secret', SECRET, '--cap', '0',
       '--heartbeat-interval', opts.ping,
       '--status-changes-per-second', '1000000', '--status-changes-burst', '1000000',
-      '--text-changes-per-minute', '100000000',
+      '--text-changes-per-minute', '10000000',
       '--socket-messages-per-second', '1000000', '--socket-messages-burst', '1000000',
     ],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'warn' } },
