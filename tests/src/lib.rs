@@ -908,3 +908,41 @@ impl Ws {
         }
     }
 }
+
+/// A watching socket and the latest view of each watched user it was
+/// shown (the subscribe snapshot, then every update in order).
+pub struct Watcher {
+    pub ws: Ws,
+    pub views: std::collections::HashMap<String, Value>,
+}
+
+impl Watcher {
+    /// Connects `name` to `node` and subscribes to `users`.
+    pub async fn start(node: &Server, name: &str, users: &[&str]) -> Watcher {
+        let mut ws = node.connect(name, "watching", "web").await;
+        let entries = ws.subscribe(users).await;
+        let views = entries
+            .into_iter()
+            .map(|e| (e["user"].as_str().expect("user").to_owned(), e))
+            .collect();
+        Watcher { ws, views }
+    }
+
+    /// Reads every frame that arrives within `window` and records the
+    /// updates.
+    pub async fn pump(&mut self, window: Duration) {
+        self.ws.expect_none(window, |_| false).await;
+        while self.ws.has_backlog(|_| true) {
+            let frame = self.ws.next().await.expect("a frame from the backlog");
+            if frame["type"] == "presence" && frame.get("me").is_none() {
+                let user = frame["user"].as_str().expect("user").to_owned();
+                self.views.insert(user, frame);
+            }
+        }
+    }
+
+    /// The latest view of `user` shown to this watcher.
+    pub fn view(&self, user: &str) -> &Value {
+        self.views.get(user).unwrap_or(&Value::Null)
+    }
+}

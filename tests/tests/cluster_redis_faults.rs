@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use presence_e2e::{Server, ServerOptions, Ws, token};
+use presence_e2e::{Server, ServerOptions, Watcher, Ws, token};
 use presence_store::redis::{Keys, heartbeat_member, shard_of};
 use presence_testkit::{RedisOptions, RedisServer, Reply, TcpProxy, resp};
 use serde_json::{Value, json};
@@ -130,43 +130,12 @@ fn shows(view: &Value, status: &str, text: Option<&str>) -> bool {
     view["status"] == status && text_of(view) == text
 }
 
-/// A watching socket and the latest view of each watched user it was
-/// shown (the subscribe snapshot, then every update in order).
-struct Watcher {
-    ws: Ws,
-    views: HashMap<String, Value>,
+/// Watchers of these tests also wait for a user's view to settle.
+trait Converges {
+    async fn converges(&mut self, user: &str, status: &str, text: Option<&str>) -> Duration;
 }
 
-impl Watcher {
-    /// Connects `name` to `node` and subscribes to `users`.
-    async fn start(node: &Server, name: &str, users: &[&str]) -> Watcher {
-        let mut ws = node.connect(name, "watching", "web").await;
-        let entries = ws.subscribe(users).await;
-        let views = entries
-            .into_iter()
-            .map(|e| (e["user"].as_str().expect("user").to_owned(), e))
-            .collect();
-        Watcher { ws, views }
-    }
-
-    /// Reads every frame that arrives within `window` and records the
-    /// updates.
-    async fn pump(&mut self, window: Duration) {
-        self.ws.expect_none(window, |_| false).await;
-        while self.ws.has_backlog(|_| true) {
-            let frame = self.ws.next().await.expect("a frame from the backlog");
-            if frame["type"] == "presence" && frame.get("me").is_none() {
-                let user = frame["user"].as_str().expect("user").to_owned();
-                self.views.insert(user, frame);
-            }
-        }
-    }
-
-    /// The latest view of `user` shown to this watcher.
-    fn view(&self, user: &str) -> &Value {
-        self.views.get(user).unwrap_or(&Value::Null)
-    }
-
+impl Converges for Watcher {
     /// Waits until the latest view of `user` shows `status` and `text`,
     /// and still does after a settling window; returns how long it took.
     async fn converges(&mut self, user: &str, status: &str, text: Option<&str>) -> Duration {

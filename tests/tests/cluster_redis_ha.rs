@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use presence_e2e::{Server, ServerOptions, Ws, token};
+use presence_e2e::{Server, ServerOptions, Watcher, Ws, token};
 use presence_store::redis::Keys;
 use presence_testkit::{RedisCluster, RedisServer, SentinelCluster};
 use serde_json::{Value, json};
@@ -497,40 +497,4 @@ where
 async fn rest_presence(node: &Server, user: &str) -> (u16, Value) {
     let path = format!("/v1/users/{user}/presence");
     Server::call(node.get(&path, &token("observer", false))).await
-}
-
-/// A watching socket and the latest view of each watched user it was
-/// shown (the subscribe snapshot, then every update in order).
-struct Watcher {
-    ws: Ws,
-    views: HashMap<String, Value>,
-}
-
-impl Watcher {
-    async fn start(node: &Server, name: &str, users: &[&str]) -> Watcher {
-        let mut ws = node.connect(name, "watching", "web").await;
-        let entries = ws.subscribe(users).await;
-        let views = entries
-            .into_iter()
-            .map(|e| (e["user"].as_str().expect("user").to_owned(), e))
-            .collect();
-        Watcher { ws, views }
-    }
-
-    /// Reads every frame that arrives within `window` and records the
-    /// updates.
-    async fn pump(&mut self, window: Duration) {
-        self.ws.expect_none(window, |_| false).await;
-        while self.ws.has_backlog(|_| true) {
-            let frame = self.ws.next().await.expect("a frame from the backlog");
-            if frame["type"] == "presence" && frame.get("me").is_none() {
-                let user = frame["user"].as_str().expect("user").to_owned();
-                self.views.insert(user, frame);
-            }
-        }
-    }
-
-    fn view(&self, user: &str) -> &Value {
-        self.views.get(user).unwrap_or(&Value::Null)
-    }
 }
