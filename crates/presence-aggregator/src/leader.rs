@@ -175,6 +175,9 @@ impl Leader<'_> {
             Exit::Failed
         })?;
         let (mut state, mut cursor) = self.takeover().await?;
+        // A first append that Redis ran late may follow a retry an earlier
+        // leader applied; look them up until such outcomes expire.
+        let look_up_first_appends_until = Instant::now() + crate::retries::FIRST_APPEND_LOOKUP;
         let mut next_sweep = Instant::now();
         let mut next_trim = Instant::now() + config.trim_interval;
         // Only shard 0 owns the cap; other shards never poll the counts.
@@ -222,8 +225,12 @@ impl Leader<'_> {
                     (to_protocol_id(e.id), Entry::from_fields(fields))
                 })
                 .collect();
-            // A retried request is answered from its first outcome.
-            if !self.remember_retried_outcomes(&mut state, &decoded).await {
+            // A repeated request is answered from its first outcome.
+            let first_appends = Instant::now() < look_up_first_appends_until;
+            if !self
+                .remember_earlier_outcomes(&mut state, &decoded, first_appends)
+                .await
+            {
                 continue;
             }
             // Read-your-writes across shards: a gateway that saw shard 0
@@ -455,19 +462,20 @@ impl Leader<'_> {
         }
     }
 
-    /// Hands the stored outcomes of the retries in `entries` to `state`
-    /// (`retries.rs`); `false` if they could not be read: the batch is
-    /// read again, rather than applied without knowing whether a retry
-    /// was applied before.
-    async fn remember_retried_outcomes(
+    /// Hands the stored outcomes of the retries in `entries` (and with
+    /// `first_appends` of every entry) to `state` (`retries.rs`); `false`
+    /// if they could not be read: the batch is read again, rather than
+    /// applied without knowing whether a request was applied before.
+    async fn remember_earlier_outcomes(
         &self,
         state: &mut ShardState,
         entries: &[(
             presence_protocol::cluster::StreamId,
             Result<Entry, presence_protocol::cluster::EntryError>,
         )],
+        first_appends: bool,
     ) -> bool {
-        match crate::retries::stored_outcomes_of_retries(&self.ctx.client, self.shard, entries)
+        match crate::retries::stored_outcomes(&self.ctx.client, self.shard, entries, first_appends)
             .await
         {
             Ok(outcomes) => {

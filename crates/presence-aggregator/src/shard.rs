@@ -22,11 +22,12 @@
 //! exactly one owner `(node, conn)`, and the node index holds exactly the
 //! owned devices.
 //!
-//! **Architecture Invariant:** an entry marked as a retry
-//! ([`StreamEntry::retry`]) whose reply id already has an outcome (stored
-//! in Redis and handed in with [`ShardState::remember_outcomes`], or
-//! produced earlier in the same batch) is answered with that outcome and
-//! not applied: a request the gateway appended twice is applied once.
+//! **Architecture Invariant:** an entry whose reply id already has an
+//! outcome (stored in Redis and handed in with
+//! [`ShardState::remember_outcomes`], produced earlier in the same batch
+//! for a retry ([`StreamEntry::retry`]), or of a retry this state applied)
+//! is answered with that outcome and not applied: a request the gateway
+//! appended twice is applied once, in whichever order the appends arrive.
 //!
 //! **Architecture Invariant:** a changed public or own view is always
 //! committed with a version strictly greater than every version committed
@@ -121,7 +122,7 @@ pub struct ShardState {
     /// change; written to `presence:{s}:counts` when it moved.
     counts: [u64; 4],
     counts_dirty: bool,
-    /// Outcomes of earlier appends of the retries in the next batch, read
+    /// Outcomes of earlier appends of requests in the next batch, read
     /// from `presence:{s}:reply:<id>` by the runner; consumed by the batch.
     stored_outcomes: HashMap<String, CommandResult>,
     /// Retries applied because no outcome of their id was known, with
@@ -380,9 +381,10 @@ impl ShardState {
         self.finish(now)
     }
 
-    /// Hands in the stored outcomes (`presence:{s}:reply:<id>`) of the
-    /// retries in the next batch: each retry whose id is here is answered
-    /// with its outcome instead of being applied. The next
+    /// Hands in the stored outcomes (`presence:{s}:reply:<id>`) of
+    /// requests in the next batch: each entry whose id is here (a retry,
+    /// or a first append that arrived after its retry was applied) is
+    /// answered with its outcome instead of being applied. The next
     /// [`apply_raw_batch`](Self::apply_raw_batch) consumes them.
     pub fn remember_outcomes(
         &mut self,
@@ -392,20 +394,20 @@ impl ShardState {
     }
 
     /// The outcome an earlier append of request `reply` already got, if
-    /// any: for a retry, from this batch, from Redis
-    /// ([`remember_outcomes`](Self::remember_outcomes)) or from a retry
-    /// applied before; for a first append, only from a retry of it that
-    /// was applied before (it arrived late). First appends are never
-    /// looked up otherwise: their ids are new.
+    /// any: for a retry, from this batch; for any append, from Redis
+    /// ([`remember_outcomes`](Self::remember_outcomes): the runner looks
+    /// up retries, and first appends for a while after a takeover) or
+    /// from a retry of it this leader applied before (the first append
+    /// arrived late).
     fn earlier_outcome(&self, reply: &str, retry: bool) -> Option<CommandResult> {
         if retry {
             let in_batch = self.batch.replies.iter().rev().find(|m| m.r == reply);
             if let Some(message) = in_batch {
                 return Some(message.result.clone());
             }
-            if let Some(stored) = self.stored_outcomes.get(reply) {
-                return Some(stored.clone());
-            }
+        }
+        if let Some(stored) = self.stored_outcomes.get(reply) {
+            return Some(stored.clone());
         }
         self.retried.get(reply).map(|(_, result)| result.clone())
     }

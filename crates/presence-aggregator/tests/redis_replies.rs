@@ -111,3 +111,54 @@ async fn r1_a_retried_append_is_answered_from_the_stored_outcome_and_applied_onc
     assert_eq!(stored.text.as_ref().map(|t| t.as_str()), Some("back"));
     aggregator.shutdown().await;
 }
+
+/// R1 across a leader change: the retry is applied by one leader, which
+/// then goes away; the request's first append, which Redis ran late,
+/// reaches the next leader. That leader never saw the retry, so its runner
+/// looks first appends up in Redis for a while after the takeover and
+/// answers this one from the retry's stored outcome instead of applying
+/// it again over the later change.
+#[tokio::test]
+async fn r1_a_late_first_append_after_a_leader_change_is_answered_from_the_retry() {
+    let server = RedisServer::start();
+    let client = connect(&server).await;
+    let first_leader = start(&server, aggregator_config("agg-1", S)).await;
+    wait_held(&first_leader, u64::from(S), WAIT).await;
+    register_node(&client, "g1", Duration::from_secs(60), 1).await;
+    let user = "alice";
+    append(&client, S, user, "g1", connect_cmd("web-1", "g1", 1), None).await;
+    let busy = set_status_cmd(ChosenStatus::Busy, Some("lunch"));
+    append_with_reply(&client, user, busy.clone(), "boot1.1@g1", true).await;
+    let retried = stored_outcome(&client, user, "boot1.1@g1").await;
+    assert!(matches!(retried, CommandResult::Ok(_)), "{retried:?}");
+    let online = set_status_cmd(ChosenStatus::Online, Some("back"));
+    append_with_reply(&client, user, online, "boot1.2@g1", false).await;
+    stored_outcome(&client, user, "boot1.2@g1").await;
+    first_leader.shutdown().await;
+
+    let next_leader = start(&server, aggregator_config("agg-2", S)).await;
+    wait_held(&next_leader, u64::from(S), WAIT).await;
+    let mut subscriber = client.subscriber().await.unwrap();
+    let replies = Keys::new(shard_of(user, S)).replies_channel();
+    subscriber
+        .subscribe(std::slice::from_ref(&replies))
+        .await
+        .unwrap();
+    append_with_reply(&client, user, busy, "boot1.1@g1", false).await;
+    let answer = loop {
+        let (_, payload) = next_message(&mut subscriber, WAIT).await;
+        if let Ok(reply) = serde_json::from_str::<ReplyMessage>(&payload)
+            && reply.r == "boot1.1@g1"
+        {
+            break reply.result;
+        }
+    };
+    assert_eq!(
+        answer, retried,
+        "the late first append gets the retry's outcome"
+    );
+    let stored = view(&client, S, user).await.expect("a stored view");
+    assert_eq!(stored.status, DisplayedStatus::Online, "{stored:?}");
+    assert_eq!(stored.text.as_ref().map(|t| t.as_str()), Some("back"));
+    next_leader.shutdown().await;
+}

@@ -9,11 +9,12 @@
 
 use std::time::Duration;
 
-use presence_aggregator::{ShardConfig, ShardState};
+use presence_aggregator::{LoadedUser, ShardConfig, ShardLoad, ShardState};
 use presence_core::{ChosenStatus, Timestamp, UserPresence, WorkspaceSettings};
 use presence_protocol::cluster::{
     CalendarOrigin, ClusterCommand, CommandResult, StatusRequestBody, StreamEntry, StreamId,
 };
+use presence_store::{Profile, UserRecord};
 
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 const USER: &str = "alice";
@@ -81,6 +82,11 @@ enum Arrival {
     /// The retry was applied first, the first append last (it timed out
     /// and Redis ran it late).
     RetryFirst,
+    /// As `RetryFirst`, but another leader took the shard over before the
+    /// first append arrived: it knows nothing of the retry in memory, and
+    /// its runner looks first appends up in Redis for a while after a
+    /// takeover (`retries.rs`), which hands in the retry's outcome.
+    RetryFirstThenNewLeader,
 }
 
 struct Shard {
@@ -120,6 +126,35 @@ impl Shard {
         self.state.presence(USER).expect("alice is known").clone()
     }
 
+    /// A new leader, loaded from what this one stored (its answers so far
+    /// kept, so both appends' answers can be compared).
+    fn taken_over(&self) -> Self {
+        let presence = self.presence();
+        let load = ShardLoad {
+            users: vec![LoadedUser {
+                user: USER.to_owned(),
+                record: Some(UserRecord {
+                    state: presence.durable.clone(),
+                    profile: Profile::default(),
+                    updated_at: T0,
+                }),
+                devices: Vec::new(),
+                view: None,
+                self_view: None,
+            }],
+            settings: settings(),
+            custom_statuses: Vec::new(),
+            cap: None,
+        };
+        let now = T0 + Duration::from_secs(self.next);
+        let (state, _) = ShardState::load(ShardConfig::default(), load, now);
+        Self {
+            state,
+            next: self.next + 1,
+            answers: self.answers.clone(),
+        }
+    }
+
     fn answers_to(&self, reply: &str) -> Vec<CommandResult> {
         self.answers
             .iter()
@@ -156,6 +191,14 @@ fn run(
             shard.apply(vec![change]);
             shard.apply(vec![first]);
         }
+        Arrival::RetryFirstThenNewLeader => {
+            let stored = shard.apply(vec![retry]);
+            shard.apply(vec![change]);
+            let mut next = shard.taken_over();
+            next.state.remember_outcomes(stored);
+            next.apply(vec![first]);
+            return next;
+        }
     }
     shard
 }
@@ -168,10 +211,11 @@ fn once(request: &ClusterCommand, later: &ClusterCommand) -> UserPresence {
     shard.presence()
 }
 
-const ARRIVALS: [Arrival; 3] = [
+const ARRIVALS: [Arrival; 4] = [
     Arrival::SameBatch,
     Arrival::LaterBatches,
     Arrival::RetryFirst,
+    Arrival::RetryFirstThenNewLeader,
 ];
 
 #[test]
@@ -240,6 +284,27 @@ fn r1_a_retry_without_any_earlier_outcome_is_applied() {
         assert_eq!(
             shard.presence().durable.calendar,
             expected.durable.calendar,
+            "{name}"
+        );
+    }
+}
+
+/// The control for a leader change between the retry and its late first
+/// append: without the stored outcome the runner looks up, the new leader
+/// applies the first append again and undoes the later change.
+#[test]
+fn r1_a_new_leader_without_the_stored_outcome_would_apply_a_late_first_append_again() {
+    for (name, request, later) in cases() {
+        let expected = once(&request, &later);
+        let mut shard = Shard::new();
+        shard.apply(vec![entry(&request, "r1", true)]);
+        shard.apply(vec![entry(&later, "r2", false)]);
+        let mut next = shard.taken_over();
+        next.apply(vec![entry(&request, "r1", false)]);
+        let presence = next.presence();
+        assert_ne!(
+            (&presence.durable.status, &presence.durable.calendar),
+            (&expected.durable.status, &expected.durable.calendar),
             "{name}"
         );
     }
