@@ -44,20 +44,37 @@ const CONVERGENCE_TARGET: Duration = Duration::from_secs(5);
 /// R1, W4 under `SENTINEL FAILOVER` (a primary, two replicas, three
 /// sentinels; the nodes use `redis+sentinel://` and the default
 /// `--redis-replica-acks` of 1).
+///
+/// Two settings measure other topologies (docs/operations.md), with every
+/// assertion but the write gap's kept:
+/// `PRESENCE_HA_SENTINEL_REPLICAS=1` runs the minimal setup of one
+/// replica, where writes wait for the former primary to be demoted and to
+/// resync (the gap is printed, not asserted), and
+/// `PRESENCE_HA_SENTINEL_DEFAULTS=1` keeps Sentinel's 10 s `INFO` period.
 #[tokio::test(flavor = "multi_thread")]
 async fn r1_sentinel_failovers_lose_no_acknowledged_change() {
-    let sentinel = tokio::task::spawn_blocking(|| {
-        let sentinel = SentinelCluster::start_with_replicas(2);
-        // The former primary is demoted ~2 s after a failover instead of
-        // 8–20 s, so five failovers fit in a test; it still accepts
-        // writes meanwhile, which is what the nodes must not use.
-        sentinel.speed_up_reconfiguration();
+    let replicas: usize = std::env::var("PRESENCE_HA_SENTINEL_REPLICAS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    let defaults = std::env::var_os("PRESENCE_HA_SENTINEL_DEFAULTS").is_some();
+    let sentinel = tokio::task::spawn_blocking(move || {
+        let sentinel = SentinelCluster::start_with_replicas(replicas);
+        if !defaults {
+            // The former primary is demoted ~2 s after a failover instead
+            // of 8–20 s, so five failovers fit in a test; it still accepts
+            // writes meanwhile, which is what the nodes must not use.
+            sentinel.speed_up_reconfiguration();
+        }
         sentinel
     })
     .await
     .expect("sentinels start");
     let ha = Arc::new(SentinelHa(sentinel));
-    run_failovers(ha, "sentinel").await;
+    // With one replica, `WAIT 1` refuses writes until the former primary
+    // is a replica again: reported, not a target.
+    let gap_target = (replicas >= 2).then_some(WRITE_GAP_TARGET);
+    run_failovers(ha, &format!("sentinel ({replicas} replicas)"), gap_target).await;
 }
 
 /// R1, W4 under `CLUSTER FAILOVER` on a replica (Redis Cluster, three
@@ -69,7 +86,7 @@ async fn r1_redis_cluster_replica_failovers_lose_no_acknowledged_change() {
         .await
         .expect("redis cluster starts");
     let ha = Arc::new(ClusterHa(cluster));
-    run_failovers(ha, "cluster").await;
+    run_failovers(ha, "cluster", Some(WRITE_GAP_TARGET)).await;
 }
 
 /// What a test needs from a Redis HA setup.
@@ -142,7 +159,9 @@ struct Round {
     converged: Duration,
 }
 
-async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
+/// Five failovers under traffic; `gap_target` is the longest write gap
+/// asserted (`None`: only printed).
+async fn run_failovers(ha: Arc<dyn Ha>, what: &str, gap_target: Option<Duration>) {
     let t0 = Instant::now();
     let url = ha.url();
     let flags = [("--device-refresh-interval", "1s")];
@@ -293,10 +312,12 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str) {
         lost_replies, 0,
         "requests waited out their timeout for a reply: {rounds:#?}"
     );
-    assert!(
-        raw_gap <= WRITE_GAP_TARGET,
-        "writes were refused for {raw_gap:?} ({gap:?} without lost replies): {rounds:#?}"
-    );
+    if let Some(target) = gap_target {
+        assert!(
+            raw_gap <= target,
+            "writes were refused for {raw_gap:?} ({gap:?} without lost replies): {rounds:#?}"
+        );
+    }
     assert!(
         converged <= CONVERGENCE_TARGET,
         "read paths converged only after {converged:?}: {rounds:#?}"
