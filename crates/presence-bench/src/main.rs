@@ -10,6 +10,7 @@
 //! next to this one) with an ephemeral store, so one command is one
 //! reproducible measurement; `--url`/`--pid` target a running server.
 
+mod procstat;
 mod server;
 mod ws;
 
@@ -22,6 +23,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "presence-bench", version, about)]
 struct Cli {
+    /// Threads running the bench's clients (default: one per core). The
+    /// bench reports its own CPU; if it nears 100 % per thread, it was the
+    /// bottleneck, not the server.
+    #[arg(long, global = true)]
+    client_threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,9 +47,11 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: could not raise the open-files limit: {e}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.client_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Idle(args) => idle::run(args).await,

@@ -317,13 +317,13 @@ pub(crate) struct RedisServer {
 }
 
 impl RedisServer {
-    pub(crate) async fn start(bin: &PathBuf) -> anyhow::Result<RedisServer> {
+    pub(crate) async fn start(bin: &std::path::Path) -> anyhow::Result<RedisServer> {
         RedisServer::start_with(bin, &[]).await
     }
 
     /// A replica of `primary`; returns once its link is up.
     pub(crate) async fn start_replica_of(
-        bin: &PathBuf,
+        bin: &std::path::Path,
         primary: std::net::SocketAddr,
     ) -> anyhow::Result<RedisServer> {
         let port = primary.port().to_string();
@@ -348,11 +348,13 @@ impl RedisServer {
         self.replicas.lock().expect("replicas lock").push(replica);
     }
 
-    async fn start_with(bin: &PathBuf, extra: &[&str]) -> anyhow::Result<RedisServer> {
+    async fn start_with(bin: &std::path::Path, extra: &[&str]) -> anyhow::Result<RedisServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new(bin)
+        let (program, before) = crate::procstat::in_own_session(bin);
+        let child = Command::new(program)
+            .args(before)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(extra)
@@ -374,6 +376,36 @@ impl RedisServer {
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+
+    /// Calls per command since the last `CONFIG RESETSTAT` (or start),
+    /// from `INFO commandstats`, largest first.
+    pub(crate) async fn command_calls(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let info = self.command(&["INFO", "commandstats"]).await?;
+        let mut calls: Vec<(String, u64)> = info
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let n = stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), n))
+            })
+            .collect();
+        calls.sort_by_key(|c| std::cmp::Reverse(c.1));
+        Ok(calls)
+    }
+
+    /// `CONFIG RESETSTAT`: command counts start again from zero.
+    pub(crate) async fn reset_stats(&self) -> anyhow::Result<()> {
+        self.command(&["CONFIG", "RESETSTAT"]).await.map(drop)
     }
 
     /// One command on a fresh connection; the reply as text (RESP simple

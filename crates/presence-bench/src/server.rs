@@ -56,7 +56,10 @@ impl Target {
                 .context("bench binary has a directory")?
                 .join("presenced"),
         };
-        let mut child = Command::new(&bin)
+        // A session of its own, so the bench is not starved (procstat.rs).
+        let (program, before) = crate::procstat::in_own_session(&bin);
+        let mut child = Command::new(program)
+            .args(before)
             .args(["serve", "--listen", "127.0.0.1:0", "--ephemeral"])
             .args(["--jwt-secret", SECRET, "--log-format", "json", "--cap", "0"])
             .args(extra)
@@ -88,11 +91,7 @@ impl Target {
 
     /// Resident set size of the server process, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        crate::procstat::rss_kib(self.pid?)
     }
 
     pub fn token(&self, user: &str) -> String {
