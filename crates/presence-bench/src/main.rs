@@ -17,6 +17,7 @@ mod ws;
 mod fanout;
 mod idle;
 mod redis_memory;
+mod scale;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,12 @@ enum Command {
     Fanout(fanout::Args),
     /// Redis memory per user in cluster mode (its own redis-server).
     RedisMemory(redis_memory::Args),
+    /// The scale model: many sockets over several gateways on one Redis,
+    /// durable users, then `kill -9` of a gateway and the reconnect storm.
+    Scale(scale::Args),
+    /// A client process of `scale` (started by it).
+    #[command(hide = true)]
+    ScaleWorker(scale::WorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +64,8 @@ fn main() -> anyhow::Result<()> {
             Command::Idle(args) => idle::run(args).await,
             Command::Fanout(args) => fanout::run(args).await,
             Command::RedisMemory(args) => redis_memory::run(args).await,
+            Command::Scale(args) => scale::run(args).await,
+            Command::ScaleWorker(args) => scale::worker(args).await,
         }
     })
 }

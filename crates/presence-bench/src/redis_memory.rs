@@ -403,6 +403,11 @@ impl RedisServer {
         Ok(calls)
     }
 
+    /// `used_memory`, RSS and keys, as one line.
+    pub(crate) async fn memory_report(&self) -> anyhow::Result<String> {
+        Ok(self.memory().await?.describe())
+    }
+
     /// `CONFIG RESETSTAT`: command counts start again from zero.
     pub(crate) async fn reset_stats(&self) -> anyhow::Result<()> {
         self.command(&["CONFIG", "RESETSTAT"]).await.map(drop)

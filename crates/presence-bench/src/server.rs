@@ -41,6 +41,15 @@ pub struct Target {
 
 impl Target {
     pub async fn start(args: &ServerArgs, extra: &[&str]) -> anyhow::Result<Target> {
+        Target::start_on(args, "127.0.0.1:0", extra).await
+    }
+
+    /// As [`Target::start`], listening on `listen` (e.g. `127.0.0.3:0`).
+    pub async fn start_on(
+        args: &ServerArgs,
+        listen: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Target> {
         if let Some(addr) = args.addr {
             return Ok(Target {
                 addr,
@@ -60,7 +69,7 @@ impl Target {
         let (program, before) = crate::procstat::in_own_session(&bin);
         let mut child = Command::new(program)
             .args(before)
-            .args(["serve", "--listen", "127.0.0.1:0", "--ephemeral"])
+            .args(["serve", "--listen", listen, "--ephemeral"])
             .args(["--jwt-secret", SECRET, "--log-format", "json", "--cap", "0"])
             .args(extra)
             .args(&args.server_args)
