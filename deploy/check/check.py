@@ -83,6 +83,7 @@ CRD_SCHEMAS = {
 }
 # The alert names the runbook is written against.
 ALERTS = {
+    "PresenceDown",
     "PresenceBroadcastDisabled",
     "PresenceShardWithoutLeader",
     "PresenceResyncRateHigh",
@@ -652,7 +653,9 @@ def check_consistency(objects: list[dict], helpinfo: dict, expect_alerts: bool =
             expr = r["expr"]
             ensure(expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"),
                    f"{r['alert']}: unbalanced expression {expr}")
-            ensure(re.search(r"presence_[a-z_]+", expr), f"{r['alert']}: no presence_ metric in {expr}")
+            ensure(re.search(r"\bpresence_[a-z_]+|\bup\{", expr), f"{r['alert']}: no presence_ metric (or up) in {expr}")
+            ensure(not re.search(r"\$value(?!\s*\|\s*humanize)", r["annotations"]["description"]),
+                   f"{r['alert']}: $value without humanize in its description")
             ensure("severity" in r.get("labels", {}), f"{r['alert']}: no severity label")
 
 
