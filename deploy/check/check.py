@@ -26,12 +26,24 @@ Docker engine or the network:
              the same way.
   yamllint   lints values files, Chart.yaml, the kustomize files and every
              rendered manifest with deploy/check/yamllint.yaml.
+  promtool   (Debian's prometheus package: promtool and prometheus 2.42)
+             `promtool check rules` on the rules of every rendered
+             PrometheusRule and of the kustomize component and overlay;
+             `promtool test rules` with deploy/check/alerts.test.yaml, which
+             must fire every alert of the chart.
+  live       deploy/check/dashboard_check.py with --promtool and
+             --prometheus: `promtool check metrics` on the real /metrics of
+             an embedded and a cluster node, then a real prometheus scraping
+             a local 3-node cluster evaluates every dashboard query and
+             every alert of the chart (see that file).
 
 Prints one line per check and `N passed, M failed`; exits 1 on any failure.
 
   check.py                        everything
   check.py --skip-image           no release build (uses target/debug/presenced,
                                   building it if missing)
+  check.py --bin PATH             the presenced binary of the help and live
+                                  checks (default: what the image check built)
   check.py --write-kustomize      regenerate the kustomize files, then check
 """
 
@@ -95,6 +107,11 @@ ALERTS = {
 # Metrics the alerts may use before presenced exports them; the check
 # reports them instead of failing. Empty: every alert metric must exist.
 PENDING_METRICS: set = set()
+# The values the alert unit tests (deploy/check/alerts.test.yaml) and the
+# live check render the rules with.
+ALERT_TEST_VALUES = {"metrics": {"prometheusRule": {
+    "enabled": True, "runbookBaseUrl": "https://docs.example.com/presence/operations.md"}}}
+ALERT_TESTS = CHECK / "alerts.test.yaml"
 GENERATED_HEADER = (
     "# Generated from helm/presence by deploy/check/check.py --write-kustomize\n"
     "# (values: deploy/check/values/kustomize-base.yaml). Do not edit: change\n"
@@ -820,6 +837,77 @@ def check_kustomize_build(directory: Path, helpinfo: dict, chart_objects: list[d
 
 
 # --------------------------------------------------------------------------
+# promtool and a live Prometheus
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    ensure(path is not None, f"{name} is not installed (Debian: apt-get install prometheus; "
+                             "`make test-deps` does it)")
+    return path
+
+
+def rule_files() -> dict[str, Path]:
+    """The rules of every PrometheusRule rendered so far (chart cases and
+    kustomize builds), plus the chart's with ALERT_TEST_VALUES, each as a
+    Prometheus rule file under target/deploy-check/rules/."""
+    out = OUT / "rules"
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {p.stem: [o for o in yaml.safe_load_all(p.read_text()) if o]
+               for p in sorted((OUT / "rendered").glob("*.yaml"))}
+    sources["alert-tests"] = manifests_of(render(ALERT_TEST_VALUES))
+    files = {}
+    for name, objects in sources.items():
+        for obj in objects:
+            if obj.get("kind") == "PrometheusRule":
+                path = out / f"{name}.rules.yaml"
+                path.write_text(yaml.safe_dump(obj["spec"], sort_keys=False, width=1000))
+                files[name] = path
+    ensure("kustomize-example" in files,
+           f"no kustomize PrometheusRule among {sorted(files)}")
+    return files
+
+
+def check_promtool_rules() -> None:
+    promtool = tool("promtool")
+    files = rule_files()
+    result = subprocess.run([promtool, "check", "rules"] + [str(p) for p in files.values()],
+                            capture_output=True, text=True)
+    ensure(result.returncode == 0, result.stdout + result.stderr)
+    print(f"     {', '.join(sorted(files))}: {result.stdout.count('SUCCESS')} files SUCCESS", flush=True)
+
+
+def check_promtool_tests() -> None:
+    """`promtool test rules` on the chart's rules; every alert of the chart
+    fires in some case of the tests file."""
+    promtool = tool("promtool")
+    rules = rule_files()["alert-tests"]
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    alerts = {r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
+    fired = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", [])
+             if t.get("exp_alerts")}
+    ensure(alerts <= fired, f"alerts no test case fires: {sorted(alerts - fired)}")
+    tests["rule_files"] = [str(rules)]
+    path = OUT / "rules" / "alerts.test.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False, width=1000))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    ensure(result.returncode == 0, result.stdout + result.stderr)
+    print(f"     {len(tests['tests'])} cases, {len(alerts)} alerts fired", flush=True)
+
+
+def check_live(binary: Path) -> None:
+    """dashboard_check.py with promtool and a real prometheus (its own
+    output is shown indented)."""
+    command = [sys.executable, str(CHECK / "dashboard_check.py"), "--bin", str(binary),
+               "--promtool", tool("promtool"), "--prometheus", tool("prometheus"),
+               "--rules", str(rule_files()["alert-tests"])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=170)
+    for line in (result.stdout + result.stderr).rstrip().splitlines():
+        print(f"     {line}", flush=True)
+    ensure(result.returncode == 0, f"{shlex.join(command)} failed")
+
+
+# --------------------------------------------------------------------------
 # yamllint
 
 
@@ -839,6 +927,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-image", action="store_true", help="skip the release build and image run")
     parser.add_argument("--write-kustomize", action="store_true", help="regenerate the kustomize files first")
+    parser.add_argument("--bin", type=Path, help="presenced binary for the help and live checks")
     args = parser.parse_args()
     started = time.monotonic()
     print(f"deploy-check: Helm SDK {helm.helm_sdk_version()} (helm-python-sdk), "
@@ -856,6 +945,8 @@ def main() -> int:
         binary = results.run("image: Dockerfile build command, ENV/ENTRYPOINT/CMD, /healthz", check_image)
         if binary is None:
             binary = ROOT / "target" / "release" / "presenced"
+    if args.bin:
+        binary = args.bin.resolve()
     helpinfo = results.run("help: presenced serve --help", check_help, binary) if binary.exists() else None
     if helpinfo is None:
         print("FAIL no presenced binary to read --help from", flush=True)
@@ -884,6 +975,9 @@ def main() -> int:
     results.run("kustomize: overlays/example", check_kustomize_build,
                 KUSTOMIZE / "overlays" / "example", helpinfo, chart_equivalent)
     results.run("yamllint", check_yamllint)
+    results.run("promtool check rules: chart cases and kustomize", check_promtool_rules)
+    results.run("promtool test rules: deploy/check/alerts.test.yaml", check_promtool_tests)
+    results.run("live: promtool check metrics, prometheus scraping a 3-node cluster", check_live, binary)
 
     print(f"deploy-check took {time.monotonic() - started:.0f}s; rendered manifests in "
           f"{(OUT / 'rendered').relative_to(ROOT)}")
