@@ -20,6 +20,9 @@ Docker engine or the network:
              and match the binary (flags, env, ports, probes, drain timing).
   fail       renders deploy/check/values-fail/*: each must be refused with
              the message its `# expect:` line names.
+  dashboard  the chart's copy of deploy/grafana/presence-dashboard.json is
+             identical to it (--write-kustomize copies it), and the
+             ConfigMap the chart renders holds it (runbook URL applied).
   kustomize  regenerates deploy/kustomize/base and components from the chart
              and compares them with the committed files, then builds the base
              and the example overlay with `kubectl kustomize` and checks them
@@ -44,7 +47,8 @@ Prints one line per check and `N passed, M failed`; exits 1 on any failure.
                                   building it if missing)
   check.py --bin PATH             the presenced binary of the help and live
                                   checks (default: what the image check built)
-  check.py --write-kustomize      regenerate the kustomize files, then check
+  check.py --write-kustomize      regenerate the kustomize files (and the chart's
+                                  dashboard copy), then check
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ VALUES_FAIL = CHECK / "values-fail"
 SCHEMAS = CHECK / "schemas"
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DASHBOARD = ROOT / "deploy" / "grafana" / "presence-dashboard.json"
+# The chart's copy of the dashboard (Helm reads files inside the chart only).
+CHART_DASHBOARD = CHART / "dashboards" / "presence-dashboard.json"
 OUT = ROOT / "target" / "deploy-check"
 
 # Kubernetes versions every object is validated against: the oldest the
@@ -696,6 +703,7 @@ def check_values_case(path: Path, helpinfo: dict) -> list[dict]:
     out.write_text(dump_all(objects))
     validate_objects(objects)
     check_consistency(objects, helpinfo)
+    check_dashboard_configmap(objects, values)
     notes = next((v for k, v in rendered.items() if k.endswith("NOTES.txt")), "")
     ensure("presenced token" in notes or "public key" in notes, "NOTES.txt does not say how to get a token")
     kinds = sorted({o["kind"] for o in objects})
@@ -790,7 +798,39 @@ def kustomize_files() -> dict[Path, str]:
     return files
 
 
+def check_dashboard_copy() -> None:
+    ensure(CHART_DASHBOARD.exists() and CHART_DASHBOARD.read_bytes() == DASHBOARD.read_bytes(),
+           f"{CHART_DASHBOARD.relative_to(ROOT)} differs from {DASHBOARD.relative_to(ROOT)}; run "
+           "`target/deploy-venv/bin/python deploy/check/check.py --write-kustomize`")
+
+
+def check_dashboard_configmap(objects: list[dict], values: dict) -> None:
+    """The sidecar ConfigMap holds the dashboard, with the runbook URL as
+    the default of its `runbook` variable."""
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and "presence-dashboard.json" in o.get("data", {})]
+    settings = values.get("metrics", {}).get("dashboard", {})
+    ensure(len(maps) == (1 if settings.get("enabled") else 0), f"{len(maps)} dashboard ConfigMaps rendered")
+    if not maps:
+        return
+    labels = maps[0]["metadata"]["labels"]
+    for key, value in settings.get("labels", {"grafana_dashboard": "1"}).items():
+        ensure(labels.get(key) == value, f"dashboard ConfigMap: label {key}={value} missing (the sidecar selects it)")
+    shipped = json.loads(maps[0]["data"]["presence-dashboard.json"])
+    expected = json.loads(DASHBOARD.read_text())
+    runbook = settings.get("runbookUrl") or values.get("metrics", {}).get("prometheusRule", {}).get("runbookBaseUrl")
+    if runbook:
+        variable = next(v for v in expected["templating"]["list"] if v["name"] == "runbook")
+        variable.update(query=runbook, current={"text": runbook, "value": runbook},
+                        options=[{"selected": True, "text": runbook, "value": runbook}])
+        for link in expected["links"]:
+            if link.get("tooltip") == "docs/operations.md":
+                link["tooltip"] = runbook
+    ensure(shipped == expected, "the dashboard ConfigMap is not deploy/grafana/presence-dashboard.json")
+
+
 def write_kustomize() -> None:
+    CHART_DASHBOARD.parent.mkdir(parents=True, exist_ok=True)
+    CHART_DASHBOARD.write_bytes(DASHBOARD.read_bytes())
     for path, text in kustomize_files().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -964,6 +1004,7 @@ def main() -> int:
     for path in sorted(VALUES_FAIL.glob("*.yaml")):
         results.run(f"chart refuses: {path.name}", check_fail_case, path)
 
+    results.run("dashboard: the chart's copy is deploy/grafana's", check_dashboard_copy)
     results.run("kustomize: generated base and components are fresh", check_kustomize_fresh)
     results.run("kustomize: base", check_kustomize_build, KUSTOMIZE / "base", helpinfo, None)
     chart_equivalent = None

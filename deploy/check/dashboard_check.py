@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Checks deploy/grafana/presence-dashboard.json against the real binary.
 
-1. The dashboard's shape: schemaVersion >= 36, a `datasource` template
-   variable of type prometheus that every panel and query uses, `namespace`
-   and `pod` variables, unique panel ids, every panel placed on the grid.
+1. The dashboard's shape: the schemaVersion of the Grafana version it
+   requires (`__requires`), a `datasource` template variable of type
+   prometheus that every panel and query uses, `cluster`, `namespace`,
+   `job` and `pod` variables that every query filters on, per-second panels
+   with rate() (never increase() over $__rate_interval, whose meaning
+   changes with the zoom), unique panel ids, every panel placed on the grid
+   and linked to a section of docs/operations.md that exists.
 2. Every metric name in a panel expression (and in the template variables
    and annotations) is exported by presenced's real `/metrics`, and every
    label a panel groups by (`sum by (label)`) exists on one of the
@@ -71,7 +75,16 @@ PENDING_LABELS: set = set()
 
 # Labels added by the scrape (Prometheus Operator / kube-prometheus) or
 # implied by the histogram convention, never by presenced itself.
-SCRAPE_LABELS = {"pod", "namespace", "job", "instance", "le", "container", "service", "endpoint"}
+SCRAPE_LABELS = {"pod", "namespace", "job", "instance", "le", "container", "service", "endpoint", "cluster"}
+# Series Prometheus makes itself for every target.
+SCRAPE_METRICS = {"up"}
+# The schemaVersion a dashboard gets when saved by each Grafana version it
+# may require (Grafana's own migrations: 9.0 writes 36, 9.1-9.4 37,
+# 9.5-10.2 38, 10.3+ 39).
+GRAFANA_SCHEMA = {"9.0": 36, "9.1": 37, "9.2": 37, "9.3": 37, "9.4": 37, "9.5": 38,
+                  "10.0": 38, "10.1": 38, "10.2": 38, "10.3": 39, "10.4": 39, "11.0": 39}
+SELECTOR_VARIABLES = ("cluster", "namespace", "job", "pod")
+OPERATIONS_MD = os.path.join(ROOT, "docs", "operations.md")
 
 METRIC_RE = re.compile(r"\b(presence_[a-zA-Z0-9_:]+)")
 # A metric-like identifier directly followed by a selector or a range: used
@@ -111,16 +124,41 @@ def dashboard_queries(dashboard):
             yield f"annotation {ann.get('name')!r}", ann["expr"]
 
 
+def github_anchors(markdown_path):
+    """The anchors GitHub gives the headings of a Markdown file."""
+    anchors = set()
+    with open(markdown_path, encoding="utf-8") as f:
+        for line in f:
+            match = re.match(r"#+\s+(.*)", line)
+            if match:
+                text = re.sub(r"[^\w\- ]", "", match.group(1).strip().lower())
+                anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
 def check_shape(dashboard, problems):
-    if dashboard.get("schemaVersion", 0) < 36:
-        fail(problems, f"schemaVersion {dashboard.get('schemaVersion')} < 36")
+    grafana = next((r.get("version", "") for r in dashboard.get("__requires", []) if r.get("id") == "grafana"), "")
+    wanted = GRAFANA_SCHEMA.get(".".join(grafana.split(".")[:2]))
+    if wanted is None:
+        fail(problems, f"__requires names Grafana {grafana!r}: add its schemaVersion to GRAFANA_SCHEMA")
+    elif dashboard.get("schemaVersion") != wanted:
+        fail(problems, f"schemaVersion {dashboard.get('schemaVersion')} is not Grafana {grafana}'s ({wanted})")
     variables = {v.get("name"): v for v in dashboard.get("templating", {}).get("list", [])}
     ds = variables.get("datasource")
     if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
         fail(problems, "no `datasource` template variable of type datasource/prometheus")
-    for name in ("namespace", "pod"):
+    for name in SELECTOR_VARIABLES + ("runbook",):
         if name not in variables:
             fail(problems, f"no `{name}` template variable")
+    anchors = github_anchors(OPERATIONS_MD)
+    links = [(f"panel {p.get('id')} {p.get('title')!r}", link.get("url", ""))
+             for p in walk_panels(dashboard.get("panels", [])) for link in p.get("links", [])]
+    links += [("dashboard link", link.get("url", "")) for link in dashboard.get("links", [])]
+    for where, url in links:
+        if not url.startswith("${runbook}#"):
+            fail(problems, f"{where}: link {url} does not point into ${{runbook}} (docs/operations.md)")
+        elif url.split("#", 1)[1] not in anchors:
+            fail(problems, f"{where}: docs/operations.md has no heading #{url.split('#', 1)[1]}")
     ids = set()
     for panel in walk_panels(dashboard.get("panels", [])):
         pid = panel.get("id")
@@ -137,10 +175,14 @@ def check_shape(dashboard, problems):
                 fail(problems, f"panel {pid} {panel.get('title')!r} does not use ${{datasource}}: {source}")
         if not panel.get("targets"):
             fail(problems, f"panel {pid} {panel.get('title')!r} has no query")
-        for target in panel.get("targets", []):
-            expr = target.get("expr", "")
-            if "$namespace" not in expr or "$pod" not in expr:
-                fail(problems, f"panel {pid} {panel.get('title')!r}: query ignores $namespace/$pod: {expr}")
+        if not any(link.get("url", "").startswith("${runbook}#") for link in panel.get("links", [])):
+            fail(problems, f"panel {pid} {panel.get('title')!r} has no runbook link")
+    for where, expr in dashboard_queries(dashboard):
+        missing = [v for v in SELECTOR_VARIABLES if f"${v}" not in expr]
+        if missing and not (where.startswith("variable") and where.split()[1] in SELECTOR_VARIABLES):
+            fail(problems, f"{where}: query ignores {', '.join('$' + v for v in missing)}: {expr}")
+        if re.search(r"\bincrease\([^\]]*\[\$__rate_interval\]", expr):
+            fail(problems, f"{where}: increase() over $__rate_interval changes meaning with the zoom: use rate()")
 
 
 # ---------------------------------------------------------------- processes
@@ -381,6 +423,8 @@ EXPECTED_EMPTY = {
     "Slow consumers dropped": "no socket's queue fills in the check",
 }
 SCRAPE_SECONDS = 25
+# Labels a dashboard variable offers that a single-cluster scrape lacks.
+OPTIONAL_LABELS = {"cluster"}
 
 
 def substitute(expr, problems, where):
@@ -622,6 +666,10 @@ def live_check(binary, redis_server, prometheus, dashboard, rules, problems):
                 # An event marker: what it compares must have data.
                 result = {"data": {"result": [r for part in compared_parts(query)
                                               for r in prom.query(part)["data"]["result"]]}}
+            if label_values and label_values.group(2) in OPTIONAL_LABELS:
+                # Only where the scrape adds it (a multi-cluster Prometheus);
+                # the variable's "All" (.*) matches series without it.
+                continue
             if label_values and not all(r["metric"].get(label_values.group(2))
                                         for r in result["data"]["result"]):
                 fail(problems, f"{where}: series without the label {label_values.group(2)}: {query}")
@@ -711,7 +759,7 @@ def main():
     for where, expr in dashboard_queries(dashboard):
         metrics = set(METRIC_RE.findall(expr))
         for ident in SELECTOR_RE.findall(expr):
-            if ident not in PROMQL_WORDS and not ident.startswith("presence_"):
+            if ident not in PROMQL_WORDS and ident not in SCRAPE_METRICS and not ident.startswith("presence_"):
                 fail(problems, f"{where}: {ident!r} is not a presence_ metric: {expr}")
         for metric in sorted(metrics):
             used.add(metric)
