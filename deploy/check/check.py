@@ -71,6 +71,8 @@ import urllib.request
 from pathlib import Path
 
 import helm_python as helm
+from helm_python import _native as helm_native
+from helm_python import chart as helm_chart
 import jsonschema
 import referencing
 import referencing.jsonschema
@@ -98,8 +100,17 @@ RELEASE = "presence"
 NAMESPACE = "presence"
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway-v1.json",
 }
+# The APIs of the CRD kinds above, as `helm install` sees them in a cluster
+# that has the CRDs (Capabilities.APIVersions): the chart renders the
+# Prometheus Operator's kinds only where they exist. A values file whose
+# first lines say `# capabilities: no-crds` is rendered without them, and
+# its `# skipped: Kind, …` line names the kinds that must then be absent.
+CRD_SCHEMA_KINDS = {kind for _, kind in CRD_SCHEMAS}
+CRD_API_VERSIONS = sorted({f"{api}/{kind}" for api, kind in CRD_SCHEMAS} | {api for api, _ in CRD_SCHEMAS})
 # The alert names the runbook is written against.
 ALERTS = {
     "PresenceDown",
@@ -378,10 +389,18 @@ def check_help(binary: Path) -> dict:
 # Rendering and validation
 
 
-def render(values: dict | None) -> dict[str, str]:
+def render(values: dict | None, crds: bool = True) -> dict[str, str]:
+    """The chart rendered as `helm install` would, in a cluster with the
+    CRDs of CRD_SCHEMAS (or without any with `crds=False`)."""
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values)
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        # Chart.render has no api_versions argument; the SDK's native call
+        # takes Helm's --api-versions as the option api_versions.
+        opts = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True}
+        if crds:
+            opts["api_versions"] = CRD_API_VERSIONS
+        rendered = helm_native.call_string("helm_render", chart._raw(), helm_chart._dumps(values), json.dumps(opts))
+        return json.loads(rendered)
 
 
 def manifests_of(rendered: dict[str, str]) -> list[dict]:
@@ -478,7 +497,8 @@ def check_validator_rejects(objects: list[dict]) -> None:
 def check_drift_detected(helpinfo: dict) -> None:
     """The consistency check must be able to fail: an unknown flag, an
     unknown PRESENCE_ variable, a port that is not the listen port, a probe
-    on the wrong path and a grace period shorter than the drain."""
+    on the wrong path, a grace period shorter than the drain, an HTTPRoute
+    to the metrics port and a PodMonitor whose job the alerts do not select."""
     cases = {
         "unknown flag": ({"extraArgs": ["--no-such-flag"]}, None),
         "unknown env": ({"extraEnv": [{"name": "PRESENCE_NO_SUCH_SETTING", "value": "1"}]}, None),
@@ -486,6 +506,11 @@ def check_drift_detected(helpinfo: dict) -> None:
         "port drift": ({}, lambda o: o["data"].update(PRESENCE_LISTEN="0.0.0.0:8081") if o["kind"] == "ConfigMap" else None),
         "probe path": ({}, lambda o: o["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
                        .update(path="/healthz") if o["kind"] == "Deployment" else None),
+        "HTTPRoute to the wrong port": ({"httpRoute": {"enabled": True}}, lambda o: o["spec"]["rules"][0]
+                                        ["backendRefs"][0].update(port=9090) if o["kind"] == "HTTPRoute" else None),
+        "PodMonitor without the job label": ({"metrics": {"podMonitor": {"enabled": True}}}, lambda o: o["spec"]
+                                             ["podMetricsEndpoints"][0].update(relabelings=[])
+                                             if o["kind"] == "PodMonitor" else None),
     }
     for what, (values, mutate) in cases.items():
         objects = manifests_of(render(values))
@@ -660,6 +685,28 @@ def check_consistency(objects: list[dict], helpinfo: dict, expect_alerts: bool =
                 svc_ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
                 ensure(backend["port"].get("name") in svc_ports or backend["port"].get("number"),
                        f"Ingress backend port {backend['port']} not on Service {backend['name']}")
+    for route in by_kind.get("HTTPRoute", []):
+        ensure(route["spec"].get("parentRefs"), f"HTTPRoute {route['metadata']['name']} attaches to no Gateway")
+        for rule in route["spec"]["rules"]:
+            for ref in rule["backendRefs"]:
+                ensure(ref["name"] in services, f"HTTPRoute backend {ref['name']} is not a Service")
+                ports = {p["port"]: p for p in services[ref["name"]]["spec"]["ports"]}
+                ensure(ref.get("port") in ports and ports[ref["port"]]["targetPort"] == "http",
+                       f"HTTPRoute backend port {ref.get('port')} is not the client port of {ref['name']}")
+    for pm in by_kind.get("PodMonitor", []):
+        selected = {n for n, (labels, _) in pod_labels.items() if matches(pm["spec"]["selector"]["matchLabels"], labels)}
+        ensure(selected == set(pod_labels), f"PodMonitor selects {sorted(selected)}, not every Deployment's pods")
+        for ep in pm["spec"]["podMetricsEndpoints"]:
+            for n in selected:
+                names = {p["name"] for c in pod_labels[n][1]["containers"] for p in c.get("ports", [])}
+                ensure(ep["port"] in names, f"PodMonitor port {ep['port']} not on the pods of {n}")
+            ensure(ep.get("path", "/metrics") == "/metrics", "PodMonitor must scrape /metrics")
+            metrics_services = [s for s in services.values() if s["metadata"].get("labels", {}).get(
+                "app.kubernetes.io/component") == "metrics"]
+            job = next((r.get("replacement") for r in ep.get("relabelings", []) if r.get("targetLabel") == "job"), None)
+            ensure(job == metrics_services[0]["metadata"]["name"],
+                   f"PodMonitor job label {job!r} is not the ServiceMonitor's ({metrics_services[0]['metadata']['name']}): "
+                   "the alerts' selector and the dashboard's job variable would miss it")
     for sm in by_kind.get("ServiceMonitor", []):
         selected = [s for s in services.values()
                     if matches(sm["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
@@ -696,19 +743,62 @@ def check_values_case(path: Path, helpinfo: dict) -> list[dict]:
     lint = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
     problems = [m for m in lint.get("messages", []) if m.get("severity", 0) >= 2] + lint.get("errors", [])
     ensure(not problems, f"helm lint --strict: {problems}")
-    rendered = render(values)
+    text = path.read_text()
+    crds = not re.search(r"^#\s*capabilities:\s*no-crds\s*$", text, re.M)
+    rendered = render(values, crds=crds)
     objects = manifests_of(rendered)
+    skipped = re.search(r"^#\s*skipped:\s*(.+)$", text, re.M)
+    if skipped:
+        ensure(not crds, f"{path.name}: `# skipped:` needs `# capabilities: no-crds`")
+        notes = next((v for k, v in rendered.items() if k.endswith("NOTES.txt")), "")
+        for kind in (k.strip() for k in skipped.group(1).split(",")):
+            ensure(kind in CRD_SCHEMA_KINDS, f"{path.name}: {kind} is not a CRD kind")
+            ensure(not any(o["kind"] == kind for o in objects), f"{kind} rendered although its CRD is absent")
+            ensure(f"no {kind} rendered" in notes, f"NOTES.txt does not warn that the {kind} was skipped")
     out = OUT / "rendered" / f"{path.stem}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dump_all(objects))
     validate_objects(objects)
     check_consistency(objects, helpinfo)
     check_dashboard_configmap(objects, values)
+    check_values_applied(objects, values)
     notes = next((v for k, v in rendered.items() if k.endswith("NOTES.txt")), "")
     ensure("presenced token" in notes or "public key" in notes, "NOTES.txt does not say how to get a token")
     kinds = sorted({o["kind"] for o in objects})
     print(f"     {len(objects)} objects: {', '.join(kinds)}", flush=True)
     return objects
+
+
+def check_values_applied(objects: list[dict], values: dict) -> None:
+    """Values that only pass through: namespaceOverride, revisionHistoryLimit,
+    the Services' appProtocol."""
+    namespace = values.get("namespaceOverride") or NAMESPACE
+    own = {"ServiceMonitor": "serviceMonitor", "PodMonitor": "podMonitor", "PrometheusRule": "prometheusRule"}
+    for o in objects:
+        where = f"{o['kind']}/{o['metadata']['name']}"
+        wanted = namespace
+        if o["kind"] in own:
+            wanted = values.get("metrics", {}).get(own[o["kind"]], {}).get("namespace") or namespace
+        elif "presence-dashboard.json" in o.get("data", {}):
+            wanted = values.get("metrics", {}).get("dashboard", {}).get("namespace") or namespace
+        ensure(o["metadata"].get("namespace") == wanted,
+               f"{where}: namespace {o['metadata'].get('namespace')}, expected {wanted}")
+        if o["kind"] == "Deployment":
+            limit = values.get("revisionHistoryLimit", 5)
+            ensure(o["spec"].get("revisionHistoryLimit") == limit,
+                   f"{where}: revisionHistoryLimit {o['spec'].get('revisionHistoryLimit')}, values say {limit}")
+        if o["kind"] == "Service":
+            metrics = o["metadata"]["labels"].get("app.kubernetes.io/component") == "metrics"
+            source = values.get("metrics", {}).get("service", {}) if metrics else values.get("service", {})
+            wanted_protocol = source.get("appProtocol", "http") or None
+            ensure(o["spec"]["ports"][0].get("appProtocol") == wanted_protocol,
+                   f"{where}: appProtocol {o['spec']['ports'][0].get('appProtocol')}, values say {wanted_protocol}")
+        if o["kind"] == "PrometheusRule":
+            exprs = [r["expr"] for g in o["spec"]["groups"] for r in g["rules"]]
+            selector = values.get("metrics", {}).get("prometheusRule", {}).get("selector")
+            if not selector:
+                ensure(all(f'namespace="{namespace}"' in e for e in exprs),
+                       f"{where}: the alerts do not select namespace {namespace}")
 
 
 def check_fail_case(path: Path) -> None:
