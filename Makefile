@@ -69,12 +69,14 @@ prometheus-deps:
 	  echo "installing prometheus (promtool and a real Prometheus for deploy-check)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus; }
 
-## DEPLOY_CHECK_ARGS: e.g. "--skip-image --bin target/debug/presenced" while
-## developing (no release build).
+## The live checks run DEPLOY_CHECK_BIN: the release binary the image check
+## builds. While developing: make deploy-check DEPLOY_CHECK_ARGS=--skip-image
+## DEPLOY_CHECK_BIN=target/debug/presenced (no release build).
+DEPLOY_CHECK_BIN ?= $(CURDIR)/target/release/presenced
 .PHONY: deploy-check
 deploy-check: prometheus-deps
 	deploy/check/setup-venv.sh
-	target/deploy-venv/bin/python deploy/check/check.py $(DEPLOY_CHECK_ARGS)
+	target/deploy-venv/bin/python deploy/check/check.py --bin $(DEPLOY_CHECK_BIN) $(DEPLOY_CHECK_ARGS)
 
 lint: fmt-check clippy
 
