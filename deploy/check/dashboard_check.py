@@ -584,14 +584,14 @@ def top_level_split(expr, words):
 
 def unwrap(expr):
     """Without one pair of parentheses around the whole expression."""
-    if expr.startswith("(") and expr.endswith(")") and top_level_split(expr[1:-1], [")"]) is None:
-        depth = 0
-        for i, c in enumerate(expr):
-            depth += c == "("
-            depth -= c == ")"
-            if depth == 0 and i < len(expr) - 1:
-                return expr
-        return expr[1:-1].strip()
+    if not expr.startswith("("):
+        return expr
+    depth = 0
+    for i, c in enumerate(expr):
+        depth += c == "("
+        depth -= c == ")"
+        if depth == 0:
+            return expr[1:-1].strip() if i == len(expr) - 1 else expr
     return expr
 
 
