@@ -31,6 +31,7 @@ test-deps:
 	@probe=$$(mktemp -d); python3 -m venv "$$probe/v" >/dev/null 2>&1 || { \
 	  echo "installing python3-venv (the deploy checks run in a venv)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }; rm -rf "$$probe"
+	@$(MAKE) --no-print-directory prometheus-deps
 
 ## The whole test suite, as CI runs it: format, lints, deploy checks, then
 ## every test.
@@ -57,11 +58,25 @@ test-cluster-e2e:
 ## Offline checks of deploy/ and helm/ (deploy/check/check.py): the release
 ## build and run exactly as deploy/Dockerfile does, the chart rendered with
 ## every values file and validated against several Kubernetes versions,
-## kubectl kustomize, yamllint. Needs python3 with venv, and kubectl.
+## kubectl kustomize, yamllint, promtool on the alerts and a real
+## Prometheus scraping a local 3-node cluster. Needs python3 with venv,
+## kubectl and Debian's prometheus package (installed when missing).
+## Debian's prometheus package (promtool and prometheus 2.42) runs the
+## alert unit tests and the live scrape of deploy-check.
+.PHONY: prometheus-deps
+prometheus-deps:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing prometheus (promtool and a real Prometheus for deploy-check)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus; }
+
+## The live checks run DEPLOY_CHECK_BIN: the release binary the image check
+## builds. While developing: make deploy-check DEPLOY_CHECK_ARGS=--skip-image
+## DEPLOY_CHECK_BIN=target/debug/presenced (no release build).
+DEPLOY_CHECK_BIN ?= $(CURDIR)/target/release/presenced
 .PHONY: deploy-check
-deploy-check:
+deploy-check: prometheus-deps
 	deploy/check/setup-venv.sh
-	target/deploy-venv/bin/python deploy/check/check.py
+	target/deploy-venv/bin/python deploy/check/check.py --bin $(DEPLOY_CHECK_BIN) $(DEPLOY_CHECK_ARGS)
 
 lint: fmt-check clippy
 

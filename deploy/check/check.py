@@ -20,19 +20,35 @@ Docker engine or the network:
              and match the binary (flags, env, ports, probes, drain timing).
   fail       renders deploy/check/values-fail/*: each must be refused with
              the message its `# expect:` line names.
+  dashboard  the chart's copy of deploy/grafana/presence-dashboard.json is
+             identical to it (--write-kustomize copies it), and the
+             ConfigMap the chart renders holds it (runbook URL applied).
   kustomize  regenerates deploy/kustomize/base and components from the chart
              and compares them with the committed files, then builds the base
              and the example overlay with `kubectl kustomize` and checks them
              the same way.
   yamllint   lints values files, Chart.yaml, the kustomize files and every
              rendered manifest with deploy/check/yamllint.yaml.
+  promtool   (Debian's prometheus package: promtool and prometheus 2.42)
+             `promtool check rules` on the rules of every rendered
+             PrometheusRule and of the kustomize component and overlay;
+             `promtool test rules` with deploy/check/alerts.test.yaml, which
+             must fire every alert of the chart.
+  live       deploy/check/dashboard_check.py with --promtool and
+             --prometheus: `promtool check metrics` on the real /metrics of
+             an embedded and a cluster node, then a real prometheus scraping
+             a local 3-node cluster evaluates every dashboard query and
+             every alert of the chart (see that file).
 
 Prints one line per check and `N passed, M failed`; exits 1 on any failure.
 
   check.py                        everything
   check.py --skip-image           no release build (uses target/debug/presenced,
                                   building it if missing)
-  check.py --write-kustomize      regenerate the kustomize files, then check
+  check.py --bin PATH             the presenced binary of the help and live
+                                  checks (default: what the image check built)
+  check.py --write-kustomize      regenerate the kustomize files (and the chart's
+                                  dashboard copy), then check
 """
 
 from __future__ import annotations
@@ -55,6 +71,8 @@ import urllib.request
 from pathlib import Path
 
 import helm_python as helm
+from helm_python import _native as helm_native
+from helm_python import chart as helm_chart
 import jsonschema
 import referencing
 import referencing.jsonschema
@@ -69,6 +87,9 @@ VALUES_FAIL = CHECK / "values-fail"
 SCHEMAS = CHECK / "schemas"
 KUSTOMIZE = ROOT / "deploy" / "kustomize"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+DASHBOARD = ROOT / "deploy" / "grafana" / "presence-dashboard.json"
+# The chart's copy of the dashboard (Helm reads files inside the chart only).
+CHART_DASHBOARD = CHART / "dashboards" / "presence-dashboard.json"
 OUT = ROOT / "target" / "deploy-check"
 
 # Kubernetes versions every object is validated against: the oldest the
@@ -79,10 +100,20 @@ RELEASE = "presence"
 NAMESPACE = "presence"
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-gateway-v1.json",
 }
+# The APIs of the CRD kinds above, as `helm install` sees them in a cluster
+# that has the CRDs (Capabilities.APIVersions): the chart renders the
+# Prometheus Operator's kinds only where they exist. A values file whose
+# first lines say `# capabilities: no-crds` is rendered without them, and
+# its `# skipped: Kind, …` line names the kinds that must then be absent.
+CRD_SCHEMA_KINDS = {kind for _, kind in CRD_SCHEMAS}
+CRD_API_VERSIONS = sorted({f"{api}/{kind}" for api, kind in CRD_SCHEMAS} | {api for api, _ in CRD_SCHEMAS})
 # The alert names the runbook is written against.
 ALERTS = {
+    "PresenceDown",
     "PresenceBroadcastDisabled",
     "PresenceShardWithoutLeader",
     "PresenceResyncRateHigh",
@@ -94,6 +125,11 @@ ALERTS = {
 # Metrics the alerts may use before presenced exports them; the check
 # reports them instead of failing. Empty: every alert metric must exist.
 PENDING_METRICS: set = set()
+# The values the alert unit tests (deploy/check/alerts.test.yaml) and the
+# live check render the rules with.
+ALERT_TEST_VALUES = {"metrics": {"prometheusRule": {
+    "enabled": True, "runbookBaseUrl": "https://docs.example.com/presence/operations.md"}}}
+ALERT_TESTS = CHECK / "alerts.test.yaml"
 GENERATED_HEADER = (
     "# Generated from helm/presence by deploy/check/check.py --write-kustomize\n"
     "# (values: deploy/check/values/kustomize-base.yaml). Do not edit: change\n"
@@ -353,10 +389,18 @@ def check_help(binary: Path) -> dict:
 # Rendering and validation
 
 
-def render(values: dict | None) -> dict[str, str]:
+def render(values: dict | None, crds: bool = True) -> dict[str, str]:
+    """The chart rendered as `helm install` would, in a cluster with the
+    CRDs of CRD_SCHEMAS (or without any with `crds=False`)."""
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values)
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        # Chart.render has no api_versions argument; the SDK's native call
+        # takes Helm's --api-versions as the option api_versions.
+        opts = {"name": RELEASE, "namespace": NAMESPACE, "is_install": True}
+        if crds:
+            opts["api_versions"] = CRD_API_VERSIONS
+        rendered = helm_native.call_string("helm_render", chart._raw(), helm_chart._dumps(values), json.dumps(opts))
+        return json.loads(rendered)
 
 
 def manifests_of(rendered: dict[str, str]) -> list[dict]:
@@ -453,7 +497,8 @@ def check_validator_rejects(objects: list[dict]) -> None:
 def check_drift_detected(helpinfo: dict) -> None:
     """The consistency check must be able to fail: an unknown flag, an
     unknown PRESENCE_ variable, a port that is not the listen port, a probe
-    on the wrong path and a grace period shorter than the drain."""
+    on the wrong path, a grace period shorter than the drain, an HTTPRoute
+    to the metrics port and a PodMonitor whose job the alerts do not select."""
     cases = {
         "unknown flag": ({"extraArgs": ["--no-such-flag"]}, None),
         "unknown env": ({"extraEnv": [{"name": "PRESENCE_NO_SUCH_SETTING", "value": "1"}]}, None),
@@ -461,6 +506,11 @@ def check_drift_detected(helpinfo: dict) -> None:
         "port drift": ({}, lambda o: o["data"].update(PRESENCE_LISTEN="0.0.0.0:8081") if o["kind"] == "ConfigMap" else None),
         "probe path": ({}, lambda o: o["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
                        .update(path="/healthz") if o["kind"] == "Deployment" else None),
+        "HTTPRoute to the wrong port": ({"httpRoute": {"enabled": True}}, lambda o: o["spec"]["rules"][0]
+                                        ["backendRefs"][0].update(port=9090) if o["kind"] == "HTTPRoute" else None),
+        "PodMonitor without the job label": ({"metrics": {"podMonitor": {"enabled": True}}}, lambda o: o["spec"]
+                                             ["podMetricsEndpoints"][0].update(relabelings=[])
+                                             if o["kind"] == "PodMonitor" else None),
     }
     for what, (values, mutate) in cases.items():
         objects = manifests_of(render(values))
@@ -635,6 +685,28 @@ def check_consistency(objects: list[dict], helpinfo: dict, expect_alerts: bool =
                 svc_ports = {p["name"] for p in services[backend["name"]]["spec"]["ports"]}
                 ensure(backend["port"].get("name") in svc_ports or backend["port"].get("number"),
                        f"Ingress backend port {backend['port']} not on Service {backend['name']}")
+    for route in by_kind.get("HTTPRoute", []):
+        ensure(route["spec"].get("parentRefs"), f"HTTPRoute {route['metadata']['name']} attaches to no Gateway")
+        for rule in route["spec"]["rules"]:
+            for ref in rule["backendRefs"]:
+                ensure(ref["name"] in services, f"HTTPRoute backend {ref['name']} is not a Service")
+                ports = {p["port"]: p for p in services[ref["name"]]["spec"]["ports"]}
+                ensure(ref.get("port") in ports and ports[ref["port"]]["targetPort"] == "http",
+                       f"HTTPRoute backend port {ref.get('port')} is not the client port of {ref['name']}")
+    for pm in by_kind.get("PodMonitor", []):
+        selected = {n for n, (labels, _) in pod_labels.items() if matches(pm["spec"]["selector"]["matchLabels"], labels)}
+        ensure(selected == set(pod_labels), f"PodMonitor selects {sorted(selected)}, not every Deployment's pods")
+        for ep in pm["spec"]["podMetricsEndpoints"]:
+            for n in selected:
+                names = {p["name"] for c in pod_labels[n][1]["containers"] for p in c.get("ports", [])}
+                ensure(ep["port"] in names, f"PodMonitor port {ep['port']} not on the pods of {n}")
+            ensure(ep.get("path", "/metrics") == "/metrics", "PodMonitor must scrape /metrics")
+            metrics_services = [s for s in services.values() if s["metadata"].get("labels", {}).get(
+                "app.kubernetes.io/component") == "metrics"]
+            job = next((r.get("replacement") for r in ep.get("relabelings", []) if r.get("targetLabel") == "job"), None)
+            ensure(job == metrics_services[0]["metadata"]["name"],
+                   f"PodMonitor job label {job!r} is not the ServiceMonitor's ({metrics_services[0]['metadata']['name']}): "
+                   "the alerts' selector and the dashboard's job variable would miss it")
     for sm in by_kind.get("ServiceMonitor", []):
         selected = [s for s in services.values()
                     if matches(sm["spec"]["selector"]["matchLabels"], s["metadata"].get("labels", {}))]
@@ -652,7 +724,9 @@ def check_consistency(objects: list[dict], helpinfo: dict, expect_alerts: bool =
             expr = r["expr"]
             ensure(expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"),
                    f"{r['alert']}: unbalanced expression {expr}")
-            ensure(re.search(r"presence_[a-z_]+", expr), f"{r['alert']}: no presence_ metric in {expr}")
+            ensure(re.search(r"\bpresence_[a-z_]+|\bup\{", expr), f"{r['alert']}: no presence_ metric (or up) in {expr}")
+            ensure(not re.search(r"\$value(?!\s*\|\s*humanize)", r["annotations"]["description"]),
+                   f"{r['alert']}: $value without humanize in its description")
             ensure("severity" in r.get("labels", {}), f"{r['alert']}: no severity label")
 
 
@@ -669,18 +743,62 @@ def check_values_case(path: Path, helpinfo: dict) -> list[dict]:
     lint = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
     problems = [m for m in lint.get("messages", []) if m.get("severity", 0) >= 2] + lint.get("errors", [])
     ensure(not problems, f"helm lint --strict: {problems}")
-    rendered = render(values)
+    text = path.read_text()
+    crds = not re.search(r"^#\s*capabilities:\s*no-crds\s*$", text, re.M)
+    rendered = render(values, crds=crds)
     objects = manifests_of(rendered)
+    skipped = re.search(r"^#\s*skipped:\s*(.+)$", text, re.M)
+    if skipped:
+        ensure(not crds, f"{path.name}: `# skipped:` needs `# capabilities: no-crds`")
+        notes = next((v for k, v in rendered.items() if k.endswith("NOTES.txt")), "")
+        for kind in (k.strip() for k in skipped.group(1).split(",")):
+            ensure(kind in CRD_SCHEMA_KINDS, f"{path.name}: {kind} is not a CRD kind")
+            ensure(not any(o["kind"] == kind for o in objects), f"{kind} rendered although its CRD is absent")
+            ensure(f"no {kind} rendered" in notes, f"NOTES.txt does not warn that the {kind} was skipped")
     out = OUT / "rendered" / f"{path.stem}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dump_all(objects))
     validate_objects(objects)
     check_consistency(objects, helpinfo)
+    check_dashboard_configmap(objects, values)
+    check_values_applied(objects, values)
     notes = next((v for k, v in rendered.items() if k.endswith("NOTES.txt")), "")
     ensure("presenced token" in notes or "public key" in notes, "NOTES.txt does not say how to get a token")
     kinds = sorted({o["kind"] for o in objects})
     print(f"     {len(objects)} objects: {', '.join(kinds)}", flush=True)
     return objects
+
+
+def check_values_applied(objects: list[dict], values: dict) -> None:
+    """Values that only pass through: namespaceOverride, revisionHistoryLimit,
+    the Services' appProtocol."""
+    namespace = values.get("namespaceOverride") or NAMESPACE
+    own = {"ServiceMonitor": "serviceMonitor", "PodMonitor": "podMonitor", "PrometheusRule": "prometheusRule"}
+    for o in objects:
+        where = f"{o['kind']}/{o['metadata']['name']}"
+        wanted = namespace
+        if o["kind"] in own:
+            wanted = values.get("metrics", {}).get(own[o["kind"]], {}).get("namespace") or namespace
+        elif "presence-dashboard.json" in o.get("data", {}):
+            wanted = values.get("metrics", {}).get("dashboard", {}).get("namespace") or namespace
+        ensure(o["metadata"].get("namespace") == wanted,
+               f"{where}: namespace {o['metadata'].get('namespace')}, expected {wanted}")
+        if o["kind"] == "Deployment":
+            limit = values.get("revisionHistoryLimit", 5)
+            ensure(o["spec"].get("revisionHistoryLimit") == limit,
+                   f"{where}: revisionHistoryLimit {o['spec'].get('revisionHistoryLimit')}, values say {limit}")
+        if o["kind"] == "Service":
+            metrics = o["metadata"]["labels"].get("app.kubernetes.io/component") == "metrics"
+            source = values.get("metrics", {}).get("service", {}) if metrics else values.get("service", {})
+            wanted_protocol = source.get("appProtocol", "http") or None
+            ensure(o["spec"]["ports"][0].get("appProtocol") == wanted_protocol,
+                   f"{where}: appProtocol {o['spec']['ports'][0].get('appProtocol')}, values say {wanted_protocol}")
+        if o["kind"] == "PrometheusRule":
+            exprs = [r["expr"] for g in o["spec"]["groups"] for r in g["rules"]]
+            selector = values.get("metrics", {}).get("prometheusRule", {}).get("selector")
+            if not selector:
+                ensure(all(f'namespace="{namespace}"' in e for e in exprs),
+                       f"{where}: the alerts do not select namespace {namespace}")
 
 
 def check_fail_case(path: Path) -> None:
@@ -770,7 +888,39 @@ def kustomize_files() -> dict[Path, str]:
     return files
 
 
+def check_dashboard_copy() -> None:
+    ensure(CHART_DASHBOARD.exists() and CHART_DASHBOARD.read_bytes() == DASHBOARD.read_bytes(),
+           f"{CHART_DASHBOARD.relative_to(ROOT)} differs from {DASHBOARD.relative_to(ROOT)}; run "
+           "`target/deploy-venv/bin/python deploy/check/check.py --write-kustomize`")
+
+
+def check_dashboard_configmap(objects: list[dict], values: dict) -> None:
+    """The sidecar ConfigMap holds the dashboard, with the runbook URL as
+    the default of its `runbook` variable."""
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and "presence-dashboard.json" in o.get("data", {})]
+    settings = values.get("metrics", {}).get("dashboard", {})
+    ensure(len(maps) == (1 if settings.get("enabled") else 0), f"{len(maps)} dashboard ConfigMaps rendered")
+    if not maps:
+        return
+    labels = maps[0]["metadata"]["labels"]
+    for key, value in settings.get("labels", {"grafana_dashboard": "1"}).items():
+        ensure(labels.get(key) == value, f"dashboard ConfigMap: label {key}={value} missing (the sidecar selects it)")
+    shipped = json.loads(maps[0]["data"]["presence-dashboard.json"])
+    expected = json.loads(DASHBOARD.read_text())
+    runbook = settings.get("runbookUrl") or values.get("metrics", {}).get("prometheusRule", {}).get("runbookBaseUrl")
+    if runbook:
+        variable = next(v for v in expected["templating"]["list"] if v["name"] == "runbook")
+        variable.update(query=runbook, current={"text": runbook, "value": runbook},
+                        options=[{"selected": True, "text": runbook, "value": runbook}])
+        for link in expected["links"]:
+            if link.get("tooltip") == "docs/operations.md":
+                link["tooltip"] = runbook
+    ensure(shipped == expected, "the dashboard ConfigMap is not deploy/grafana/presence-dashboard.json")
+
+
 def write_kustomize() -> None:
+    CHART_DASHBOARD.parent.mkdir(parents=True, exist_ok=True)
+    CHART_DASHBOARD.write_bytes(DASHBOARD.read_bytes())
     for path, text in kustomize_files().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -817,6 +967,77 @@ def check_kustomize_build(directory: Path, helpinfo: dict, chart_objects: list[d
 
 
 # --------------------------------------------------------------------------
+# promtool and a live Prometheus
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    ensure(path is not None, f"{name} is not installed (Debian: apt-get install prometheus; "
+                             "`make test-deps` does it)")
+    return path
+
+
+def rule_files() -> dict[str, Path]:
+    """The rules of every PrometheusRule rendered so far (chart cases and
+    kustomize builds), plus the chart's with ALERT_TEST_VALUES, each as a
+    Prometheus rule file under target/deploy-check/rules/."""
+    out = OUT / "rules"
+    out.mkdir(parents=True, exist_ok=True)
+    sources = {p.stem: [o for o in yaml.safe_load_all(p.read_text()) if o]
+               for p in sorted((OUT / "rendered").glob("*.yaml"))}
+    sources["alert-tests"] = manifests_of(render(ALERT_TEST_VALUES))
+    files = {}
+    for name, objects in sources.items():
+        for obj in objects:
+            if obj.get("kind") == "PrometheusRule":
+                path = out / f"{name}.rules.yaml"
+                path.write_text(yaml.safe_dump(obj["spec"], sort_keys=False, width=1000))
+                files[name] = path
+    ensure("kustomize-example" in files,
+           f"no kustomize PrometheusRule among {sorted(files)}")
+    return files
+
+
+def check_promtool_rules() -> None:
+    promtool = tool("promtool")
+    files = rule_files()
+    result = subprocess.run([promtool, "check", "rules"] + [str(p) for p in files.values()],
+                            capture_output=True, text=True)
+    ensure(result.returncode == 0, result.stdout + result.stderr)
+    print(f"     {', '.join(sorted(files))}: {result.stdout.count('SUCCESS')} files SUCCESS", flush=True)
+
+
+def check_promtool_tests() -> None:
+    """`promtool test rules` on the chart's rules; every alert of the chart
+    fires in some case of the tests file."""
+    promtool = tool("promtool")
+    rules = rule_files()["alert-tests"]
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    alerts = {r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
+    fired = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", [])
+             if t.get("exp_alerts")}
+    ensure(alerts <= fired, f"alerts no test case fires: {sorted(alerts - fired)}")
+    tests["rule_files"] = [str(rules)]
+    path = OUT / "rules" / "alerts.test.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False, width=1000))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    ensure(result.returncode == 0, result.stdout + result.stderr)
+    print(f"     {len(tests['tests'])} cases, {len(alerts)} alerts fired", flush=True)
+
+
+def check_live(binary: Path) -> None:
+    """dashboard_check.py with promtool and a real prometheus (its own
+    output is shown indented)."""
+    command = [sys.executable, str(CHECK / "dashboard_check.py"), "--bin", str(binary),
+               "--promtool", tool("promtool"), "--prometheus", tool("prometheus"),
+               "--rules", str(rule_files()["alert-tests"])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=170)
+    for line in (result.stdout + result.stderr).rstrip().splitlines():
+        print(f"     {line}", flush=True)
+    ensure(result.returncode == 0, f"{shlex.join(command)} failed")
+
+
+# --------------------------------------------------------------------------
 # yamllint
 
 
@@ -836,6 +1057,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-image", action="store_true", help="skip the release build and image run")
     parser.add_argument("--write-kustomize", action="store_true", help="regenerate the kustomize files first")
+    parser.add_argument("--bin", type=Path, help="presenced binary for the help and live checks")
     args = parser.parse_args()
     started = time.monotonic()
     print(f"deploy-check: Helm SDK {helm.helm_sdk_version()} (helm-python-sdk), "
@@ -853,6 +1075,8 @@ def main() -> int:
         binary = results.run("image: Dockerfile build command, ENV/ENTRYPOINT/CMD, /healthz", check_image)
         if binary is None:
             binary = ROOT / "target" / "release" / "presenced"
+    if args.bin:
+        binary = args.bin.resolve()
     helpinfo = results.run("help: presenced serve --help", check_help, binary) if binary.exists() else None
     if helpinfo is None:
         print("FAIL no presenced binary to read --help from", flush=True)
@@ -870,6 +1094,7 @@ def main() -> int:
     for path in sorted(VALUES_FAIL.glob("*.yaml")):
         results.run(f"chart refuses: {path.name}", check_fail_case, path)
 
+    results.run("dashboard: the chart's copy is deploy/grafana's", check_dashboard_copy)
     results.run("kustomize: generated base and components are fresh", check_kustomize_fresh)
     results.run("kustomize: base", check_kustomize_build, KUSTOMIZE / "base", helpinfo, None)
     chart_equivalent = None
@@ -881,6 +1106,9 @@ def main() -> int:
     results.run("kustomize: overlays/example", check_kustomize_build,
                 KUSTOMIZE / "overlays" / "example", helpinfo, chart_equivalent)
     results.run("yamllint", check_yamllint)
+    results.run("promtool check rules: chart cases and kustomize", check_promtool_rules)
+    results.run("promtool test rules: deploy/check/alerts.test.yaml", check_promtool_tests)
+    results.run("live: promtool check metrics, prometheus scraping a 3-node cluster", check_live, binary)
 
     print(f"deploy-check took {time.monotonic() - started:.0f}s; rendered manifests in "
           f"{(OUT / 'rendered').relative_to(ROOT)}")

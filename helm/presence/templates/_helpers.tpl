@@ -18,6 +18,19 @@ Names.
 {{- end }}
 {{- end }}
 
+{{/* The namespace of every namespaced object: namespaceOverride (for
+umbrella charts that deploy into another namespace) or the release's. */}}
+{{- define "presence.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Whether the cluster serves an API (group/version/kind): the
+Prometheus Operator's kinds are rendered only where their CRDs exist
+(`helm template` needs --api-versions to see them). */}}
+{{- define "presence.hasApi" -}}
+{{- if .ctx.Capabilities.APIVersions.Has .api }}true{{ end }}
+{{- end }}
+
 {{- define "presence.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -196,6 +209,12 @@ Refuse combinations that cannot work, at render time.
 {{- end }}
 {{- if and .Values.jwt.secret (lt (len .Values.jwt.secret) 32) }}
 {{- fail "jwt.secret must be at least 32 bytes" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled }}
+{{- fail "metrics.serviceMonitor and metrics.podMonitor both scrape every pod (every series twice): enable one" }}
+{{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
+{{- fail "httpRoute.parentRefs needs at least one Gateway to attach to" }}
 {{- end }}
 {{- if and .Values.redis.existingSecretUrlKey (not .Values.redis.existingSecret) }}
 {{- fail "redis.existingSecretUrlKey names a key of redis.existingSecret, which is empty" }}
