@@ -86,7 +86,7 @@ GRAFANA_SCHEMA = {"9.0": 36, "9.1": 37, "9.2": 37, "9.3": 37, "9.4": 37, "9.5": 
 SELECTOR_VARIABLES = ("cluster", "namespace", "job", "pod")
 OPERATIONS_MD = os.path.join(ROOT, "docs", "operations.md")
 
-METRIC_RE = re.compile(r"\b(presence_[a-zA-Z0-9_:]+)")
+METRIC_RE = re.compile(r"\b((?:presence|process)_[a-zA-Z0-9_:]+)")
 # A metric-like identifier directly followed by a selector or a range: used
 # to catch names that are not ours (typos such as `presnce_…`).
 SELECTOR_RE = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[\{\[]")
@@ -759,7 +759,7 @@ def main():
     for where, expr in dashboard_queries(dashboard):
         metrics = set(METRIC_RE.findall(expr))
         for ident in SELECTOR_RE.findall(expr):
-            if ident not in PROMQL_WORDS and ident not in SCRAPE_METRICS and not ident.startswith("presence_"):
+            if ident not in PROMQL_WORDS and ident not in SCRAPE_METRICS and not ident.startswith(("presence_", "process_")):
                 fail(problems, f"{where}: {ident!r} is not a presence_ metric: {expr}")
         for metric in sorted(metrics):
             used.add(metric)

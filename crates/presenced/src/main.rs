@@ -7,6 +7,7 @@
 
 mod cluster_metrics;
 mod config;
+mod process_metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
     // Flags are checked before anything is opened or bound.
     let gateway = args.with_connection_limits(args.gateway_config()?, open_files)?;
     let metrics = Metrics::new();
+    process_metrics::export(metrics.registry()).context("registering the process metrics")?;
     let auth_config = config::auth_config(&args)?;
     let authenticator = Authenticator::new(auth_config).context("loading the JWT key")?;
     let shutdown = CancellationToken::new();
