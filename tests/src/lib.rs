@@ -207,8 +207,16 @@ impl Server {
         self.nodes = nodes;
         if self.redis.is_some() {
             for node in &self.nodes {
-                wait_ready(&self.http, node.addr).await;
+                wait_ready(&self.http, node.addr, DEADLINE).await;
             }
+        }
+    }
+
+    /// Waits until every node answers `/readyz` with 200, failing after
+    /// `within` for a node.
+    pub async fn wait_ready(&self, within: Duration) {
+        for node in &self.nodes {
+            wait_ready(&self.http, node.addr, within).await;
         }
     }
 
@@ -487,22 +495,20 @@ fn running(pid: u32) -> bool {
 }
 
 /// Polls `/readyz` until the node answers 200 (a cluster node is ready once
-/// it listens to the update and reply channels).
-async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) {
+/// it listens to the update and reply channels), failing after `within`.
+async fn wait_ready(http: &reqwest::Client, addr: SocketAddr, within: Duration) {
     let url = format!("http://{addr}/readyz");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Ok(response) = http.get(&url).send().await
-            && response.status() == 200
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{addr} is not ready in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    presence_testkit::wait_until(
+        format_args!("{url} to answer 200"),
+        within,
+        async || {
+            let answer = http.get(&url).timeout(Duration::from_secs(2)).send();
+            answer.await.map(|r| r.status())
+        },
+        |status| status.as_ref().is_ok_and(|s| *s == 200),
+    )
+    .await
+    .expect("accepted above");
 }
 
 /// Starts one `presenced`; returns it with its address and, with

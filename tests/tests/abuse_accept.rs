@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use presence_e2e::{DEADLINE, Server, ServerOptions, Ws, admin_token, token};
+use presence_testkit::wait_until;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -184,16 +185,37 @@ async fn connect_on(
 
 /// Polls the cap state (X5) until `pred` holds; returns it.
 async fn cap_until(server: &Server, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (status, cap) = Server::call(server.get("/v1/admin/cap", &admin_token())).await;
-        assert_eq!(status, 200, "{cap}");
-        if pred(&cap) {
-            return cap;
-        }
-        assert!(Instant::now() < deadline, "cap state never matched: {cap}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_, cap) = wait_until(
+        "the cap state to match",
+        DEADLINE,
+        async || Server::call(server.get("/v1/admin/cap", &admin_token())).await,
+        |(status, cap)| *status == 200 && pred(cap),
+    )
+    .await;
+    cap
+}
+
+/// Connects `user`'s `device` on `addr` until the server stops refusing
+/// with `refusal` (a freed slot takes a moment to be counted out); any
+/// other refusal fails at once.
+async fn connect_once_freed(addr: SocketAddr, user: &str, device: &str, refusal: u16) -> Ws {
+    let mut socket = None;
+    wait_until(
+        format_args!("a socket for {user} instead of {refusal}"),
+        DEADLINE,
+        async || match connect_on(addr, user, device).await {
+            Ok(ws) => {
+                socket = Some(ws);
+                Ok(())
+            }
+            Err(refused) if refused.0 == refusal => Err(refused),
+            Err(refused) => panic!("refused with something else: {refused:?}"),
+        },
+        Result::is_ok,
+    )
+    .await
+    .expect("accepted above");
+    socket.expect("set with Ok")
 }
 
 #[tokio::test]
@@ -255,16 +277,7 @@ async fn x6_one_user_cannot_trip_the_cap() {
 
     // A closed socket gives its slot back.
     mallory.pop().unwrap().close().await;
-    let deadline = Instant::now() + DEADLINE;
-    let again = loop {
-        match connect_on(addr, "x6-mallory", "m-again").await {
-            Ok(ws) => break ws,
-            Err((429, ..)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(refusal) => panic!("the freed slot is not reusable: {refusal:?}"),
-        }
-    };
+    let again = connect_once_freed(addr, "x6-mallory", "m-again", 429).await;
     drop(again);
     // Other users are unaffected throughout.
     connect_on(addr, "x6-someone-else", "s")
@@ -295,14 +308,13 @@ async fn f1_past_max_connections_upgrades_get_503_with_retry_after() {
     let mut held = silent_connections(addr, 20).await;
     // The accept queue is first in, first out: once the server counts
     // twenty, the next connection is past the budget.
-    let deadline = Instant::now() + DEADLINE;
-    while sample(&metrics(ops).await, "presence_tcp_connections ") < 20.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the server never counted 20 connections"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the server to count 20 connections",
+        DEADLINE,
+        async || sample(&metrics(ops).await, "presence_tcp_connections "),
+        |&count| count >= 20.0,
+    )
+    .await;
 
     let (status, retry, body) = connect_on(addr, "f1-alice", "a")
         .await
@@ -327,16 +339,7 @@ async fn f1_past_max_connections_upgrades_get_503_with_retry_after() {
 
     // Freed slots serve again.
     held.truncate(10);
-    let deadline = Instant::now() + DEADLINE;
-    let mut socket = loop {
-        match connect_on(addr, "f1-alice", "a").await {
-            Ok(ws) => break ws,
-            Err((503, ..)) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(refusal) => panic!("freed slots do not serve: {refusal:?}"),
-        }
-    };
+    let mut socket = connect_once_freed(addr, "f1-alice", "a", 503).await;
     socket
         .ok(json!({"type": "set_status", "status": "away"}))
         .await;
@@ -398,6 +401,7 @@ async fn f4_slowloris_holds_nothing() {
                 .expect("request");
         assert_eq!(response.status(), 200);
         served += 1;
+        // The pace of a legitimate client during the attack, not a wait.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut ws = connect_on(addr, "f4-alice", "a")
@@ -480,18 +484,17 @@ async fn f1_accept_loop_survives_running_out_of_file_descriptors() {
     // Far more connections than descriptors left: accept fails with EMFILE
     // while they wait in the backlog.
     let held = silent_connections(server.addr, 60).await;
-    let deadline = Instant::now() + DEADLINE;
-    while std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-        < limit
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the server never reached its limit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        format_args!("the server to hold its limit of {limit} descriptors"),
+        DEADLINE,
+        async || {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count()
+        },
+        |&open| open >= limit,
+    )
+    .await;
     let before = cpu_ticks(pid);
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await; // Measuring CPU over a window.
@@ -506,20 +509,25 @@ async fn f1_accept_loop_survives_running_out_of_file_descriptors() {
 
     // Descriptors come back: the server serves again.
     drop(held);
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let answer = tokio::time::timeout(Duration::from_secs(2), async {
-            let mut stream = TcpStream::connect(server.addr).await.ok()?;
-            Some(request_on(&mut stream, "/healthz").await)
-        })
-        .await;
-        if let Ok(Some(answer)) = answer
-            && answer.starts_with("HTTP/1.1 200")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the server never recovered");
-    }
+    wait_until(
+        "the server to answer /healthz with 200 again",
+        DEADLINE,
+        async || {
+            tokio::time::timeout(Duration::from_secs(2), async {
+                let mut stream = TcpStream::connect(server.addr).await.ok()?;
+                Some(request_on(&mut stream, "/healthz").await)
+            })
+            .await
+            .ok()
+            .flatten()
+        },
+        |answer| {
+            answer
+                .as_ref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+        },
+    )
+    .await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let answer = request_on(&mut stream, "/metrics").await;
     assert!(

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use presence_e2e::{SECRET, Server, Ws, presenced_bin, token, unix_now_secs};
+use presence_testkit::wait_until;
 use serde_json::json;
 
 /// A token for `user` whose authority (exp + the server's 30 s leeway)
@@ -251,19 +252,19 @@ async fn f3_one_subscription_budget_per_user_across_all_their_sockets() {
     assert_eq!(refused["code"], "too_many_subscriptions", "{refused}");
     let s0 = sockets.remove(0);
     s0.close().await;
-    let deadline = Instant::now() + presence_e2e::DEADLINE;
-    loop {
-        let answer = subscribe(&mut sockets[2], &ids("u", 3300, 700)).await;
-        if answer["type"] == "snapshot" {
-            break;
-        }
-        assert_eq!(answer["code"], "too_many_subscriptions", "{answer}");
-        assert!(
-            Instant::now() < deadline,
-            "a closed socket's budget never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "a closed socket's budget to come back (700 more subscriptions accepted)",
+        presence_e2e::DEADLINE,
+        async || {
+            let answer = subscribe(&mut sockets[2], &ids("u", 3300, 700)).await;
+            if answer["type"] != "snapshot" {
+                assert_eq!(answer["code"], "too_many_subscriptions", "{answer}");
+            }
+            answer
+        },
+        |answer| answer["type"] == "snapshot",
+    )
+    .await;
 }
 
 /// VmRSS of `pid` in KiB.
@@ -326,7 +327,9 @@ async fn f3_many_sockets_of_one_user_asking_for_many_subscriptions_stay_bounded(
         ws.close().await;
     }
     // Let the server finish closing and its allocator give memory back:
-    // poll until RSS is within 10 % of the baseline, for at most 30 s.
+    // poll until RSS is within 10 % of the baseline, for at most 30 s. A
+    // measurement, not a wait that must succeed: RSS not coming back is
+    // reported, not failed (the growth bound below is the assertion).
     let closed = Instant::now();
     let mut after = rss_kib(pid);
     while after * 10 > baseline * 11 && closed.elapsed() < Duration::from_secs(30) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Ws, admin_token};
 use presence_store::redis::{Keys, shard_of};
-use presence_testkit::{RedisServer, resp};
+use presence_testkit::{RedisServer, resp, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -53,7 +53,7 @@ impl Cluster {
         }
         let cluster = Cluster { nodes, redis };
         for node in &cluster.nodes {
-            wait_ready(node).await;
+            node.wait_ready(Duration::from_secs(10)).await;
         }
         cluster.wait_all_leased().await;
         cluster
@@ -66,9 +66,12 @@ impl Cluster {
 
     /// Waits until every shard's lease is held.
     async fn wait_all_leased(&self) {
-        poll("every shard has a leader", Duration::from_secs(10), || {
-            (0..SHARDS).all(|s| self.lease(s).is_some()).then_some(())
-        })
+        wait_until(
+            "every shard to have a leader",
+            Duration::from_secs(10),
+            async || (0..SHARDS).map(|s| self.lease(s)).collect::<Vec<_>>(),
+            |leases| leases.iter().all(Option::is_some),
+        )
         .await;
     }
 
@@ -132,33 +135,6 @@ fn lease_at(addr: SocketAddr, shard: u16) -> Option<(String, u64)> {
     }
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, failing after
-/// `within`.
-async fn poll<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls `/readyz` until the node answers 200.
-async fn wait_ready(node: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(response) = node.http().get(node.url("/readyz")).send().await
-            && response.status() == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "node is not ready in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The value of `name` (a metric without labels) in a node's `/metrics`.
 async fn metric(node: &Server, name: &str) -> Option<f64> {
     let response = node
@@ -183,19 +159,14 @@ async fn wait_metric(
     within: Duration,
     pred: impl Fn(f64) -> bool,
 ) -> f64 {
-    let deadline = Instant::now() + within;
-    let mut last = None;
-    loop {
-        last = metric(node, name).await.or(last);
-        if let Some(value) = last.filter(|v| pred(*v)) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never matched within {within:?}; last value {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let value = wait_until(
+        format_args!("{name} to match"),
+        within,
+        async || metric(node, name).await,
+        |value| value.is_some_and(&pred),
+    )
+    .await;
+    value.expect("accepted above")
 }
 
 fn set(status: &str, text: &str) -> Value {
@@ -293,13 +264,14 @@ async fn gateway_kill9(flags: &[(&str, &str)], bound: Duration) -> Duration {
     for ws in [&mut bob, &mut erin] {
         // The node lease alone takes up to 10 s, longer than one frame
         // wait: poll the watcher's own reads, then take the update.
-        while ws.query("alice").await["status"] != "offline" {
-            assert!(
-                killed.elapsed() < bound,
-                "alice not offline {bound:?} after kill -9 of her node"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let left = bound.saturating_sub(killed.elapsed());
+        wait_until(
+            format_args!("alice offline {bound:?} after kill -9 of her node"),
+            left,
+            async || ws.query("alice").await,
+            |alice| alice["status"] == "offline",
+        )
+        .await;
         let update = ws.expect_update("alice", "offline").await;
         let text = &update["text"];
         assert!(
@@ -389,6 +361,7 @@ async fn keep_writing(
                 };
             }
         }
+        // Pacing between changes, not a wait for anything.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     unreachable!()
@@ -440,19 +413,24 @@ async fn m3_w3_leader_kill9_during_changes_loses_no_acknowledged_status() {
         )));
     }
 
-    poll("changes flowing", Duration::from_secs(10), || {
-        (acks.load(SeqCst) >= 15).then_some(())
-    })
+    wait_until(
+        "15 changes acknowledged",
+        Duration::from_secs(10),
+        async || acks.load(SeqCst),
+        |&acked| acked >= 15,
+    )
     .await;
     killed.store(true, SeqCst);
     cluster.nodes[x].kill9().await;
     let kill = Instant::now();
-    let (new_leader, new_epoch) = poll(
-        "another node holds the shard",
+    let (new_leader, new_epoch) = wait_until(
+        format_args!("a node other than {leader} to hold the shard"),
         Duration::from_secs(10),
-        || cluster.lease(shard).filter(|(node, _)| *node != leader),
+        async || cluster.lease(shard),
+        |lease| lease.as_ref().is_some_and(|(node, _)| *node != leader),
     )
-    .await;
+    .await
+    .expect("accepted above");
     let took = kill.elapsed();
     taken_over.send_replace(true);
     let mut written = Vec::new();
@@ -563,12 +541,14 @@ async fn m3_sigstopped_leader_is_deposed_and_the_new_leaders_state_stands() {
 
     cluster.nodes[x].signal("STOP");
     let stopped = Instant::now();
-    let (new, new_epoch) = poll(
-        "another node takes the shard",
+    let (new, new_epoch) = wait_until(
+        format_args!("a node other than {old} to take the shard"),
         Duration::from_secs(8),
-        || cluster.lease(shard).filter(|(node, _)| *node != old),
+        async || cluster.lease(shard),
+        |lease| lease.as_ref().is_some_and(|(node, _)| *node != old),
     )
-    .await;
+    .await
+    .expect("accepted above");
     println!(
         "shard {shard}: {old}:{old_epoch} paused; {new}:{new_epoch} took it after {:?}",
         stopped.elapsed()
@@ -654,14 +634,15 @@ async fn m3_stale_commit_of_a_deposed_leader_is_fenced_and_counted() {
     // Right after a renewal (renewals every ttl/3 = 1 s reset the PTTL to
     // 3 s), so the leader's validity has ~2.5 s left and its next renewal
     // (which would tell it the lease is gone) is ~1 s away.
-    poll("a fresh renewal", Duration::from_secs(5), || {
-        let pttl: i64 = cluster
-            .redis
-            .command(&["PTTL", &keys.lease()])
-            .parse()
-            .expect("PTTL");
-        (pttl > 2900).then_some(())
-    })
+    wait_until(
+        "a fresh renewal (lease PTTL above 2900 ms)",
+        Duration::from_secs(5),
+        async || -> i64 {
+            let pttl = cluster.redis.command(&["PTTL", &keys.lease()]);
+            pttl.parse().expect("PTTL")
+        },
+        |&pttl| pttl > 2900,
+    )
     .await;
     cluster.nodes[x].signal("STOP");
     let paused = Instant::now();
@@ -673,16 +654,14 @@ async fn m3_stale_commit_of_a_deposed_leader_is_fenced_and_counted() {
     writer
         .send(json!({"type": "set_status", "status": "away", "text": "fenced?", "ref": "stale"}))
         .await;
-    poll(
-        "the gateway appends the change",
+    wait_until(
+        "the gateway to append the change",
         Duration::from_secs(2),
-        || {
-            let last =
-                cluster
-                    .redis
-                    .command(&["XREVRANGE", &keys.events(), "+", "-", "COUNT", "1"]);
-            last.contains("fenced?").then_some(())
+        async || {
+            let last = ["XREVRANGE", &keys.events(), "+", "-", "COUNT", "1"];
+            cluster.redis.command(&last)
         },
+        |last| last.contains("fenced?"),
     )
     .await;
     cluster.nodes[x].signal("CONT");
@@ -723,10 +702,14 @@ async fn m3_stale_commit_of_a_deposed_leader_is_fenced_and_counted() {
         "{answer}"
     );
     println!("the change was answered with {}", answer["type"]);
-    let (new, new_epoch) = poll("a real leader again", Duration::from_secs(5), || {
-        cluster.lease(shard).filter(|(node, _)| node != "intruder")
-    })
-    .await;
+    let (new, new_epoch) = wait_until(
+        "a real leader again",
+        Duration::from_secs(5),
+        async || cluster.lease(shard),
+        |lease| lease.as_ref().is_some_and(|(node, _)| node != "intruder"),
+    )
+    .await
+    .expect("accepted above");
     assert!(new_epoch > old_epoch);
     println!("shard {shard} led by {new}:{new_epoch} after the fence");
     for ws in &mut watchers {
@@ -744,16 +727,14 @@ async fn m3_stale_commit_of_a_deposed_leader_is_fenced_and_counted() {
 
 /// Polls the cap state (X5) on `node` until the count is `n`.
 async fn wait_for_count(node: &Server, n: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, cap) = Server::call(node.get("/v1/admin/cap", &admin_token())).await;
-        assert_eq!(status, 200, "{cap}");
-        if cap["count"] == n {
-            return cap;
-        }
-        assert!(Instant::now() < deadline, "count never reached {n}: {cap}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, cap) = wait_until(
+        format_args!("a connection count of {n}"),
+        Duration::from_secs(10),
+        async || Server::call(node.get("/v1/admin/cap", &admin_token())).await,
+        |(status, cap)| *status == 200 && cap["count"] == n,
+    )
+    .await;
+    cap
 }
 
 /// X1–X5 across nodes: the cap counts the sockets of every node; one

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, admin_token};
-use presence_testkit::RedisCluster;
+use presence_testkit::{RedisCluster, wait_until};
 use serde_json::json;
 
 async fn node(cluster: &RedisCluster, id: &str) -> Server {
@@ -18,17 +18,8 @@ async fn node(cluster: &RedisCluster, id: &str) -> Server {
         .arg("--shards", 4)
         .arg("--node-id", id);
     let server = Server::start_with(options).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let ready = reqwest::get(server.url("/readyz"))
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            return server;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{id} never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_ready(Duration::from_secs(15)).await;
+    server
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -44,14 +35,13 @@ async fn w1_c3_x1_three_nodes_on_a_redis_cluster_with_sharded_pubsub() {
     for shard in 0..4 {
         let key = format!("presence:{{{shard}}}:lease");
         let owner = cluster.owner_of(&key);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while owner.command(&["EXISTS", &key]).trim() != "1" {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "shard {shard} has no leader"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(
+            format_args!("shard {shard} to have a leader ({key} to exist)"),
+            Duration::from_secs(10),
+            async || owner.command(&["EXISTS", &key]),
+            |exists| exists.trim() == "1",
+        )
+        .await;
         owners.insert(owner.port());
     }
     assert!(
@@ -92,15 +82,13 @@ async fn w1_c3_x1_three_nodes_on_a_redis_cluster_with_sharded_pubsub() {
     assert_eq!(update["text"], "On the train");
 
     // X1: the cluster-wide count sums every node's sockets.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, cap) = Server::call(a.get("/v1/admin/cap", &admin_token())).await;
-        if cap["count"] == 3 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "cap count: {cap}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "a cluster-wide connection count of 3",
+        Duration::from_secs(10),
+        async || Server::call(a.get("/v1/admin/cap", &admin_token())).await.1,
+        |cap| cap["count"] == 3,
+    )
+    .await;
 
     alice.close().await;
     watcher.expect_update("alice", "offline").await;

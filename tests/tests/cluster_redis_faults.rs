@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Watcher, Ws, token};
 use presence_store::redis::{Keys, heartbeat_member, shard_of};
-use presence_testkit::{RedisOptions, RedisServer, Reply, TcpProxy, resp};
+use presence_testkit::{RedisOptions, RedisServer, Reply, TcpProxy, resp, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -38,28 +38,15 @@ async fn start_node(url: &str, id: &str, flags: &[(&str, &str)]) -> Server {
         options = options.arg(flag, value);
     }
     let node = Server::start_with(options).await;
-    poll("node ready", Duration::from_secs(10), || async {
-        http_status(&node, "/readyz").await == 200
-    })
-    .await;
+    node.wait_ready(Duration::from_secs(10)).await;
     node
 }
 
-/// Polls `check` every 25 ms until it holds; fails after `within`.
-/// Returns how long it took.
-async fn poll<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+/// How long `wait` (a `wait_until`) took.
+async fn timed<T>(wait: impl Future<Output = T>) -> Duration {
     let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait.await;
+    start.elapsed()
 }
 
 /// The HTTP status of an unauthenticated GET (`/healthz`, `/readyz`); 0 if
@@ -161,23 +148,24 @@ impl Converges for Watcher {
 /// may still be recovering); returns the ack and how long it took.
 async fn set_status_until_accepted(ws: &mut Ws, status: &str, text: &str) -> (Value, Duration) {
     let start = Instant::now();
-    loop {
-        let answer = ws
-            .request(json!({"type": "set_status", "status": status, "text": text}))
-            .await;
-        if answer["type"] != "error" {
-            return (answer, start.elapsed());
-        }
-        assert_eq!(
-            answer["code"], "backend_unavailable",
-            "only unavailability may refuse a valid change: {answer}"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "set_status still refused after 15 s: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answer = wait_until(
+        format_args!("set_status {status} {text:?} to be accepted"),
+        Duration::from_secs(15),
+        async || {
+            let change = json!({"type": "set_status", "status": status, "text": text});
+            let answer = ws.request(change).await;
+            if answer["type"] == "error" {
+                assert_eq!(
+                    answer["code"], "backend_unavailable",
+                    "only unavailability may refuse a valid change: {answer}"
+                );
+            }
+            answer
+        },
+        |answer| answer["type"] != "error",
+    )
+    .await;
+    (answer, start.elapsed())
 }
 
 /// The stored view of `user` (what others see), read from Redis itself.
@@ -263,10 +251,11 @@ async fn h3_m3_redis_restart_with_aof_loses_no_choice_and_every_node_recovers() 
     redis.stop();
     let down = Instant::now();
     for node in &nodes {
-        poll(
+        wait_until(
             "/readyz 503 while redis is down",
             Duration::from_secs(10),
-            || async { http_status(node, "/readyz").await == 503 },
+            async || http_status(node, "/readyz").await,
+            |&status| status == 503,
         )
         .await;
         assert_eq!(
@@ -300,34 +289,37 @@ async fn h3_m3_redis_restart_with_aof_loses_no_choice_and_every_node_recovers() 
     let mut ready_after = Duration::ZERO;
     for node in &nodes {
         ready_after = ready_after.max(
-            poll(
+            timed(wait_until(
                 "/readyz 200 after redis is back",
                 Duration::from_secs(10),
-                || async { http_status(node, "/readyz").await == 200 },
-            )
+                async || http_status(node, "/readyz").await,
+                |&status| status == 200,
+            ))
             .await,
         );
     }
 
     // The gateways register their live devices again and refresh their
     // heartbeats (H1, H3): the users with open sockets are online again.
-    let reregistered = poll(
-        "alice, bob and carol registered again",
+    let reregistered = timed(wait_until(
+        "alice, bob and carol registered again (one device each)",
         Duration::from_secs(10),
-        || async {
-            rest_me(c, "alice").await.1["devices"] == 1
-                && rest_me(a, "bob").await.1["devices"] == 1
-                && rest_me(b, "carol").await.1["devices"] == 1
+        async || {
+            [
+                rest_me(c, "alice").await.1["devices"].clone(),
+                rest_me(a, "bob").await.1["devices"].clone(),
+                rest_me(b, "carol").await.1["devices"].clone(),
+            ]
         },
-    )
+        |devices| devices.iter().all(|d| *d == 1),
+    ))
     .await;
-    let refreshed = poll(
-        "alice's heartbeat refreshed after the restart",
+    let refreshed = timed(wait_until(
+        format_args!("alice's heartbeat deadline to move past {alice_beat} after the restart"),
         Duration::from_secs(10),
-        || async {
-            heartbeat_deadline(&redis, "alice", "alice-desktop").is_some_and(|d| d > alice_beat)
-        },
-    )
+        async || heartbeat_deadline(&redis, "alice", "alice-desktop"),
+        |deadline| deadline.is_some_and(|d| d > alice_beat),
+    ))
     .await;
 
     // Nothing chosen was lost (M3), and nothing refused was applied.
@@ -445,11 +437,12 @@ async fn gateway_partitioned_then_healed(partition: Partition) {
     // cut asserts it here.
     let not_ready = match partition {
         Partition::HardCut => Some(
-            poll(
+            timed(wait_until(
                 "/readyz 503 on the cut-off node",
                 Duration::from_secs(15),
-                || async { http_status(&a, "/readyz").await == 503 },
-            )
+                async || http_status(&a, "/readyz").await,
+                |&status| status == 503,
+            ))
             .await,
         ),
         Partition::Blackhole => None,
@@ -474,11 +467,12 @@ async fn gateway_partitioned_then_healed(partition: Partition) {
     proxy.heal();
     let healed = Instant::now();
     let partitioned = cut.elapsed();
-    let ready_after = poll(
+    let ready_after = timed(wait_until(
         "/readyz 200 after the heal",
         Duration::from_secs(15),
-        || async { http_status(&a, "/readyz").await == 200 },
-    )
+        async || http_status(&a, "/readyz").await,
+        |&status| status == 200,
+    ))
     .await;
     // Alice's device is registered again without her reconnecting: her
     // choice shows again everywhere (H3, M3).
@@ -553,25 +547,24 @@ async fn kill_pubsub_and_wait_resubscribed(
         matches!(killed, Reply::Integer(n) if n as usize >= nodes),
         "killed {killed} pub/sub connections, expected {nodes}"
     );
-    poll(
-        "every node subscribed again",
+    timed(wait_until(
+        format_args!("{nodes} pub/sub connections with {channels} channels each"),
         Duration::from_secs(10),
-        || async {
-            let subs = subscribers(redis);
-            subs.len() == nodes && subs.iter().all(|&n| n == channels)
-        },
-    )
+        async || subscribers(redis),
+        |subs| subs.len() == nodes && subs.iter().all(|&n| n == channels),
+    ))
     .await
 }
 
 /// One user changing their status over and over through their own socket
-/// until `stop`; returns the last text acknowledged and the last text
-/// sent (which may have been applied or not when it was not
-/// acknowledged).
+/// until `stop`, counting acknowledged changes in `acks`; returns the last
+/// text acknowledged and the last text sent (which may have been applied
+/// or not when it was not acknowledged).
 async fn keep_changing(
     mut ws: Ws,
     user: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> (Ws, String, Option<String>, Option<String>, usize) {
     let mut round = 0;
     let mut acked = None;
@@ -592,6 +585,7 @@ async fn keep_changing(
             refused += 1;
         } else {
             acked = Some(text);
+            acks.fetch_add(1, std::sync::atomic::Ordering::Release);
         }
     }
     (ws, user, acked, last_sent, refused)
@@ -627,16 +621,26 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
     // Statuses change on every user's socket while the pub/sub
     // connections are killed three times.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut changers = Vec::new();
     for (i, user) in users.iter().enumerate() {
         let node = if i % 2 == 0 { &a } else { &b };
         let ws = node.connect(user, &format!("{user}-web"), "web").await;
-        changers.push(tokio::spawn(keep_changing(ws, user.clone(), stop.clone())));
+        let changer = keep_changing(ws, user.clone(), stop.clone(), acks.clone());
+        changers.push(tokio::spawn(changer));
     }
     let mut resubscribed = Vec::new();
     for _ in 0..3 {
-        // Let a few changes through between the kills.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Let a few changes through between the kills: as many
+        // acknowledgements as there are users.
+        let before = acks.load(std::sync::atomic::Ordering::Acquire);
+        wait_until(
+            format_args!("{} more changes acknowledged", users.len()),
+            Duration::from_secs(10),
+            async || acks.load(std::sync::atomic::Ordering::Acquire),
+            |&acked| acked >= before + users.len(),
+        )
+        .await;
         resubscribed.push(kill_pubsub_and_wait_resubscribed(redis.addr(), 3, channels).await);
     }
     stop.store(true, std::sync::atomic::Ordering::Release);
@@ -677,9 +681,15 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
     // Read from Redis itself: a read through a node would hide the update
     // from that node's watchers (see
     // `w3_a_read_through_a_node_does_not_hide_a_lost_update_from_its_watchers`).
-    poll("the change is stored", Duration::from_secs(10), || async {
-        stored_view(&redis, target).is_some_and(|v| shows(&v, "busy", Some("while unsubscribed")))
-    })
+    wait_until(
+        "the change to be stored (busy, \"while unsubscribed\")",
+        Duration::from_secs(10),
+        async || stored_view(&redis, target),
+        |view| {
+            view.as_ref()
+                .is_some_and(|v| shows(v, "busy", Some("while unsubscribed")))
+        },
+    )
     .await;
     for w in &mut watchers {
         w.converges(target, "busy", Some("while unsubscribed"))
@@ -688,10 +698,11 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
     // Every node counted the resync (the export runs once a second).
     let mut after_kill = Vec::new();
     for (node, was) in nodes.iter().zip(&before) {
-        poll(
-            "the resync is counted in /metrics",
+        wait_until(
+            format_args!("{RESYNCS_RECONNECTED} in /metrics to pass {was}"),
             Duration::from_secs(5),
-            || async { metric(node, RESYNCS_RECONNECTED).await > *was },
+            async || metric(node, RESYNCS_RECONNECTED).await,
+            |count| count > was,
         )
         .await;
         after_kill.push(metric(node, RESYNCS_RECONNECTED).await);
@@ -736,9 +747,15 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
         .expect("socket")
         .send(json!({"type": "set_status", "status": "busy", "text": "behind the burst"}))
         .await;
-    poll("the change is stored", Duration::from_secs(10), || async {
-        stored_view(&redis, lag_target).is_some_and(|v| shows(&v, "busy", Some("behind the burst")))
-    })
+    wait_until(
+        "the change to be stored (busy, \"behind the burst\")",
+        Duration::from_secs(10),
+        async || stored_view(&redis, lag_target),
+        |view| {
+            view.as_ref()
+                .is_some_and(|v| shows(v, "busy", Some("behind the burst")))
+        },
+    )
     .await;
     signal("-CONT");
     for w in &mut watchers {
@@ -787,10 +804,11 @@ async fn w3_a_read_through_a_node_does_not_hide_a_lost_update_from_its_watchers(
         .await;
     // The watcher's node serves a read of the new state before its
     // subscriber is back (reconnection waits at least 100 ms).
-    poll(
-        "node a reads the new state",
+    wait_until(
+        "node a to read the new state (busy, \"two\")",
         Duration::from_secs(10),
-        || async { shows(&rest_presence(&a, "alice").await.1, "busy", Some("two")) },
+        async || rest_presence(&a, "alice").await.1,
+        |entry| shows(entry, "busy", Some("two")),
     )
     .await;
     watcher.converges("alice", "busy", Some("two")).await;
@@ -813,13 +831,16 @@ async fn h3_readyz_stays_503_while_blackholed_from_redis() {
     let a = start_node(&proxy.redis_url(), "node-a", &flags).await;
     let _b = start_node(&redis.url(), "node-b", &flags).await;
     proxy.blackhole();
-    poll(
+    wait_until(
         "/readyz 503 behind the blackhole",
         Duration::from_secs(15),
-        || async { http_status(&a, "/readyz").await == 503 },
+        async || http_status(&a, "/readyz").await,
+        |&status| status == 503,
     )
     .await;
-    // Sampled every 100 ms for 6 s (two unresponsive-connection cycles).
+    // Sampled every 100 ms for 6 s (two unresponsive-connection cycles):
+    // the pauses prove that readiness does not come back, they wait for
+    // nothing.
     let mut ready_samples = 0;
     for _ in 0..60 {
         if http_status(&a, "/readyz").await == 200 {

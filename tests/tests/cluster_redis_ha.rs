@@ -20,14 +20,13 @@
 //! (the pauses between changes are a user's pace).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Watcher, Ws, token};
 use presence_store::redis::Keys;
-use presence_testkit::{RedisCluster, RedisServer, SentinelCluster};
+use presence_testkit::{RedisCluster, RedisServer, SentinelCluster, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -190,6 +189,7 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str, gap_target: Option<Duration>
         // again well after it.
         let stop_early = Arc::new(AtomicBool::new(false));
         let stop_late = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicUsize::new(0));
         let mut changers = Vec::new();
         for (i, (user, ws)) in users.iter().zip(sockets.drain(..)).enumerate() {
             let early = (i + round) % 2 == 0;
@@ -200,11 +200,19 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str, gap_target: Option<Duration>
                 round,
                 stop.clone(),
                 !early,
+                acks.clone(),
             )));
         }
-        // Traffic, then the failover in the middle of it: the primary of
-        // this round's user's shard (Sentinel: the only primary).
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Traffic (as many changes acknowledged this round as there are
+        // users), then the failover in the middle of it: the primary of this round's
+        // user's shard (Sentinel: the only primary).
+        wait_until(
+            format_args!("{USERS} changes acknowledged in round {round}"),
+            Duration::from_secs(10),
+            async || acks.load(Ordering::Acquire),
+            |&acked| acked >= USERS,
+        )
+        .await;
         let key = Keys::for_user(&users[round % USERS], SHARDS).user(&users[round % USERS]);
         let promotion = {
             let (ha, key) = (ha.clone(), key.clone());
@@ -214,6 +222,8 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str, gap_target: Option<Duration>
         };
         stop_early.store(true, Ordering::Release);
         // Pace: the others keep changing for a while after the promotion.
+        // A span of traffic the scenario asks for, not a wait for an event
+        // (the late changers go on until acknowledged after it anyway).
         tokio::time::sleep(Duration::from_millis(1500)).await;
         stop_late.store(true, Ordering::Release);
         let mut logs = Vec::new();
@@ -337,14 +347,16 @@ struct Change {
 
 /// Changes `user`'s status (one every ~20 ms) until `stop`; with
 /// `until_acked`, goes on after `stop` until one change is acknowledged
-/// (so the write gap is measured to the end of the refusals). Returns the
-/// socket and every change with its outcome.
+/// (so the write gap is measured to the end of the refusals). Counts the
+/// changes acknowledged in `acks`. Returns the socket and every change
+/// with its outcome.
 async fn record_changes(
     mut ws: Ws,
     user: String,
     round: usize,
     stop: Arc<AtomicBool>,
     until_acked: bool,
+    acks: Arc<AtomicUsize>,
 ) -> (Ws, String, Vec<Change>, bool) {
     let mut log = Vec::new();
     let mut n = 0;
@@ -368,7 +380,9 @@ async fn record_changes(
             .request(json!({"type": "set_status", "status": status, "text": text}))
             .await;
         let acked = answer["type"] != "error";
-        if !acked {
+        if acked {
+            acks.fetch_add(1, Ordering::Release);
+        } else {
             assert_eq!(
                 answer["code"], "backend_unavailable",
                 "only unavailability may refuse a valid change: {answer}"
@@ -435,7 +449,7 @@ async fn converge(
     expected: &HashMap<String, Value>,
 ) -> Duration {
     let start = Instant::now();
-    loop {
+    let read_paths_disagreeing = async || {
         let mut differ = Vec::new();
         for w in watchers.iter_mut() {
             w.pump(Duration::from_millis(20)).await;
@@ -454,15 +468,16 @@ async fn converge(
                 }
             }
         }
-        if differ.is_empty() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "read paths disagree with the stored state after 15 s: {differ:?}; stored {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        differ
+    };
+    wait_until(
+        format_args!("every read path to show the stored state {expected:?}"),
+        Duration::from_secs(15),
+        read_paths_disagreeing,
+        Vec::is_empty,
+    )
+    .await;
+    start.elapsed()
 }
 
 /// Whether two views show the same status and text.
@@ -487,31 +502,8 @@ async fn start_node(url: &str, id: &str, flags: &[(&str, &str)]) -> Server {
         options = options.arg(flag, value);
     }
     let node = Server::start_with(options).await;
-    poll("node ready", Duration::from_secs(10), || async {
-        let request = node
-            .http()
-            .get(node.url("/readyz"))
-            .timeout(Duration::from_secs(3));
-        matches!(request.send().await, Ok(r) if r.status().as_u16() == 200)
-    })
-    .await;
+    node.wait_ready(Duration::from_secs(10)).await;
     node
-}
-
-/// Polls `check` every 25 ms until it holds; fails after `within`.
-async fn poll<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// What others see of `user`, read over REST on `node`.

@@ -172,27 +172,8 @@ async fn start_node(url: &str, id: &str, gateway_only: bool) -> Server {
         options = options.arg("--role", "gateway");
     }
     let node = Server::start_with(options).await;
-    wait_ready(&node, Duration::from_secs(10)).await;
+    node.wait_ready(Duration::from_secs(10)).await;
     node
-}
-
-/// Waits until `/readyz` answers 200; returns how long it took.
-async fn wait_ready(node: &Server, within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let ready = node
-            .http()
-            .get(node.url("/readyz"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "node not ready within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Reads every socket, round robin, for `span`.
@@ -353,7 +334,7 @@ async fn outage_shows_no_false_offline(outage: Duration) {
     let back = setup.redis_back().await;
     let downtime = back - down;
     for node in &setup.nodes {
-        wait_ready(node, Duration::from_secs(15)).await;
+        node.wait_ready(Duration::from_secs(15)).await;
     }
     let ready_after = back.elapsed();
     let left = WATCH_AFTER_RETURN.saturating_sub(back.elapsed());

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Ws, token};
-use presence_testkit::{RedisServer, Reply, resp};
+use presence_testkit::{RedisServer, Reply, resp, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -30,23 +30,8 @@ async fn start_node(url: &str, id: &str) -> Server {
         .arg("--shards", SHARDS)
         .arg("--node-id", id);
     let node = Server::start_with(options).await;
-    let start = Instant::now();
-    loop {
-        let ready = node
-            .http()
-            .get(node.url("/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if ready {
-            return node;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{id} never ready"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    node.wait_ready(Duration::from_secs(10)).await;
+    node
 }
 
 /// How many pub/sub connections Redis has (`CLIENT LIST TYPE pubsub`).
@@ -120,14 +105,16 @@ async fn r1_pubsub_kill_with_requests_in_flight_gives_no_false_errors() {
     let mut killed_connections: i64 = 0;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(6) {
-        let resubscribed = Instant::now();
-        while pubsub_connections(redis.addr()) < 3 {
-            assert!(
-                resubscribed.elapsed() < Duration::from_secs(10),
-                "the nodes never subscribed again"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(
+            "the three nodes to subscribe again",
+            Duration::from_secs(10),
+            async || pubsub_connections(redis.addr()),
+            |&connections| connections >= 3,
+        )
+        .await;
+        // Traffic between the kills, over spans that vary so the kills
+        // land at different points of requests in flight: the scenario's
+        // pacing, not a wait for an event.
         tokio::time::sleep(Duration::from_millis(100 + 50 * (kills as u64 % 4))).await;
         let killed =
             resp::query(redis.addr(), &["CLIENT", "KILL", "TYPE", "pubsub"]).expect("CLIENT KILL");

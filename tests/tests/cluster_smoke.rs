@@ -78,23 +78,19 @@ async fn aggregator_metrics_show_every_shard_held_exactly_once() {
         node(&redis, "node-c").await,
     ];
     // The exporter refreshes once a second; poll until the leases settle.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let mut held = 0.0;
-        for n in &nodes {
-            held += metric(n, "presence_aggregator_shards_held")
-                .await
-                .unwrap_or(0.0);
-        }
-        if held == 4.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "shards held across nodes: {held}, expected 4"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    presence_testkit::wait_until(
+        "4 shards held across the nodes (per node)",
+        std::time::Duration::from_secs(15),
+        async || {
+            let mut held = Vec::new();
+            for n in &nodes {
+                held.push(metric(n, "presence_aggregator_shards_held").await);
+            }
+            held
+        },
+        |held| held.iter().map(|h| h.unwrap_or(0.0)).sum::<f64>() == 4.0,
+    )
+    .await;
     for n in &nodes {
         let text = reqwest::get(n.url("/metrics"))
             .await

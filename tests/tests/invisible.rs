@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Ws, rfc3339_from_now, token};
+use presence_testkit::wait_until;
 use serde_json::{Value, json};
 
 /// Everything bob (another user) can read about alice, as raw answers:
@@ -60,19 +61,14 @@ impl Observer<'_> {
 
 /// Polls what alice sees of herself until `pred` holds.
 async fn alice_sees(server: &Server, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + presence_e2e::DEADLINE;
-    loop {
-        let (status, me) = Server::call(server.get("/v1/me", &token("alice", false))).await;
-        assert_eq!(status, 200, "{me}");
-        if pred(&me) {
-            return me;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "alice never saw what was expected; last: {me}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, me) = wait_until(
+        "alice to see what was expected of herself",
+        presence_e2e::DEADLINE,
+        async || Server::call(server.get("/v1/me", &token("alice", false))).await,
+        |(status, me)| *status == 200 && pred(me),
+    )
+    .await;
+    me
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use presence_e2e::{Server, ServerOptions, token};
+use presence_testkit::wait_until;
 use serde_json::json;
 
 #[tokio::test]
@@ -15,17 +16,15 @@ async fn sigterm_fails_readiness_closes_sockets_with_1001_and_exits_0() {
     assert_eq!((status, &body["status"]), (200, &json!("ready")));
 
     server.send_sigterm();
-    // Readiness fails as soon as the drain starts (each poll is an answer).
-    let deadline = Instant::now() + presence_e2e::DEADLINE;
-    loop {
-        let (status, body) = Server::call(server.http().get(server.url("/readyz"))).await;
-        if status == 503 {
-            assert_eq!(body["status"], "draining");
-            break;
-        }
-        assert!(Instant::now() < deadline, "/readyz never failed");
-        tokio::task::yield_now().await;
-    }
+    // Readiness fails as soon as the drain starts.
+    let (_, body) = wait_until(
+        "/readyz to fail with 503",
+        presence_e2e::DEADLINE,
+        async || Server::call(server.http().get(server.url("/readyz"))).await,
+        |(status, _)| *status == 503,
+    )
+    .await;
+    assert_eq!(body["status"], "draining");
     // While draining: new sockets refused, health still fine.
     let (status, _) = Server::call(server.http().get(server.url("/healthz"))).await;
     assert_eq!(status, 200);

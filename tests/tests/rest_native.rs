@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_e2e::{DEADLINE, SECRET, Server, ServerOptions};
+use presence_testkit::wait_until;
 use reqwest::RequestBuilder;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -1162,18 +1163,13 @@ async fn send(request: RequestBuilder) -> Reply {
 /// GETs `path` until `done` holds for the answer, or panics at the
 /// deadline with the last answer.
 async fn poll(server: &Server, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let value = send(server.get(path, token)).await.ok();
-        if done(&value) {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "GET {path} never matched; last answer: {value}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        format_args!("GET {path} to match"),
+        DEADLINE,
+        async || send(server.get(path, token)).await.ok(),
+        |value| done(value),
+    )
+    .await
 }
 
 /// Sends a PUT with a chunked body of `len` bytes (no `Content-Length`)

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_e2e::{DEADLINE, SECRET, Server, ServerOptions, token};
 use presence_gateway::auth::{MintClaims, mint_hs256};
+use presence_testkit::wait_until;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -165,26 +166,6 @@ fn keys(value: &Value) -> Vec<&str> {
         .collect();
     keys.sort_unstable();
     keys
-}
-
-/// Polls `check` until it returns `Some`, failing after [`DEADLINE`]. For
-/// state that changes after a socket closes, which has no event to wait on.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Changes workspace settings through the native admin API.
@@ -679,9 +660,13 @@ async fn rc_users_presence_from_lists_the_changes_of_the_last_ten_minutes() {
     let carol_ws = server.connect("carol", "carol-web", "web").await;
     carol_ws.close().await;
     let bob = Rc::new(&server, "bob", false);
-    eventually("carol offline", || async {
-        (bob.status_of("userId=carol").await["status"] == "offline").then_some(())
-    })
+    // State that changes after a socket closes has no event to wait on.
+    wait_until(
+        "carol offline",
+        DEADLINE,
+        async || bob.status_of("userId=carol").await,
+        |carol| carol["status"] == "offline",
+    )
     .await;
 
     let ids = |body: &Value| -> BTreeSet<String> {
@@ -758,10 +743,12 @@ async fn x2_x4_rc_presence_while_the_broadcast_is_disabled() {
     let empty = json!({"users": [], "full": true, "success": true});
     // At once on one node; within a moment in a cluster, where the counts
     // of every node reach the cap owner (X1).
-    eventually("the broadcast to stop", || async {
-        let (_, body) = root.get("users.presence").await;
-        (body == empty).then_some(())
-    })
+    wait_until(
+        format_args!("the broadcast to stop (users.presence {empty})"),
+        DEADLINE,
+        async || root.get("users.presence").await.1,
+        |body| *body == empty,
+    )
     .await;
     for query in ["", "ids=alice,bob", "from=2026-01-01T00:00:00.000Z"] {
         let (status, body) = root.get(&format!("users.presence?{query}")).await;
@@ -803,10 +790,12 @@ async fn x2_x4_rc_presence_while_the_broadcast_is_disabled() {
 }
 
 async fn wait_for_connections(admin: &Rc<'_>, expected: Value) {
-    eventually(&format!("connections {expected}"), || async {
-        let (_, body) = admin.get("presence.getConnections").await;
-        (body == expected).then_some(())
-    })
+    wait_until(
+        format_args!("connections {expected}"),
+        DEADLINE,
+        async || admin.get("presence.getConnections").await.1,
+        |body| *body == expected,
+    )
     .await;
 }
 

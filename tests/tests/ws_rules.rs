@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use presence_e2e::{Server, ServerOptions, Ws, admin_token, rfc3339_from_now, token};
+use presence_testkit::wait_until;
 use serde_json::{Value, json};
 
 /// A server whose rate limits never get in the way of a rule test.
@@ -1228,16 +1229,13 @@ async fn x4_raising_the_cap_never_reenables_by_itself() {
 /// Reads the cap state (X5) until the connection count is `n`: a closed
 /// socket is counted out when the server has processed its close.
 async fn wait_for_count(server: &Server, n: u64) {
-    let deadline = Instant::now() + presence_e2e::DEADLINE;
-    loop {
-        let (status, cap) = Server::call(server.get("/v1/admin/cap", &admin_token())).await;
-        assert_eq!(status, 200, "{cap}");
-        if cap["count"] == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "count never reached {n}: {cap}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        format_args!("a connection count of {n}"),
+        presence_e2e::DEADLINE,
+        async || Server::call(server.get("/v1/admin/cap", &admin_token())).await,
+        |(status, cap)| *status == 200 && cap["count"] == n,
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------- W2, W3

@@ -13,7 +13,7 @@ use presence_protocol::cluster::{
     ClusterCommand, CommandResult, REPLY_OUTCOME_TTL_MS, ReplyMessage, StreamEntry, shard_of,
 };
 use presence_store::redis::{Keys, RedisClient};
-use presence_testkit::RedisServer;
+use presence_testkit::{RedisServer, wait_until};
 use redis_support::*;
 
 const S: u16 = 2;
@@ -21,16 +21,20 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// Waits for the stored outcome of reply id `r` in `user`'s shard.
 async fn stored_outcome(client: &RedisClient, user: &str, r: &str) -> CommandResult {
-    eventually(&format!("the outcome of {r} is stored"), WAIT, || async {
-        let stored = client
-            .read_reply_outcomes(shard_of(user, S), &[r])
-            .await
-            .unwrap();
-        stored[0]
-            .as_deref()
-            .map(|json| serde_json::from_str(json).unwrap())
-    })
-    .await
+    let stored = wait_until(
+        format_args!("the outcome of {r} to be stored"),
+        WAIT,
+        async || {
+            let mut stored = client
+                .read_reply_outcomes(shard_of(user, S), &[r])
+                .await
+                .unwrap();
+            stored.pop().flatten()
+        },
+        Option::is_some,
+    )
+    .await;
+    serde_json::from_str(&stored.expect("accepted above")).unwrap()
 }
 
 /// Appends `command` for `user` with reply id `r`, as a retry or not.

@@ -11,8 +11,8 @@ use presence_core::{ChosenStatus, DeviceEvent, DeviceId, DisplayedStatus};
 use presence_protocol::cluster::{
     ClusterCommand, CommandResult, ControlMessage, ReplyMessage, UpdateMessage,
 };
-use presence_store::redis::Keys;
-use presence_testkit::RedisServer;
+use presence_store::redis::{Keys, RedisClient};
+use presence_testkit::{RedisServer, wait_until};
 use redis_support::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -138,12 +138,15 @@ async fn failover_moves_every_shard_and_loses_no_command() {
     println!("failover of {S} shards took {:?}", killed.elapsed());
 
     for user in &users {
-        eventually(&format!("{user} shows the last command"), WAIT, || async {
-            let v = view(&client, S, user).await?;
-            (v.status == DisplayedStatus::Away
-                && v.text.as_ref().map(|t| t.as_str()) == Some("during"))
-            .then_some(())
-        })
+        wait_until(
+            format_args!("{user} to show the last command (away, \"during\")"),
+            WAIT,
+            async || {
+                let v = view(&client, S, user).await?;
+                Some((v.status, v.text.map(|t| t.as_str().to_owned())))
+            },
+            |shown| *shown == Some((DisplayedStatus::Away, Some("during".to_owned()))),
+        )
         .await;
     }
     second.shutdown().await;
@@ -179,9 +182,12 @@ async fn h2_deposed_leader_commit_is_rejected() {
     assert!(new_epoch > old_epoch);
 
     // After the pause, the old leader's commit is fenced and counted.
-    eventually("the deposed commit is fenced", WAIT, || async {
-        (deposed.stats().snapshot().fenced_rejected >= 1).then_some(())
-    })
+    wait_until(
+        "the deposed commit to be fenced (fenced_rejected ≥ 1)",
+        WAIT,
+        async || deposed.stats().snapshot().fenced_rejected,
+        |&fenced| fenced >= 1,
+    )
     .await;
     wait_held(&deposed, 0, WAIT).await;
 
@@ -215,16 +221,10 @@ async fn a5_h1_a_device_whose_heartbeat_lapses_is_removed() {
     wait_held(&aggregator, 1, WAIT).await;
 
     append(&client, 1, "bob", "g1", connect_cmd("web", "g1", 7), None).await;
-    eventually("bob online", WAIT, || async {
-        (view(&client, 1, "bob").await?.status == DisplayedStatus::Online).then_some(())
-    })
-    .await;
+    wait_status(&client, 1, "bob", DisplayedStatus::Online).await;
     // Nobody refreshes the heartbeat member: it lapses, the sweep removes
     // the device, and bob goes offline (A1, A5).
-    eventually("bob offline", WAIT, || async {
-        (view(&client, 1, "bob").await?.status == DisplayedStatus::Offline).then_some(())
-    })
-    .await;
+    wait_status(&client, 1, "bob", DisplayedStatus::Offline).await;
     assert!(aggregator.stats().snapshot().devices_expired >= 1);
     assert_eq!(server.command(&["ZCARD", &Keys::new(0).heartbeats()]), "0");
     aggregator.shutdown().await;
@@ -262,17 +262,11 @@ async fn h2_a_node_whose_lease_lapses_loses_all_its_devices() {
     )
     .await;
     for user in dying_users.iter().chain(&["frank"]) {
-        eventually(&format!("{user} online"), WAIT, || async {
-            (view(&client, S, user).await?.status == DisplayedStatus::Online).then_some(())
-        })
-        .await;
+        wait_status(&client, S, user, DisplayedStatus::Online).await;
     }
     // g-dying stops refreshing its node lease.
     for user in dying_users {
-        eventually(&format!("{user} offline"), WAIT, || async {
-            (view(&client, S, user).await?.status == DisplayedStatus::Offline).then_some(())
-        })
-        .await;
+        wait_status(&client, S, user, DisplayedStatus::Offline).await;
     }
     let frank = view(&client, S, "frank").await.unwrap();
     assert_eq!(
@@ -333,9 +327,12 @@ async fn x1_x5_cap_across_nodes_disables_and_enable_is_refused_until_below() {
     // Below the cap, the admin's request is accepted and announced (X3).
     register_node(&client, "n1", Duration::from_secs(60), 10).await;
     register_node(&client, "n2", Duration::from_secs(60), 10).await;
-    eventually("the cap owner sees 20", WAIT, || async {
-        (stored_cap(&server)["count"].as_u64() == Some(20)).then_some(())
-    })
+    wait_until(
+        "the cap owner to store a count of 20",
+        WAIT,
+        async || stored_cap(&server),
+        |cap| cap["count"].as_u64() == Some(20),
+    )
     .await;
     assert!(
         !stored_cap(&server)["enabled"].as_bool().unwrap(),
@@ -375,17 +372,32 @@ async fn x1_x5_cap_across_nodes_disables_and_enable_is_refused_until_below() {
 async fn aggregation_throughput_of_one_shard_leader() {
     // Worst case: every entry of a 500-entry batch is another user, so
     // each commit writes 500 users. Then a hot set of 100 users, whose
-    // events coalesce within a batch. DESIGN §6: ≥ 50k events/s.
-    for (case, users) in [("distinct users", 1_000), ("100 hot users", 100)] {
-        let rate = measure_throughput(users, 20_000).await;
+    // events coalesce within a batch. DESIGN §6: ≥ 50k events/s, measured
+    // in a release build on a quiet machine (BENCHMARKS.md).
+    //
+    // The floors are for a debug build on a loaded 2-core CI machine: a
+    // quarter of the lowest of three runs here with five agents building
+    // and testing beside it (load average 6.4 on 2 cores): 3 810 – 7 083
+    // events/s for distinct users, 10 460 – 18 102 for 100 hot users.
+    // Below them, something made the leader several times slower.
+    for (case, users, floor) in [
+        ("distinct users", 1_000, 950.0),
+        ("100 hot users", 100, 2_600.0),
+    ] {
+        let rate = measure_throughput(users, 20_000, floor).await;
         println!("one shard leader, {case}: {rate:.0} events/s (takeover included)");
+        assert!(
+            rate >= floor,
+            "one shard leader, {case}: {rate:.0} events/s, below the floor of {floor:.0}"
+        );
     }
 }
 
 /// Fills a stream with `events` commands for `users` users (connects,
 /// then idle/active), then starts a leader and returns the events it
-/// applied per second.
-async fn measure_throughput(users: usize, events: usize) -> f64 {
+/// applied per second. Gives up when the leader is clearly slower than
+/// `floor` events/s (half again the time the floor allows).
+async fn measure_throughput(users: usize, events: usize, floor: f64) -> f64 {
     let server = RedisServer::start();
     let client = connect(&server).await;
     register_node(&client, "g1", Duration::from_secs(60), users as u64).await;
@@ -420,9 +432,12 @@ async fn measure_throughput(users: usize, events: usize) -> f64 {
 
     let started = Instant::now();
     let aggregator = start(&server, aggregator_config("agg", 1)).await;
-    eventually("every event applied", Duration::from_secs(15), || async {
-        (aggregator.stats().snapshot().events_applied == events as u64).then_some(())
-    })
+    wait_until(
+        format_args!("all {events} events applied (the floor is {floor:.0}/s)"),
+        Duration::from_secs_f64(1.5 * events as f64 / floor),
+        async || aggregator.stats().snapshot().events_applied,
+        |&applied| applied == events as u64,
+    )
     .await;
     let rate = events as f64 / started.elapsed().as_secs_f64();
     let stats = aggregator.stats().snapshot();
@@ -433,6 +448,17 @@ async fn measure_throughput(users: usize, events: usize) -> f64 {
     );
     aggregator.shutdown().await;
     rate
+}
+
+/// Waits until `user`'s stored view shows `status`.
+async fn wait_status(client: &RedisClient, shards: u16, user: &str, status: DisplayedStatus) {
+    wait_until(
+        format_args!("{user} to show {status:?}"),
+        WAIT,
+        async || view(client, shards, user).await.map(|v| v.status),
+        |shown| *shown == Some(status),
+    )
+    .await;
 }
 
 fn stored_cap(server: &RedisServer) -> serde_json::Value {

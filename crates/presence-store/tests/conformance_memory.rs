@@ -1,7 +1,7 @@
 //! The backend conformance suite (`conformance/`) against the embedded
 //! [`MemoryBackend`] on a [`MemoryStore`]. A restart shuts the backend
 //! down and starts a new one on the same store, as `presenced` does on the
-//! same data directory.
+//! same data directory. Each case is a test `<case>::memory`.
 
 mod conformance;
 
@@ -56,4 +56,4 @@ impl BackendHarness for MemoryHarness {
     }
 }
 
-conformance::conformance_tests!(MemoryHarness);
+conformance::conformance_tests!(memory => MemoryHarness);

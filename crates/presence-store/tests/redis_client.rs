@@ -10,8 +10,8 @@ use presence_store::redis::{
     ClusterSnapshot, CommitBatch, Keys, RedisClient, RedisError, ResyncReason, StoredUser,
     StreamId, SubscriberEvent, lease_value,
 };
-use presence_testkit::RedisServer;
-use redis_support::{COMMAND_TIMEOUT, connect, eventually, test_config};
+use presence_testkit::{RedisServer, wait_until};
+use redis_support::{COMMAND_TIMEOUT, connect, test_config};
 
 #[tokio::test]
 async fn ensure_meta_refuses_a_node_with_another_shard_count() {
@@ -205,10 +205,14 @@ async fn h3_commands_fail_fast_while_redis_is_down_and_the_client_recovers() {
     assert!(started.elapsed() <= COMMAND_TIMEOUT + Duration::from_millis(250));
 
     server.restart();
-    eventually("the client reconnects", Duration::from_secs(5), || async {
-        redis.ping().await.ok()
-    })
-    .await;
+    wait_until(
+        "the client reconnects",
+        Duration::from_secs(5),
+        async || redis.ping().await,
+        Result::is_ok,
+    )
+    .await
+    .expect("accepted above");
     // The new server has neither data nor scripts; both work again.
     assert_eq!(
         redis
@@ -220,10 +224,11 @@ async fn h3_commands_fail_fast_while_redis_is_down_and_the_client_recovers() {
     assert!(redis.script_reloads() >= 1);
     redis.append(0, &[("u", "bob")]).await.unwrap();
     assert_eq!(server.command(&["XLEN", &Keys::new(0).events()]), "1");
-    eventually(
+    wait_until(
         "every pooled connection is back",
         Duration::from_secs(5),
-        || async { redis.is_connected().then_some(()) },
+        async || redis.is_connected(),
+        |&connected| connected,
     )
     .await;
 }
@@ -240,13 +245,14 @@ async fn h3_a_frozen_redis_is_a_timeout_and_the_client_carries_on() {
         presence_testkit::resp::query(addr, &["DEBUG", "SLEEP", "1.2"]).unwrap()
     });
     // The freeze has begun once Redis stops answering.
-    eventually("redis freezes", Duration::from_secs(5), || async {
-        tokio::time::timeout(Duration::from_millis(100), redis.ping())
-            .await
-            .is_err()
-            .then_some(())
-    })
-    .await;
+    wait_until(
+        "redis freezes (a PING unanswered for 100 ms)",
+        Duration::from_secs(5),
+        async || tokio::time::timeout(Duration::from_millis(100), redis.ping()).await,
+        |ping| ping.is_err(),
+    )
+    .await
+    .expect_err("accepted above");
 
     let started = Instant::now();
     let error = redis.append(1, &[("u", "alice")]).await.unwrap_err();
@@ -255,10 +261,14 @@ async fn h3_a_frozen_redis_is_a_timeout_and_the_client_carries_on() {
     assert!(started.elapsed() <= COMMAND_TIMEOUT + Duration::from_millis(250));
 
     freeze.join().unwrap();
-    eventually("redis answers again", Duration::from_secs(5), || async {
-        redis.ping().await.ok()
-    })
-    .await;
+    wait_until(
+        "redis answers again",
+        Duration::from_secs(5),
+        async || redis.ping().await,
+        Result::is_ok,
+    )
+    .await
+    .expect("accepted above");
     redis.append(1, &[("u", "bob")]).await.unwrap();
 }
 

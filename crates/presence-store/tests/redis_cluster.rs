@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use presence_store::redis::{
     CommitBatch, CommitOutcome, Keys, RedisClient, SubscriberEvent, lease_value,
 };
-use presence_testkit::{RedisOptions, RedisServer};
-use redis_support::{calls, eventually, test_config};
+use presence_testkit::{RedisOptions, RedisServer, wait_until};
+use redis_support::{calls, test_config};
 
 fn start_cluster() -> RedisServer {
     let args = [
@@ -35,12 +35,12 @@ fn start_cluster() -> RedisServer {
 #[tokio::test]
 async fn a_redis_cluster_is_detected_and_gets_sharded_pubsub() {
     let server = start_cluster();
-    eventually("the cluster is up", Duration::from_secs(5), || async {
-        server
-            .command(&["CLUSTER", "INFO"])
-            .contains("cluster_state:ok")
-            .then_some(())
-    })
+    wait_until(
+        "the cluster is up (cluster_state:ok)",
+        Duration::from_secs(5),
+        async || server.command(&["CLUSTER", "INFO"]),
+        |info| info.contains("cluster_state:ok"),
+    )
     .await;
 
     // A plain URL with a database number, as for a standalone server.

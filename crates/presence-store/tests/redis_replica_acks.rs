@@ -6,10 +6,10 @@
 
 mod redis_support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use presence_store::redis::{Keys, RedisClient, RedisError};
-use presence_testkit::{RedisOptions, RedisServer};
+use presence_testkit::{RedisOptions, RedisServer, wait_until};
 use redis_support::test_config;
 
 #[tokio::test]
@@ -23,14 +23,13 @@ async fn r1_an_append_is_acknowledged_only_once_a_replica_holds_it() {
         ],
         ..RedisOptions::default()
     });
-    let linked = Instant::now();
-    while !replica
-        .command(&["INFO", "replication"])
-        .contains("master_link_status:up")
-    {
-        assert!(linked.elapsed() < Duration::from_secs(10), "replica link");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the replica's link to the primary (master_link_status:up)",
+        Duration::from_secs(10),
+        async || replica.command(&["INFO", "replication"]),
+        |info| info.contains("master_link_status:up"),
+    )
+    .await;
     let mut config = test_config(&primary);
     config.replica_acks = Some(1);
     let redis = RedisClient::connect(config).await.unwrap();
@@ -44,14 +43,13 @@ async fn r1_an_append_is_acknowledged_only_once_a_replica_holds_it() {
     // No replica: refused within the wait, as unavailability, and never
     // with an id.
     replica.kill9();
-    let gone = Instant::now();
-    while !primary
-        .command(&["INFO", "replication"])
-        .contains("connected_slaves:0")
-    {
-        assert!(gone.elapsed() < Duration::from_secs(10), "replica gone");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the primary to see the replica gone (connected_slaves:0)",
+        Duration::from_secs(10),
+        async || primary.command(&["INFO", "replication"]),
+        |info| info.contains("connected_slaves:0"),
+    )
+    .await;
     let refused = redis.append(3, &[("u", "bob")]).await.unwrap_err();
     assert!(
         matches!(

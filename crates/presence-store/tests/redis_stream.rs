@@ -6,7 +6,7 @@ mod redis_support;
 use std::time::{Duration, Instant};
 
 use presence_store::redis::{Keys, StreamId};
-use presence_testkit::RedisServer;
+use presence_testkit::{RedisServer, wait_until};
 use redis_support::{connect, test_config};
 
 #[tokio::test]
@@ -94,7 +94,14 @@ async fn a_blocking_read_waits_on_its_own_connection_and_wakes_on_append() {
             .unwrap();
         (entries, reader)
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The read is blocked in Redis once Redis counts a blocked client.
+    wait_until(
+        "the read to block in Redis (blocked_clients:1)",
+        Duration::from_secs(5),
+        async || server.command(&["INFO", "clients"]),
+        |info| info.contains("blocked_clients:1"),
+    )
+    .await;
     for _ in 0..20 {
         redis.ping().await.unwrap();
     }

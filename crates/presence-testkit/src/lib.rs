@@ -1,4 +1,5 @@
-//! `presence-testkit`: helpers for tests that need a real Redis.
+//! `presence-testkit`: helpers for tests that need a real Redis, and the
+//! wait-until loop of every test.
 //!
 //! DESIGN §5: "The real Redis is Debian's `redis-server` (7.x); tests spawn
 //! their own instances on free ports." This crate is how:
@@ -18,6 +19,10 @@
 //!   sentinels (`redis-server --sentinel`) for failover tests;
 //!   [`RedisCluster`] runs a Redis Cluster, with replicas if asked, and
 //!   fails a primary over to its replica (`CLUSTER FAILOVER`).
+//! - [`wait_until`] and [`wait_until_blocking`] read a state that has no
+//!   event to wait on until it is what the test expects, and fail naming
+//!   what was awaited and the last value seen: the one wait-until loop
+//!   every test uses.
 //!
 //! Everything here panics on failure with a message that says what to do:
 //! that is what a test helper should do, and why this crate is only ever a
@@ -32,9 +37,11 @@ mod redis_cluster;
 mod redis_server;
 pub mod resp;
 mod sentinel;
+pub mod wait;
 
 pub use proxy::{ProxyMode, TcpProxy};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisOptions, RedisServer, START_DEADLINE, free_port};
 pub use resp::Reply;
 pub use sentinel::{SENTINEL_SERVICE, SentinelCluster};
+pub use wait::{wait_until, wait_until_blocking};

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::redis_server::{RedisOptions, RedisServer};
+use crate::wait::wait_until_blocking;
 
 /// How long the cluster may take to agree on its slots.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -63,18 +64,12 @@ impl RedisCluster {
             .expect("running redis-cli --cluster create");
         assert!(status.success(), "redis-cli --cluster create failed");
         let cluster = RedisCluster { servers };
-        let deadline = Instant::now() + READY_DEADLINE;
-        while !cluster
-            .servers
-            .iter()
-            .all(|s| s.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the cluster did not reach cluster_state:ok"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_blocking(
+            "every node to report cluster_state:ok",
+            READY_DEADLINE,
+            || cluster.nodes_not_ok(),
+            Vec::is_empty,
+        );
         cluster.wait_replicas_linked();
         cluster
     }
@@ -104,31 +99,53 @@ impl RedisCluster {
             .parse()
             .expect("a slot number");
         let replica_id = replica.command(&["CLUSTER", "MYID"]).trim().to_owned();
-        let deadline = Instant::now() + READY_DEADLINE;
-        while !self
-            .servers
-            .iter()
-            .all(|s| names_primary(&s.command(&["CLUSTER", "NODES"]), &replica_id, slot))
-        {
-            assert!(Instant::now() < deadline, "the failover did not complete");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_blocking(
+            format_args!(
+                "every node to name port {} primary of slot {slot}",
+                replica.port()
+            ),
+            READY_DEADLINE,
+            || {
+                self.servers
+                    .iter()
+                    .filter(|s| {
+                        !names_primary(&s.command(&["CLUSTER", "NODES"]), &replica_id, slot)
+                    })
+                    .map(RedisServer::port)
+                    .collect::<Vec<_>>()
+            },
+            Vec::is_empty,
+        );
         (old.port(), replica.port(), start.elapsed())
     }
 
     /// Waits until every replica's link to its primary is up.
     pub fn wait_replicas_linked(&self) {
-        let deadline = Instant::now() + READY_DEADLINE;
-        while !self.servers.iter().all(|s| {
-            let info = s.command(&["INFO", "replication"]);
-            info.contains("role:master") || info.contains("master_link_status:up")
-        }) {
-            assert!(
-                Instant::now() < deadline,
-                "a replica did not link to its primary"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_blocking(
+            "every replica's link to its primary to be up",
+            READY_DEADLINE,
+            || {
+                self.servers
+                    .iter()
+                    .filter(|s| {
+                        let info = s.command(&["INFO", "replication"]);
+                        !(info.contains("role:master") || info.contains("master_link_status:up"))
+                    })
+                    .map(RedisServer::port)
+                    .collect::<Vec<_>>()
+            },
+            Vec::is_empty,
+        );
+    }
+
+    /// The ports of the nodes whose `CLUSTER INFO` is not yet
+    /// `cluster_state:ok`.
+    fn nodes_not_ok(&self) -> Vec<u16> {
+        self.servers
+            .iter()
+            .filter(|s| !s.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            .map(RedisServer::port)
+            .collect()
     }
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…`

@@ -30,6 +30,7 @@ use tempfile::TempDir;
 
 use crate::redis_server::{RedisOptions, RedisServer, free_port};
 use crate::resp::{self, Reply};
+use crate::wait::wait_until_blocking;
 
 /// The monitored service's name.
 pub const SENTINEL_SERVICE: &str = "mymaster";
@@ -82,9 +83,12 @@ impl SentinelCluster {
                 extra_args: replica_args,
                 ..RedisOptions::default()
             });
-            wait_for("the replica's link to the primary", || {
-                info_field(&replica, "replication", "master_link_status").as_deref() == Some("up")
-            });
+            wait_until_blocking(
+                "the replica's link to the primary to be up",
+                TOPOLOGY_DEADLINE,
+                || info_field(&replica, "replication", "master_link_status"),
+                |link| link.as_deref() == Some("up"),
+            );
             servers.push(replica);
         }
         let sentinels = (0..3).map(|_| Sentinel::start(servers[0].port())).collect();
@@ -190,21 +194,22 @@ impl SentinelCluster {
         let old = self.primary_port();
         let reply = self.sentinel_query(0, &["SENTINEL", "FAILOVER", SENTINEL_SERVICE]);
         assert!(!reply.is_error(), "SENTINEL FAILOVER refused: {reply}");
-        let mut new = 0;
-        wait_for("every sentinel to name the new primary", || {
-            let named: Vec<Option<u16>> = self.sentinels.iter().map(|s| s.primary_port()).collect();
-            match named[0] {
-                Some(port) if port != old && named.iter().all(|n| *n == Some(port)) => {
-                    new = port;
-                    true
-                }
-                _ => false,
-            }
-        });
+        let named = wait_until_blocking(
+            format_args!("every sentinel to name a new primary instead of port {old}"),
+            TOPOLOGY_DEADLINE,
+            || -> Vec<Option<u16>> { self.sentinels.iter().map(|s| s.primary_port()).collect() },
+            |named| {
+                named[0].is_some_and(|port| port != old) && named.iter().all(|n| *n == named[0])
+            },
+        );
+        let new = named[0].expect("checked above");
         let promoted = self.servers.iter().find(|s| s.port() == new).expect("ours");
-        wait_for("the new primary to say role:master", || {
-            info_field(promoted, "replication", "role").as_deref() == Some("master")
-        });
+        wait_until_blocking(
+            format_args!("the new primary (port {new}) to say role:master"),
+            TOPOLOGY_DEADLINE,
+            || info_field(promoted, "replication", "role"),
+            |role| role.as_deref() == Some("master"),
+        );
         (new, start.elapsed())
     }
 
@@ -219,24 +224,43 @@ impl SentinelCluster {
             .iter()
             .find(|s| s.port() == old_port)
             .expect("ours");
-        wait_for("the former primary to replicate from the new one", || {
-            info_field(demoted, "replication", "master_port") == Some(new.to_string())
-                && info_field(demoted, "replication", "master_link_status").as_deref() == Some("up")
-        });
+        wait_until_blocking(
+            format_args!("the former primary to replicate from port {new} with its link up"),
+            TOPOLOGY_DEADLINE,
+            || {
+                (
+                    info_field(demoted, "replication", "master_port"),
+                    info_field(demoted, "replication", "master_link_status"),
+                )
+            },
+            |(port, link)| *port == Some(new.to_string()) && link.as_deref() == Some("up"),
+        );
         start.elapsed()
     }
 
     /// Waits until every sentinel knows the two other sentinels and every
     /// other server as a healthy replica of the primary.
     pub fn wait_topology_known(&self) {
-        wait_for("every sentinel to know the others and the replicas", || {
-            self.sentinels.iter().all(|s| {
-                let others = s.query(&["SENTINEL", "SENTINELS", SENTINEL_SERVICE]);
-                let replicas = s.query(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE]);
-                array_len(&others) == Some(self.sentinels.len() - 1)
-                    && healthy_replicas(&replicas) == self.servers.len() - 1
-            })
-        });
+        // Per sentinel: how many other sentinels and healthy replicas it knows.
+        wait_until_blocking(
+            "every sentinel to know the others and the replicas",
+            TOPOLOGY_DEADLINE,
+            || -> Vec<(Option<usize>, usize)> {
+                self.sentinels
+                    .iter()
+                    .map(|s| {
+                        let others = s.query(&["SENTINEL", "SENTINELS", SENTINEL_SERVICE]);
+                        let replicas = s.query(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE]);
+                        (array_len(&others), healthy_replicas(&replicas))
+                    })
+                    .collect()
+            },
+            |known| {
+                known.iter().all(|&(others, replicas)| {
+                    others == Some(self.sentinels.len() - 1) && replicas == self.servers.len() - 1
+                })
+            },
+        );
     }
 }
 
@@ -401,19 +425,4 @@ fn healthy_replicas(reply: &Reply) -> usize {
                 && get("master-link-status").as_deref() == Some("ok")
         })
         .count()
-}
-
-/// Polls `ready` until it holds, or panics after [`TOPOLOGY_DEADLINE`].
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TOPOLOGY_DEADLINE;
-    let mut pause = Duration::from_millis(10);
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {TOPOLOGY_DEADLINE:?} waiting for {what}"
-        );
-        // Polling interval, not a delay.
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
 }

@@ -6,22 +6,13 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use presence_testkit::resp::Connection;
-use presence_testkit::{ProxyMode, RedisServer, Reply, TcpProxy};
+use presence_testkit::{ProxyMode, RedisServer, Reply, TcpProxy, wait_until_blocking};
 
 /// How long a test waits for something the proxy does at once.
 const DEADLINE: Duration = Duration::from_secs(5);
 
 fn ping(conn: &mut Connection) -> std::io::Result<Reply> {
     conn.call(&["PING"])
-}
-
-/// Polls until `ready` holds.
-fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -108,9 +99,12 @@ fn proxy_blackhole_swallows_bytes_silently_then_heal_closes_the_swallowed_connec
         !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         "a swallowed connection stayed open after heal"
     );
-    eventually("the swallowed connections to end", || {
-        proxy.open_connections() == 0
-    });
+    wait_until_blocking(
+        "the swallowed connections to end",
+        DEADLINE,
+        || proxy.open_connections(),
+        |&open| open == 0,
+    );
     let mut healed = Connection::open(proxy.addr()).unwrap();
     assert_eq!(ping(&mut healed).unwrap().to_string(), "PONG");
     assert_eq!(redis.command(&["EXISTS", "swallowed"]), "0");

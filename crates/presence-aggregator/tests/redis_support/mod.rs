@@ -1,10 +1,10 @@
 //! Shared by the `redis_*` test binaries: a real `redis-server`, a client
 //! tuned for tests, aggregators with short timings, stream entries, and
-//! polling helpers (never bare sleeps as synchronisation).
+//! waits for their state (through `presence_testkit::wait_until`, never
+//! bare sleeps as synchronisation).
 #![allow(dead_code)] // Each binary uses a different part.
 
-use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
 use presence_core::{DeviceId, Platform};
@@ -14,7 +14,7 @@ use presence_protocol::cluster::{
 use presence_store::redis::{
     Backoff, RedisClient, RedisConfig, RedisSubscriber, StreamId, SubscriberEvent,
 };
-use presence_testkit::RedisServer;
+use presence_testkit::{RedisServer, wait_until};
 use tokio_util::sync::CancellationToken;
 
 pub fn test_config(server: &RedisServer) -> RedisConfig {
@@ -53,26 +53,13 @@ pub async fn start(server: &RedisServer, config: AggregatorConfig) -> Aggregator
 
 /// Waits until `handle` holds `count` shards.
 pub async fn wait_held(handle: &AggregatorHandle, count: u64, within: Duration) {
-    eventually(&format!("holding {count} shards"), within, || async {
-        (handle.stats().snapshot().shards_held == count).then_some(())
-    })
-    .await
-}
-
-/// Polls `check` until it returns `Some`, or panics after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        format_args!("holding {count} shards"),
+        within,
+        async || handle.stats().snapshot().shards_held,
+        |&held| held == count,
+    )
+    .await;
 }
 
 pub fn now_ms() -> u64 {

@@ -19,12 +19,13 @@ use presence_core::{
     StatusRequest, StatusText, WorkspaceSettings,
 };
 use presence_store::{Profile, SettingsPatch, SocketEnd, StatusCounts};
+use presence_testkit::wait_until;
 use tokio::time::Instant;
 
 use super::BackendHarness;
 use super::HarnessConfig;
 use super::probe::{
-    Probe, choose, clock_tick, eventually, expect_rule, id, now, profile, read_presence, reconnect,
+    DEADLINE, Probe, choose, clock_tick, expect_rule, id, now, profile, read_presence, reconnect,
     request, socket,
 };
 
@@ -701,10 +702,16 @@ pub async fn t6_expiry_that_passed_while_stopped_applies_at_start<H: BackendHarn
     drop(backend);
 
     h.stop().await;
-    // The scenario is "the expiry passes while stopped": wait for that
-    // moment of the wall clock (the backends' clock), plus a margin.
-    let wait = until.saturating_since(now()) + Duration::from_millis(20);
-    tokio::time::sleep(wait).await;
+    // The scenario is "the expiry passes while stopped": wait for the
+    // backends' clock, the wall clock, to pass it. (No backend takes a
+    // clock from the harness: the aggregator reads the wall clock.)
+    wait_until(
+        "the wall clock to pass the expiry",
+        DEADLINE,
+        async || now(),
+        |&t| t > until,
+    )
+    .await;
     h.resume().await;
 
     let backend = h.backend();
@@ -1901,10 +1908,12 @@ async fn wait_for_count(
     backend: &std::sync::Arc<dyn presence_store::Backend>,
     count: u64,
 ) -> presence_core::CapState {
-    eventually(&format!("a connection count of {count}"), || async {
-        let state = backend.cap_state().await.unwrap();
-        (state.count == count).then_some(state)
-    })
+    wait_until(
+        format_args!("a connection count of {count}"),
+        DEADLINE,
+        async || backend.cap_state().await.unwrap(),
+        |state| state.count == count,
+    )
     .await
 }
 
@@ -1912,9 +1921,11 @@ async fn wait_for_counts(
     backend: &std::sync::Arc<dyn presence_store::Backend>,
     expected: StatusCounts,
 ) -> StatusCounts {
-    eventually(&format!("status counts {expected:?}"), || async {
-        let counts = backend.status_counts().await.unwrap();
-        (counts == expected).then_some(counts)
-    })
+    wait_until(
+        format_args!("status counts {expected:?}"),
+        DEADLINE,
+        async || backend.status_counts().await.unwrap(),
+        |counts| *counts == expected,
+    )
     .await
 }

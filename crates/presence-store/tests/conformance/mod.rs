@@ -3,9 +3,10 @@
 //! shared conformance test suite").
 //!
 //! This directory is a module of test helpers, not a test target. A test
-//! file per backend implements [`BackendHarness`] and expands
-//! [`conformance_tests!`] with it, which makes every case a separately
-//! named `#[tokio::test]` in that file:
+//! file implements [`BackendHarness`] for each backend it runs and expands
+//! [`conformance_tests!`] once with all of them, which makes every case a
+//! module holding one `#[tokio::test]` per backend, named
+//! `<case>::<backend>`:
 //!
 //! ```ignore
 //! mod conformance;
@@ -13,8 +14,13 @@
 //! struct MemoryHarness { /* … */ }
 //! impl conformance::BackendHarness for MemoryHarness { /* … */ }
 //!
-//! conformance::conformance_tests!(MemoryHarness);
+//! // Tests `w3_connect_and_disconnect_…::memory`, `a1_…::memory`, …
+//! conformance::conformance_tests!(memory => MemoryHarness);
 //! ```
+//!
+//! The list of cases is in that macro, once: every backend runs every
+//! case (the embedded backend in `conformance_memory.rs`, Redis with one
+//! and with four shards in `presence-aggregator`'s `redis_conformance.rs`).
 //!
 //! - [`cases`]: one `async fn` per case, named after the rule it proves.
 //! - [`probe`]: the update stream with the W3 checks built in, session
@@ -22,7 +28,7 @@
 //!
 //! Rules for cases: wait for events (updates on `subscribe()`), never for
 //! time; where a read has no event (the cap count, status counts) poll it
-//! with [`probe::eventually`]. A case must not depend on what another case
+//! with `presence_testkit::wait_until`. A case must not depend on what another case
 //! did: each starts its own harness. Keep each case under about 2 s.
 //!
 //! [`Backend`]: presence_store::Backend
@@ -90,16 +96,19 @@ pub trait BackendHarness: Sized {
     }
 }
 
-/// Expands to one `#[tokio::test]` per conformance case, each running the
-/// case against the harness type given, e.g.
-/// `conformance::conformance_tests!(MemoryHarness);`.
+/// Expands to a module per conformance case named after the case, holding
+/// one `#[tokio::test]` per backend given, named after the backend, e.g.
+/// `conformance::conformance_tests!(redis_1_shard => OneShard,
+/// redis_4_shards => FourShards);` makes `a4_the_best_device_state_wins::
+/// redis_1_shard` and `…::redis_4_shards`.
 ///
-/// Test names are the case names; the file's name tells backends apart
-/// (nextest's `binary(/redis/)` filter puts a `conformance_redis.rs` in the
-/// `redis` test group).
+/// This is the one list of cases: a case added to `cases.rs` and not
+/// listed here fails the build (`dead_code` under `-D warnings`), and
+/// every backend runs every case listed. Harness types are named as seen
+/// from the module that expands the macro.
 macro_rules! conformance_tests {
-    ($harness:ty) => {
-        $crate::conformance::conformance_tests!(@cases $harness;
+    ($($backend:ident => $harness:ty),+ $(,)?) => {
+        $crate::conformance::conformance_tests!(@cases [$($backend => $harness),+];
             // W3, A1–A4, M1, M2
             w3_connect_and_disconnect_publish_strictly_increasing_versions,
             a1_without_devices_a_user_is_offline_and_keeps_the_choice,
@@ -155,13 +164,23 @@ macro_rules! conformance_tests {
             rule_errors_surface_as_rule_errors_with_stable_codes,
         );
     };
-    (@cases $harness:ty; $($case:ident),* $(,)?) => {
+    (@cases $backends:tt; $($case:ident),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                $crate::conformance::cases::$case::<$harness>().await;
-            }
+            $crate::conformance::conformance_tests!(@case $case $backends);
         )*
+    };
+    (@case $case:ident [$($backend:ident => $harness:ty),+]) => {
+        mod $case {
+            #[allow(unused_imports)] // The harness types, whatever their names.
+            use super::*;
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $backend() {
+                    $crate::conformance::cases::$case::<$harness>().await;
+                }
+            )+
+        }
     };
 }
 

@@ -1,10 +1,11 @@
 //! Watching a backend from a test: a [`Probe`] on the update stream that
 //! checks W3 on every update it sees, session fixtures, and waits that end
 //! on an event or fail after [`DEADLINE`] with what was seen instead.
+//! Reads without an event (the cap count, status counts) are polled with
+//! `presence_testkit::wait_until` and the same [`DEADLINE`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -263,25 +264,6 @@ pub async fn read_presence(backend: &Arc<dyn Backend>, user: &str) -> PresenceSn
     let mut all = backend.presence(&[id(user)]).await.expect("presence");
     assert_eq!(all.len(), 1);
     all.pop().expect("one snapshot")
-}
-
-/// Polls `check` until it returns `Some`, for reads that have no update
-/// event (the cap count, status counts). Panics after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {DEADLINE:?}: {what}");
-        // A polling interval, not a wait for something to settle: the loop
-        // ends at the first read that shows the state.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Asserts that `result` is the presence-rule error with `code`.

@@ -1,12 +1,12 @@
 //! Shared by the `redis_*` test binaries: a client tuned for tests against
-//! a `presence_testkit::RedisServer`, and polling helpers.
+//! a `presence_testkit::RedisServer`, and reads of its state (waits use
+//! `presence_testkit::wait_until`).
 #![allow(dead_code)] // Each binary uses a different part.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use presence_store::redis::{Backoff, RedisClient, RedisConfig};
-use presence_testkit::RedisServer;
+use presence_testkit::{RedisServer, wait_until};
 
 /// Short timeouts so failure paths are quick; still far above what a
 /// loopback Redis needs.
@@ -33,36 +33,26 @@ pub async fn connect(server: &RedisServer) -> RedisClient {
         .unwrap_or_else(|e| panic!("connecting to {}: {e}", server.url()))
 }
 
-/// Polls `check` until it returns `Some`, or panics after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Waits until `key` no longer exists (its TTL ran out), polling `PTTL`.
 pub async fn wait_until_expired(server: &RedisServer, key: &str) {
-    eventually(
-        &format!("{key} expires"),
+    wait_until(
+        format_args!("{key} to expire (PTTL -2)"),
         Duration::from_secs(5),
-        || async { (server.command(&["PTTL", key]) == "-2").then_some(()) },
+        async || server.command(&["PTTL", key]),
+        |pttl| pttl == "-2",
     )
-    .await
+    .await;
 }
 
 /// How many times Redis executed `command` since the last
 /// `CONFIG RESETSTAT` (`INFO commandstats`).
 pub fn calls(server: &RedisServer, command: &str) -> u64 {
-    let stats = server.command(&["INFO", "commandstats"]);
+    calls_in(&server.command(&["INFO", "commandstats"]), command)
+}
+
+/// How many times `command` ran according to `stats`, the text of one
+/// `INFO commandstats` (read once to compare several commands).
+pub fn calls_in(stats: &str, command: &str) -> u64 {
     let prefix = format!("cmdstat_{}:calls=", command.to_lowercase());
     stats
         .lines()
