@@ -406,7 +406,7 @@ async fn measure_throughput(users: usize, events: usize) -> f64 {
                         DeviceEvent::Active
                     };
                     ClusterCommand::DeviceEvent {
-                        device: DeviceId("web".to_owned()),
+                        device: DeviceId::try_from("web").unwrap(),
                         event,
                     }
                 };

@@ -62,7 +62,7 @@ pub fn ready(
         presence_active: info.presence_active,
         session: Session {
             user: session.user.to_string(),
-            device: session.device.0.clone(),
+            device: session.device.to_string(),
             platform: session.platform,
         },
         limits: Limits {

@@ -80,6 +80,7 @@
 
 mod client;
 mod error;
+mod message_type;
 mod server;
 
 /// R2: how long before a socket's authority ends the server sends
@@ -92,4 +93,5 @@ pub const CLOSE_REAUTH_REFUSED: u16 = 4003;
 
 pub use client::{ClientFrame, ClientMessage, MAX_REF_CHARS, parse_client_message};
 pub use error::ProtocolError;
+pub use message_type::MessageType;
 pub use server::{Limits, NoticeKind, PresenceUpdate, Ready, ServerMessage, Session, Snapshot};
