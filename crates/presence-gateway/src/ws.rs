@@ -22,7 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use presence_core::{CalendarSource, DeviceId, Platform, UserId};
-use presence_protocol::ws::{ClientFrame, ClientMessage, parse_client_message};
+use presence_protocol::ws::{
+    ClientFrame, ClientMessage, parse_client_message, parse_client_message_within,
+};
 use presence_store::{Profile, Session, SocketEnd};
 use serde::Deserialize;
 
@@ -537,7 +539,10 @@ impl Reader {
     /// Handles one text frame. `Break` means the client said goodbye.
     async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
-        let ClientFrame { ref_, message } = match parse_client_message(text) {
+        // The parser checks ids and the length of user lists (the socket's
+        // limits), before anything reaches the backend.
+        let limits = frames::limits(&self.app.config);
+        let ClientFrame { ref_, message } = match parse_client_message_within(text, &limits) {
             Ok(frame) => frame,
             Err(e) => {
                 // Counted under its type when it has one (a frame refused
@@ -607,7 +612,7 @@ impl Reader {
                 Ok(true)
             }
             ClientMessage::Subscribe { users } => {
-                let users = shared_ids(users, app.config.max_query_users)?;
+                let users = shared(users);
                 // The snapshot answers every user asked, once, in the order
                 // asked, including users already watched (it used to list
                 // only the new ones, in hash order, so re-subscribing
@@ -650,7 +655,7 @@ impl Reader {
                 Ok(false)
             }
             ClientMessage::Unsubscribe { users } => {
-                let users = shared_ids(users, app.config.max_subscriptions)?;
+                let users = shared(users);
                 let mut released = 0;
                 for u in users {
                     if self.subscriptions.remove(&u) {
@@ -672,7 +677,7 @@ impl Reader {
                 }
             }
             ClientMessage::Query { users } => {
-                let users = shared_ids(users, app.config.max_query_users)?;
+                let users = shared(users);
                 let snapshots = app.backend.presence(&users).await?;
                 self.push(frames::snapshot(&snapshots, ref_.as_deref()));
                 Ok(false)
@@ -707,11 +712,10 @@ pub fn check_user_count(count: usize, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The users of a WebSocket message (validated by the parser), at most
-/// `max` of them, as the backend and the hub key them.
-fn shared_ids(users: Vec<UserId>, max: usize) -> Result<Vec<Arc<str>>, ApiError> {
-    check_user_count(users.len(), max)?;
-    Ok(users.into_iter().map(Arc::from).collect())
+/// The users of a WebSocket message (checked by the parser) as the backend
+/// and the hub key them.
+fn shared(users: Vec<UserId>) -> Vec<Arc<str>> {
+    users.into_iter().map(Arc::from).collect()
 }
 
 fn is_bye(text: &str) -> bool {

@@ -580,3 +580,38 @@ fn an_error_names_the_message_type_once_it_is_known() {
         Some(MessageType::Subscribe)
     );
 }
+
+#[test]
+fn user_lists_are_held_to_the_limits_before_their_ids_are_checked() {
+    use presence_protocol::ws::{Limits, parse_client_message_within};
+    let limits = Limits {
+        max_frame_bytes: 16 * 1024,
+        max_subscriptions: 1,
+        max_subscriptions_per_user: 10,
+        max_query_users: 2,
+    };
+    let code = |frame: &str| parse_client_message_within(frame, &limits).map_err(|e| e.code);
+    let too_many = Err(ProtocolError::TOO_MANY_USERS);
+    let bad_id = Err(ProtocolError::INVALID_USER_ID);
+    assert_eq!(code(r#"{"type":"query","users":["a","b","c"]}"#), too_many);
+    assert_eq!(
+        code(r#"{"type":"subscribe","users":["a","","c"]}"#),
+        too_many
+    );
+    assert_eq!(code(r#"{"type":"subscribe","users":["a",""]}"#), bad_id);
+    assert_eq!(
+        code(r#"{"type":"unsubscribe","users":["a","b"]}"#),
+        too_many
+    );
+    assert!(code(r#"{"type":"unsubscribe","users":["a"]}"#).is_ok());
+    assert!(code(r#"{"type":"query","users":["a","b"]}"#).is_ok());
+    let error = parse_client_message_within(
+        r#"{"ref":"r1","type":"query","users":["a","b","c"]}"#,
+        &limits,
+    )
+    .unwrap_err();
+    assert_eq!(error.message, "at most 2 users per request");
+    assert_eq!(error.ref_.as_deref(), Some("r1"));
+    // Without limits, only the ids are checked.
+    assert!(parse_client_message(r#"{"type":"query","users":["a","b","c"]}"#).is_ok());
+}

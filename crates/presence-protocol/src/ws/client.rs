@@ -12,7 +12,7 @@ use presence_core::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{MessageType, ProtocolError};
+use super::{Limits, MessageType, ProtocolError};
 use crate::StatusChange;
 use crate::echo::echo;
 use crate::rfc3339::parse_rfc3339;
@@ -174,8 +174,25 @@ impl ClientMessage {
 /// syntax and object shape (`invalid_json`), `ref` (`invalid_ref`), `type`
 /// (`missing_type`, `unknown_type`), then the fields of that type, unknown
 /// fields before missing or mistyped ones (`invalid_message`). Every error
-/// after the `ref` check carries the frame's `ref`.
+/// after the `ref` check carries the frame's `ref`. User ids are checked
+/// (`invalid_user_id`), and a custom status id that cannot exist is
+/// refused (`custom_status_not_found`).
 pub fn parse_client_message(text: &str) -> Result<ClientFrame, ProtocolError> {
+    parse_frame(text, None)
+}
+
+/// Like [`parse_client_message`], and also refuses a `users` list longer
+/// than the socket's `limits` allow (`too_many_users`: `max_query_users`
+/// for `subscribe` and `query`, `max_subscriptions` for `unsubscribe`)
+/// before looking at its ids.
+pub fn parse_client_message_within(
+    text: &str,
+    limits: &Limits,
+) -> Result<ClientFrame, ProtocolError> {
+    parse_frame(text, Some(limits))
+}
+
+fn parse_frame(text: &str, limits: Option<&Limits>) -> Result<ClientFrame, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         ProtocolError::new(
             ProtocolError::INVALID_JSON,
@@ -221,12 +238,12 @@ pub fn parse_client_message(text: &str) -> Result<ClientFrame, ProtocolError> {
             ref_,
         ));
     };
-    match parse_message(kind, object) {
+    match parse_message(kind, object, limits) {
         Ok(message) => Ok(ClientFrame { ref_, message }),
         Err(Rejection::Invalid(message)) => {
             Err(ProtocolError::new(ProtocolError::INVALID_MESSAGE, message, ref_).of_type(kind))
         }
-        Err(Rejection::Id { code, message }) => {
+        Err(Rejection::Coded { code, message }) => {
             Err(ProtocolError::new(code, message, ref_).of_type(kind))
         }
     }
@@ -235,9 +252,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientFrame, ProtocolError> {
 /// Why the body of a message (everything but `ref` and `type`) was refused.
 enum Rejection {
     Invalid(String),
-    /// A well-formed field holding an id that cannot be valid: the id's
-    /// own code (`invalid_user_id`, `custom_status_not_found`).
-    Id {
+    /// A well-formed field whose value is refused with a code of its own:
+    /// an id that cannot be valid (`invalid_user_id`,
+    /// `custom_status_not_found`), or too many users (`too_many_users`).
+    Coded {
         code: &'static str,
         message: String,
     },
@@ -245,7 +263,7 @@ enum Rejection {
 
 impl From<IdError> for Rejection {
     fn from(e: IdError) -> Self {
-        Rejection::Id {
+        Rejection::Coded {
             code: e.code(),
             message: e.message().to_owned(),
         }
@@ -278,8 +296,10 @@ fn take_ref(object: &mut Map<String, Value>) -> Result<Option<String>, ProtocolE
 fn parse_message(
     kind: MessageType,
     object: Map<String, Value>,
+    limits: Option<&Limits>,
 ) -> Result<ClientMessage, Rejection> {
     use ClientMessage as M;
+    let query_max = limits.map(|l| l.max_query_users);
     let mut f = Fields::new(kind, object)?;
     Ok(match kind {
         MessageType::Activity => M::Activity,
@@ -305,13 +325,13 @@ fn parse_message(
             busy: f.bool("busy")?,
         },
         MessageType::Subscribe => M::Subscribe {
-            users: f.user_ids("users")?,
+            users: f.user_ids("users", query_max)?,
         },
         MessageType::Unsubscribe => M::Unsubscribe {
-            users: f.user_ids("users")?,
+            users: f.user_ids("users", limits.map(|l| l.max_subscriptions))?,
         },
         MessageType::Query => M::Query {
-            users: f.user_ids("users")?,
+            users: f.user_ids("users", query_max)?,
         },
         MessageType::Reauth => M::Reauth {
             token: f.string("token")?,
@@ -389,9 +409,16 @@ impl Fields {
             .collect()
     }
 
-    /// A list of user ids: the list's shape first, then each id.
-    fn user_ids(&mut self, name: &str) -> Result<Vec<UserId>, Rejection> {
+    /// A list of user ids: the list's shape first, then its length (at
+    /// most `max`, when given), then each id.
+    fn user_ids(&mut self, name: &str, max: Option<usize>) -> Result<Vec<UserId>, Rejection> {
         let ids = self.string_list(name)?;
+        if let Some(max) = max.filter(|max| ids.len() > *max) {
+            return Err(Rejection::Coded {
+                code: ProtocolError::TOO_MANY_USERS,
+                message: format!("at most {max} users per request"),
+            });
+        }
         Ok(ids
             .into_iter()
             .map(UserId::try_from)
@@ -402,7 +429,7 @@ impl Fields {
     /// and is refused as the backend refuses an unknown one.
     fn custom_status_id(&mut self, name: &str) -> Result<CustomStatusId, Rejection> {
         let id = self.string(name)?;
-        CustomStatusId::try_from(id.as_str()).map_err(|e| Rejection::Id {
+        CustomStatusId::try_from(id.as_str()).map_err(|e| Rejection::Coded {
             code: e.code(),
             message: PresenceError::CustomStatusNotFound {
                 id: echo(&id).into_owned(),

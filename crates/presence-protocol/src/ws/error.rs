@@ -18,6 +18,7 @@ use super::MessageType;
 /// | `invalid_message` | a field is missing, unknown, or of the wrong type or value; the message names the field |
 /// | `invalid_user_id` | a user id in `users` is empty, too long or has control characters |
 /// | `custom_status_not_found` | the `id` of `use_custom_status` cannot name a custom status |
+/// | `too_many_users` | `users` is longer than the socket's limits allow (only with limits) |
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("{code}: {message}")]
 pub struct ProtocolError {
@@ -37,9 +38,10 @@ impl ProtocolError {
     pub const INVALID_MESSAGE: &'static str = "invalid_message";
     pub const INVALID_USER_ID: &'static str = "invalid_user_id";
     pub const CUSTOM_STATUS_NOT_FOUND: &'static str = "custom_status_not_found";
+    pub const TOO_MANY_USERS: &'static str = "too_many_users";
 
-    /// Every code [`crate::ws::parse_client_message`] can return.
-    pub const CODES: [&'static str; 7] = [
+    /// Every code [`crate::ws::parse_client_message_within`] can return.
+    pub const CODES: [&'static str; 8] = [
         Self::INVALID_JSON,
         Self::INVALID_REF,
         Self::MISSING_TYPE,
@@ -47,6 +49,7 @@ impl ProtocolError {
         Self::INVALID_MESSAGE,
         Self::INVALID_USER_ID,
         Self::CUSTOM_STATUS_NOT_FOUND,
+        Self::TOO_MANY_USERS,
     ];
 
     pub fn new(code: &'static str, message: impl Into<String>, ref_: Option<String>) -> Self {

@@ -91,7 +91,9 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4002;
 /// R2: the close code of a socket whose `reauth` was refused.
 pub const CLOSE_REAUTH_REFUSED: u16 = 4003;
 
-pub use client::{ClientFrame, ClientMessage, MAX_REF_CHARS, parse_client_message};
+pub use client::{
+    ClientFrame, ClientMessage, MAX_REF_CHARS, parse_client_message, parse_client_message_within,
+};
 pub use error::ProtocolError;
 pub use message_type::MessageType;
 pub use server::{Limits, NoticeKind, PresenceUpdate, Ready, ServerMessage, Session, Snapshot};
