@@ -7,8 +7,8 @@
 //! the bearer token, [`JsonBody`] reads the body within
 //! `max_body_bytes` and decodes it with
 //! [`presence_protocol::rest::parse_body`], status changes are charged to
-//! the caller's rate limits ([`crate::status_change_limits`]), and the [`Backend`]
-//! answers. The rules themselves (text length, expiry, invisible allowed…)
+//! the caller's rate limits ([`crate::status_change_limits`]), and the
+//! [`Backend`] answers. The rules themselves (text length, expiry, invisible allowed…)
 //! are enforced by `presence-core` behind the backend, so the REST layer
 //! only translates.
 //!

@@ -17,10 +17,10 @@
 //! `X-Auth-Token` (the token is one of our JWTs; its subject must be the
 //! user id), the handler reads the raw query (`QueryParams`) or body
 //! (`read_body`) itself, and every refusal is an [`ApiError`] that the
-//! handlers answer as [`RocketChat`], in Rocket.Chat's shapes. Nothing axum could reject is extracted, so a
-//! client never sees a plain-text error: Rocket.Chat's client parses every
-//! 2xx and 400 answer as JSON. Unknown paths under `/api` and wrong methods
-//! answer JSON too.
+//! handlers answer as [`RocketChat`], in Rocket.Chat's shapes. Nothing axum
+//! could reject is extracted, so a client never sees a plain-text error:
+//! Rocket.Chat's client parses every 2xx and 400 answer as JSON. Unknown
+//! paths under `/api` and wrong methods answer JSON too.
 //!
 //! Where this API deliberately differs from Rocket.Chat, and why:
 //! - T4: choosing a status clears the status text unless the same request
@@ -33,8 +33,8 @@
 //!   seen), so only unknown *usernames* are `error-invalid-user`. Username
 //!   lookups are exact, not case-insensitive.
 //! - Rate limits are the service's per-user status-change limits
-//!   ([`crate::status_change_limits`], charged to the caller and shared with the native
-//!   API and the WebSocket), answered with Rocket.Chat's 429 body plus
+//!   ([`crate::status_change_limits`], charged to the caller and shared
+//!   with the native API and the WebSocket), answered with Rocket.Chat's 429 body plus
 //!   `errorType` and a `Retry-After` header.
 //! - Custom status create/update/delete and the presence endpoints need the
 //!   admin role and answer 403 with Rocket.Chat's missing-permission body
