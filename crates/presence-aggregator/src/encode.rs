@@ -81,7 +81,10 @@ pub fn shard_load(
             .devices
             .into_iter()
             .filter_map(|(id, json)| {
-                lenient::<StoredDevice>(Some(&json), "device", &user).map(|d| (DeviceId(id), d))
+                // Only valid ids are ever stored; a field that is not one
+                // names no device.
+                let id = DeviceId::try_from(id).ok()?;
+                lenient::<StoredDevice>(Some(&json), "device", &user).map(|d| (id, d))
             })
             .collect();
         users.push(LoadedUser {
@@ -151,17 +154,17 @@ fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserCha
         batch.set_string(keys.user(user), to_json(record));
     }
     for (device, stored) in change.device_upserts() {
-        batch.hash_set(keys.devices(user), device.0.as_str(), to_json(stored));
+        batch.hash_set(keys.devices(user), device.as_str(), to_json(stored));
     }
     for device in change.device_removals() {
-        batch.hash_delete(keys.devices(user), device.0.as_str());
+        batch.hash_delete(keys.devices(user), device.as_str());
     }
     for (device, deadline) in change.heartbeat_adds() {
         let score = u64::try_from(deadline.as_millis()).unwrap_or(0);
-        batch.zset_add(keys.heartbeats(), score, heartbeat_member(user, &device.0));
+        batch.zset_add(keys.heartbeats(), score, heartbeat_member(user, device));
     }
     for device in change.heartbeat_removes() {
-        batch.zset_remove(keys.heartbeats(), heartbeat_member(user, &device.0));
+        batch.zset_remove(keys.heartbeats(), heartbeat_member(user, device));
     }
     if let Some(view) = &change.view {
         batch.set_string(keys.view(user), to_json(view));

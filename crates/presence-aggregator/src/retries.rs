@@ -88,7 +88,7 @@ mod tests {
         let entry = StreamEntry {
             user: "alice".into(),
             command: ClusterCommand::UseCustomStatus {
-                id: presence_core::CustomStatusId("x".into()),
+                id: presence_core::CustomStatusId::try_from("x").unwrap(),
             },
             node: "gw-1".into(),
             reply: reply.map(str::to_owned),

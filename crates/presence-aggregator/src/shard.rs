@@ -437,7 +437,11 @@ impl ShardState {
         now: Timestamp,
     ) -> ShardChanges {
         for (user, device) in lapsed {
-            let (user, device) = (user.as_ref(), DeviceId(device.as_ref().to_owned()));
+            // A member that is no valid device id names no device.
+            let Ok(device) = DeviceId::try_from(device.as_ref()) else {
+                continue;
+            };
+            let user = user.as_ref();
             self.batch
                 .stray_heartbeats
                 .push((user.to_owned(), device.clone()));
@@ -446,7 +450,7 @@ impl ShardState {
                 .get(user)
                 .is_some_and(|e| e.presence.devices.contains_key(&device));
             if holds {
-                tracing::debug!(user, device = %device.0, "heartbeat lapsed; removing the device");
+                tracing::debug!(user, device = %device, "heartbeat lapsed; removing the device");
                 self.remove_device(user, device, now);
             }
         }

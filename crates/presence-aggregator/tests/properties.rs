@@ -153,7 +153,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             } => {
                 let conn = next_conn;
                 next_conn += 1;
-                let (user, device) = (USERS[user], DeviceId(DEVICES[device].to_owned()));
+                let (user, device) = (USERS[user], DeviceId::try_from(DEVICES[device]).unwrap());
                 leader.run_on(
                     NODES[node],
                     user,
@@ -185,7 +185,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 device,
                 event,
             } => {
-                let (user, device) = (USERS[user], DeviceId(DEVICES[device].to_owned()));
+                let (user, device) = (USERS[user], DeviceId::try_from(DEVICES[device]).unwrap());
                 leader.run(
                     user,
                     ClusterCommand::DeviceEvent {
@@ -201,7 +201,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 stale,
                 clean,
             } => {
-                let (user, device) = (USERS[user], DeviceId(DEVICES[device].to_owned()));
+                let (user, device) = (USERS[user], DeviceId::try_from(DEVICES[device]).unwrap());
                 let entry = reference.users.entry(user).or_default();
                 let live = entry.1.get(&device).map(|(_, c)| *c);
                 // The goodbye comes from the node that held the socket.
@@ -339,7 +339,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (user, device) = (USERS[user], DEVICES[device]);
                 let changes = leader.state.expire_heartbeats(&[(user, device)], now);
                 leader.commit(changes);
-                let device = DeviceId(device.to_owned());
+                let device = DeviceId::try_from(device).unwrap();
                 let how = Disconnect::Clean;
                 reference.apply(user, Command::Disconnect { device, how }, ctx);
             }

@@ -418,7 +418,7 @@ async fn measure_throughput(users: usize, events: usize, floor: f64) -> f64 {
                         DeviceEvent::Active
                     };
                     ClusterCommand::DeviceEvent {
-                        device: DeviceId("web".to_owned()),
+                        device: DeviceId::try_from("web").unwrap(),
                         event,
                     }
                 };

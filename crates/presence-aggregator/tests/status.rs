@@ -16,7 +16,7 @@ use presence_protocol::cluster::{
 };
 
 fn id(s: &str) -> CustomStatusId {
-    CustomStatusId(s.to_owned())
+    CustomStatusId::try_from(s).unwrap()
 }
 
 fn name(s: &str) -> CustomStatusName {

@@ -6,18 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CustomStatusName, DisplayedStatus, PresenceError, Timestamp};
-
-/// Identifies a custom status. Opaque; the service generates it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CustomStatusId(pub String);
-
-impl CustomStatusId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+use crate::{CustomStatusId, CustomStatusName, DisplayedStatus, PresenceError, Timestamp};
 
 /// One admin-defined custom status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +34,7 @@ impl CustomStatusRegistry {
     pub fn get(&self, id: &CustomStatusId) -> Result<&CustomStatus, PresenceError> {
         self.by_id
             .get(id)
-            .ok_or_else(|| PresenceError::CustomStatusNotFound { id: id.0.clone() })
+            .ok_or_else(|| PresenceError::CustomStatusNotFound { id: id.to_string() })
     }
 
     /// All statuses ordered by name (case-insensitively), then id.
@@ -110,7 +99,7 @@ impl CustomStatusRegistry {
     pub fn delete(&mut self, id: &CustomStatusId) -> Result<CustomStatus, PresenceError> {
         self.by_id
             .remove(id)
-            .ok_or_else(|| PresenceError::CustomStatusNotFound { id: id.0.clone() })
+            .ok_or_else(|| PresenceError::CustomStatusNotFound { id: id.to_string() })
     }
 
     fn ensure_name_free(

@@ -107,7 +107,7 @@ mod tests {
     use crate::{Platform, Timestamp};
 
     fn dev(id: &str) -> DeviceId {
-        DeviceId(id.to_owned())
+        DeviceId::try_from(id).unwrap()
     }
 
     #[test]
@@ -117,7 +117,7 @@ mod tests {
         for id in ["b", "a", "c", "a"] {
             map.insert(dev(id), Device::connect(Platform::Web, now));
         }
-        let ids: Vec<&str> = map.keys().map(|k| k.0.as_str()).collect();
+        let ids: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert!(map.remove(&dev("b")).is_some());
         assert!(map.remove(&dev("b")).is_none());

@@ -10,6 +10,7 @@
 //! - [`Device`]: one device's state machine with the platform matrix (D8).
 //! - [`CapState`]: the presence cap (X1–X5).
 //! - [`CustomStatusRegistry`]: admin-defined custom statuses (C1–C3).
+//! - Validated ids: [`UserId`], [`DeviceId`], [`CustomStatusId`].
 //! - Validated values: [`StatusText`], [`CustomStatusName`],
 //!   [`IdleTimeLimit`], [`Expiry`].
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ mod custom;
 mod device;
 mod device_map;
 mod error;
+mod ids;
 mod settings;
 mod status;
 mod text;
@@ -26,10 +28,14 @@ mod time;
 mod user;
 
 pub use cap::{CapState, CapTransition};
-pub use custom::{CustomStatus, CustomStatusId, CustomStatusRegistry};
+pub use custom::{CustomStatus, CustomStatusRegistry};
 pub use device::{AwayReason, Device, DeviceEvent, DeviceStatus, IdleSource, Link};
 pub use device_map::DeviceMap;
 pub use error::PresenceError;
+pub use ids::{
+    CustomStatusId, DeviceId, IdError, IdKind, IdProblem, MAX_CUSTOM_STATUS_ID_CHARS,
+    MAX_DEVICE_ID_CHARS, MAX_USER_ID_CHARS, UserId,
+};
 pub use settings::{
     DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,
     MAX_EXPIRY_DAYS, MAX_IDLE_TIME_LIMIT_SECS, MIN_IDLE_TIME_LIMIT_SECS, Preferences,
@@ -42,7 +48,7 @@ pub use text::{
 };
 pub use time::Timestamp;
 pub use user::{
-    CalendarClaims, CalendarSource, Command, Context, DeviceId, Disconnect, DurableState,
+    CalendarClaims, CalendarSource, Command, Context, Disconnect, DurableState,
     MAX_CALENDAR_EVENT_ID_CHARS, MAX_CALENDAR_EVENTS, MAX_RESTORE_DEPTH, ManualState, Outcome,
     PreferencesUpdate, PublicView, SelfView, StatusLayer, StatusRequest, Temporary, UserPresence,
     next_version,

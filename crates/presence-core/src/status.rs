@@ -85,6 +85,17 @@ pub enum SelfStatus {
 }
 
 impl SelfStatus {
+    /// What everybody else sees while the user sees `self` (A3): an
+    /// invisible user shows as `offline`.
+    pub fn shown_to_others(self) -> DisplayedStatus {
+        match self {
+            Self::Online => DisplayedStatus::Online,
+            Self::Away => DisplayedStatus::Away,
+            Self::Busy => DisplayedStatus::Busy,
+            Self::Invisible | Self::Offline => DisplayedStatus::Offline,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Online => "online",
@@ -133,3 +144,22 @@ macro_rules! display_as_str {
     )*};
 }
 display_as_str!(ChosenStatus, DisplayedStatus, SelfStatus, Platform);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a3_others_see_an_invisible_user_as_offline() {
+        let cases = [
+            (SelfStatus::Online, DisplayedStatus::Online),
+            (SelfStatus::Away, DisplayedStatus::Away),
+            (SelfStatus::Busy, DisplayedStatus::Busy),
+            (SelfStatus::Invisible, DisplayedStatus::Offline),
+            (SelfStatus::Offline, DisplayedStatus::Offline),
+        ];
+        for (own, others) in cases {
+            assert_eq!(own.shown_to_others(), others, "{own}");
+        }
+    }
+}

@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ChosenStatus, CustomStatus, CustomStatusId, Device, DeviceEvent, DeviceMap, DeviceStatus,
-    DisplayedStatus, EffectivePreferences, Expiry, IdleTimeLimit, Link, Platform, Preferences,
-    PresenceError, SelfStatus, StatusText, Timestamp, WorkspaceSettings,
+    ChosenStatus, CustomStatus, CustomStatusId, Device, DeviceEvent, DeviceId, DeviceMap,
+    DeviceStatus, DisplayedStatus, EffectivePreferences, Expiry, IdleTimeLimit, Link, Platform,
+    Preferences, PresenceError, SelfStatus, StatusText, Timestamp, WorkspaceSettings,
 };
 
 /// T6: how many nested "restore to" states an expiry chain may hold. Older
@@ -26,11 +26,6 @@ pub const MAX_RESTORE_DEPTH: usize = 8;
 pub const MAX_CALENDAR_EVENTS: usize = 64;
 /// K2: calendar event ids are opaque strings of at most this many characters.
 pub const MAX_CALENDAR_EVENT_ID_CHARS: usize = 256;
-
-/// Identifies one device (one client connection) of a user.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DeviceId(pub String);
 
 /// What the rules need to know besides the user's own state.
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +100,15 @@ pub struct StatusRequest {
     /// Raw text as the client sent it; `Some("")` clears the text.
     pub text: Option<String>,
     pub expires_at: Option<Timestamp>,
+}
+
+impl StatusRequest {
+    /// Whether the request sets a text (T4, T5): one that is not blank
+    /// once trimmed. Clearing the text (`Some("")`) or leaving it alone
+    /// (`None`) does not set one.
+    pub fn sets_text(&self) -> bool {
+        self.text.as_deref().is_some_and(|t| !t.trim().is_empty())
+    }
 }
 
 /// A change to the user's own preferences; `None` fields stay as they are.
@@ -454,7 +458,7 @@ impl UserPresence {
             });
         }
         let text = request.text.as_deref().map(StatusText::parse).transpose()?;
-        if matches!(text, Some(Some(_))) && !ctx.settings.allow_custom_status_text {
+        if request.sets_text() && !ctx.settings.allow_custom_status_text {
             return Err(PresenceError::StatusTextDisabled);
         }
         let current = &self.durable.status.state;
@@ -603,7 +607,7 @@ impl UserPresence {
         self.devices
             .get_mut(device)
             .ok_or_else(|| PresenceError::UnknownDevice {
-                device: device.0.clone(),
+                device: device.to_string(),
             })
     }
 

@@ -53,7 +53,7 @@ fn check(script: &str, expected: DisplayedStatus) {
                 .find(|s| s.as_str() == kind)
                 .expect("a status type");
             sim.apply(Command::UseCustomStatus(CustomStatus {
-                id: CustomStatusId("c0".into()),
+                id: CustomStatusId::try_from("c0").unwrap(),
                 name: CustomStatusName::parse("Custom").unwrap(),
                 status_type,
                 updated_at: T0,
@@ -258,7 +258,7 @@ fn k3_only_busy_calendar_events_touch_calendar_claims() {
             auto_away: Some(false),
             idle_time_limit: None,
         }),
-        Command::CustomStatusDeleted(CustomStatusId("c0".into())),
+        Command::CustomStatusDeleted(CustomStatusId::try_from("c0").unwrap()),
         Command::Disconnect {
             device: dev("d9"),
             how: presence_core::Disconnect::Clean,

@@ -13,7 +13,7 @@ use ChosenStatus::{Away as ChooseAway, Busy as ChooseBusy, Invisible, Online as 
 use DisplayedStatus::{Away, Busy, Offline, Online};
 
 fn id(s: &str) -> CustomStatusId {
-    CustomStatusId(s.to_owned())
+    CustomStatusId::try_from(s).unwrap()
 }
 
 fn name(s: &str) -> CustomStatusName {

@@ -48,7 +48,7 @@ fn calendar(event_id: &str, busy: bool, source: CalendarSource) -> Command {
 
 fn custom(status_type: DisplayedStatus) -> Command {
     Command::UseCustomStatus(CustomStatus {
-        id: CustomStatusId("c0".into()),
+        id: CustomStatusId::try_from("c0").unwrap(),
         name: CustomStatusName::parse("Away from keyboard").unwrap(),
         status_type,
         updated_at: T0,
@@ -135,7 +135,7 @@ fn errors_outside_commands_have_codes() {
     let name = CustomStatusName::parse("Lunch").unwrap();
     registry
         .create(
-            CustomStatusId("a".into()),
+            CustomStatusId::try_from("a").unwrap(),
             name.clone(),
             DisplayedStatus::Away,
             T0,
@@ -143,7 +143,12 @@ fn errors_outside_commands_have_codes() {
         .unwrap();
     let before = registry.clone();
     let err = registry
-        .create(CustomStatusId("b".into()), name, DisplayedStatus::Busy, T0)
+        .create(
+            CustomStatusId::try_from("b").unwrap(),
+            name,
+            DisplayedStatus::Busy,
+            T0,
+        )
         .unwrap_err();
     assert_eq!(err.code(), "custom_status_name_taken");
     assert_eq!(
@@ -151,7 +156,9 @@ fn errors_outside_commands_have_codes() {
         "a custom status named 'Lunch' already exists"
     );
     assert_eq!(registry, before);
-    let err = registry.delete(&CustomStatusId("zz".into())).unwrap_err();
+    let err = registry
+        .delete(&CustomStatusId::try_from("zz").unwrap())
+        .unwrap_err();
     assert_eq!(err.code(), "custom_status_not_found");
     let mut cap = CapState::new(1);
     cap.observe_count(2);

@@ -154,7 +154,7 @@ fn sample_durable() -> DurableState {
         idle_time_limit: Some(IdleTimeLimit::new(600).unwrap()),
     }));
     sim.apply(Command::UseCustomStatus(CustomStatus {
-        id: CustomStatusId("vacation".into()),
+        id: CustomStatusId::try_from("vacation").unwrap(),
         name: CustomStatusName::parse("On Vacation 🏖️").unwrap(),
         status_type: DisplayedStatus::Away,
         updated_at: T0,
@@ -282,7 +282,7 @@ fn i2_offline_custom_status_is_rejected_when_invisible_disabled() {
     sim.settings.allow_invisible = false;
     let err = sim
         .try_apply(Command::UseCustomStatus(CustomStatus {
-            id: CustomStatusId("ghost".into()),
+            id: CustomStatusId::try_from("ghost").unwrap(),
             name: CustomStatusName::parse("Ghost").unwrap(),
             status_type: DisplayedStatus::Offline,
             updated_at: T0,

@@ -355,7 +355,7 @@ fn t5_custom_statuses_still_set_their_name() {
     });
     sim.add_devices("web");
     sim.apply(Command::UseCustomStatus(CustomStatus {
-        id: CustomStatusId("meeting".into()),
+        id: CustomStatusId::try_from("meeting").unwrap(),
         name: CustomStatusName::parse("In a Meeting").unwrap(),
         status_type: DisplayedStatus::Busy,
         updated_at: T0,

@@ -28,6 +28,7 @@ use axum::http::header::AUTHORIZATION;
 use jsonwebtoken::crypto::CryptoProvider;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use presence_core::{IdProblem, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Tokens longer than this are rejected with `token_malformed` before any
@@ -38,8 +39,9 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Clock skew tolerated when checking `exp` and `nbf`.
 pub const EXP_LEEWAY_SECS: u64 = 30;
 
-/// The longest accepted `sub` claim, in Unicode scalar values.
-pub const MAX_SUBJECT_CHARS: usize = 128;
+/// The longest accepted `sub` claim, in Unicode scalar values: the
+/// longest user id.
+pub const MAX_SUBJECT_CHARS: usize = presence_core::MAX_USER_ID_CHARS;
 
 /// The shortest accepted HS256 secret. RFC 7518 §3.2 requires a key at least
 /// as long as the hash output (256 bits).
@@ -81,9 +83,9 @@ impl fmt::Debug for AuthConfig {
 /// The authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// The `sub` claim: non-empty, at most [`MAX_SUBJECT_CHARS`], no
-    /// control characters.
-    pub user_id: String,
+    /// The `sub` claim, validated as a [`UserId`] (non-empty, at most
+    /// [`MAX_SUBJECT_CHARS`], no control characters).
+    pub user_id: UserId,
     /// `true` when the `roles` claim contains [`ADMIN_ROLE`].
     pub admin: bool,
     pub username: Option<String>,
@@ -365,7 +367,7 @@ impl SocketAuthority {
         token: &str,
     ) -> Result<(), ReauthError> {
         let (identity, valid_until) = auth.verify_session(token).map_err(ReauthError::Invalid)?;
-        if identity.user_id != user {
+        if *identity.user_id != *user {
             return Err(ReauthError::OtherUser);
         }
         *self = Self::new(valid_until);
@@ -407,7 +409,7 @@ pub fn mint_hs256(
     now_unix_secs: u64,
 ) -> Result<String, AuthError> {
     check_hs256_secret(secret)?;
-    validate_subject(&claims.sub)?;
+    validate_subject(claims.sub.as_str())?;
     let key = EncodingKey::from_secret(secret)
         .map_err(|error| AuthError::InvalidKey(error.to_string()))?;
     let body = MintedClaims {
@@ -491,7 +493,7 @@ impl RawClaims {
         let sub = self
             .sub
             .ok_or_else(|| AuthError::TokenInvalidClaims("`sub` is missing".into()))?;
-        validate_subject(&sub)?;
+        let sub = validate_subject(sub)?;
         let exp = self
             .exp
             .ok_or_else(|| AuthError::TokenInvalidClaims("`exp` is missing".into()))?;
@@ -533,21 +535,18 @@ struct MintedClaims<'a> {
     name: Option<&'a str>,
 }
 
-fn validate_subject(sub: &str) -> Result<(), AuthError> {
-    if sub.is_empty() {
-        return Err(AuthError::TokenInvalidClaims("`sub` is empty".into()));
-    }
-    if sub.chars().count() > MAX_SUBJECT_CHARS {
-        return Err(AuthError::TokenInvalidClaims(format!(
-            "`sub` is longer than {MAX_SUBJECT_CHARS} characters"
-        )));
-    }
-    if sub.chars().any(char::is_control) {
-        return Err(AuthError::TokenInvalidClaims(
-            "`sub` contains control characters".into(),
-        ));
-    }
-    Ok(())
+/// The `sub` claim as a user id; the claim's own wording when it is not one.
+fn validate_subject<S>(sub: S) -> Result<UserId, AuthError>
+where
+    UserId: TryFrom<S, Error = presence_core::IdError>,
+{
+    UserId::try_from(sub).map_err(|e| {
+        AuthError::TokenInvalidClaims(match e.problem {
+            IdProblem::Empty => "`sub` is empty".into(),
+            IdProblem::TooLong => format!("`sub` is longer than {MAX_SUBJECT_CHARS} characters"),
+            IdProblem::BadCharacter => "`sub` contains control characters".into(),
+        })
+    })
 }
 
 fn map_decode_error(kind: &ErrorKind) -> AuthError {
@@ -644,38 +643,35 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
     }
 }
 
-/// Decodes `%XX` escapes and `+` (a space in form encoding). Invalid
-/// escapes or non-UTF-8 results give `None`.
+/// Form decoding of a query value (`+` is a space, `%XX` a byte), but
+/// strict where browsers are lenient, deliberately: a malformed escape
+/// (`%zz`, `%2`) or bytes that are not UTF-8 give `None`, because a token
+/// that lost bytes on the way can only fail later with a misleading
+/// `token_malformed`; as no token at all the client learns it sent none.
 fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.contains(['%', '+']) {
         return Some(Cow::Borrowed(raw));
     }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let high = hex_value(*bytes.get(i + 1)?)?;
-                let low = hex_value(*bytes.get(i + 2)?)?;
-                out.push(high << 4 | low);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
+    if !escapes_are_well_formed(raw) {
+        return None;
     }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    // `+` first, so that an escaped plus (`%2B`) stays a plus.
+    let spaced = raw.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()?;
+    Some(Cow::Owned(decoded.into_owned()))
 }
 
-fn hex_value(digit: u8) -> Option<u8> {
-    char::from(digit).to_digit(16).map(|value| value as u8)
+/// Whether every `%` starts an escape of two hex digits.
+fn escapes_are_well_formed(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 #[cfg(test)]
@@ -746,7 +742,7 @@ mod tests {
 
     fn user(id: &str) -> Identity {
         Identity {
-            user_id: id.into(),
+            user_id: UserId::try_from(id).unwrap(),
             admin: false,
             username: None,
             name: None,
@@ -813,7 +809,7 @@ mod tests {
             "username": "ada", "name": "Ada Lovelace", "iss": "ignored", "aud": "ignored",
         }));
         let expected = Identity {
-            user_id: "u1".into(),
+            user_id: UserId::try_from("u1").unwrap(),
             admin: true,
             username: Some("ada".into()),
             name: Some("Ada Lovelace".into()),
@@ -1074,7 +1070,7 @@ mod tests {
         };
         let token = mint_hs256(SECRET, &claims, NOW).unwrap();
         let expected = Identity {
-            user_id: "dev-admin".into(),
+            user_id: UserId::try_from("dev-admin").unwrap(),
             admin: true,
             username: Some("dev".into()),
             name: None,
@@ -1189,7 +1185,11 @@ mod tests {
         check("token_type=abc", None);
         check("token=a%2Eb%2ec", Some("a.b.c"));
         check("token=a+b", Some("a b"));
+        check("token=a%2B", Some("a+"));
+        check("token=a%2Bb+c", Some("a+b c"));
         check("token=a%2", None);
+        check("token=%2", None);
+        check("token=%", None);
         check("token=a%zz", None);
         check("token=%ff", None);
     }

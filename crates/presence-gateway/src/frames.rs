@@ -62,15 +62,21 @@ pub fn ready(
         presence_active: info.presence_active,
         session: Session {
             user: session.user.to_string(),
-            device: session.device.0.clone(),
+            device: session.device.to_string(),
             platform: session.platform,
         },
-        limits: Limits {
-            max_frame_bytes: config.max_frame_bytes,
-            max_subscriptions: config.max_subscriptions,
-            max_subscriptions_per_user: config.max_subscriptions_per_user,
-            max_query_users: config.max_query_users,
-        },
+        limits: limits(config),
     };
     text(&ServerMessage::ready(ready))
+}
+
+/// The limits a socket is told in `ready`, and held to when its frames
+/// are parsed.
+pub fn limits(config: &GatewayConfig) -> Limits {
+    Limits {
+        max_frame_bytes: config.max_frame_bytes,
+        max_subscriptions: config.max_subscriptions,
+        max_subscriptions_per_user: config.max_subscriptions_per_user,
+        max_query_users: config.max_query_users,
+    }
 }

@@ -446,7 +446,11 @@ mod tests {
     }
 
     fn conn(device: &str) -> Arc<Conn> {
-        Conn::new(ConnId(1), Arc::from("alice"), DeviceId(device.into()))
+        Conn::new(
+            ConnId(1),
+            Arc::from("alice"),
+            DeviceId::try_from(device).unwrap(),
+        )
     }
 
     #[test]

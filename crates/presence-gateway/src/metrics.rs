@@ -23,6 +23,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use presence_core::{CapState, Platform, SelfStatus};
+use presence_protocol::ws::MessageType;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -35,28 +36,19 @@ use crate::ratelimit::Limit;
 /// exposition format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// The client → server WebSocket message types (DESIGN §3), the values of
-/// the `type` label of `presence_ws_messages_total`. Anything else is
-/// counted as [`UNKNOWN_MESSAGE_TYPE`].
-pub const WS_MESSAGE_TYPES: [&str; 17] = [
-    "activity",
-    "idle",
-    "active",
-    "lock",
-    "unlock",
-    "sleep",
-    "wake",
-    "background",
-    "foreground",
-    "set_status",
-    "use_custom_status",
-    "calendar",
-    "subscribe",
-    "unsubscribe",
-    "query",
-    "bye",
-    UNKNOWN_MESSAGE_TYPE,
-];
+/// The client → server WebSocket message types (DESIGN §3, one list in
+/// [`MessageType`]), the values of the `type` label of
+/// `presence_ws_messages_total`, then [`UNKNOWN_MESSAGE_TYPE`] for anything
+/// else.
+pub const WS_MESSAGE_TYPES: [&str; MessageType::ALL.len() + 1] = {
+    let mut types = [UNKNOWN_MESSAGE_TYPE; MessageType::ALL.len() + 1];
+    let mut i = 0;
+    while i < MessageType::ALL.len() {
+        types[i] = MessageType::NAMES[i];
+        i += 1;
+    }
+    types
+};
 
 /// The `type` label for messages whose type is missing, not a string, or
 /// not one of [`WS_MESSAGE_TYPES`].

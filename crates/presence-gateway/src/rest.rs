@@ -7,13 +7,14 @@
 //! the bearer token, [`JsonBody`] reads the body within
 //! `max_body_bytes` and decodes it with
 //! [`presence_protocol::rest::parse_body`], status changes are charged to
-//! the caller's rate limits ([`crate::limits`]), and the [`Backend`]
-//! answers. The rules themselves (text length, expiry, invisible allowed…)
+//! the caller's rate limits ([`crate::status_change_limits`]), and the
+//! [`Backend`] answers. The rules themselves (text length, expiry, invisible allowed…)
 //! are enforced by `presence-core` behind the backend, so the REST layer
 //! only translates.
 //!
-//! Every response is JSON, errors included: `{"error": {"code",
-//! "message"}}` with the status [`crate::error::status_for_code`] picks.
+//! Every response is JSON, errors included: an [`ApiError`] in its native
+//! shape, `{"error": {"code", "message"}}` with the status
+//! [`crate::error::status_for_code`] picks (and `Retry-After` on 429).
 //! No axum rejection reaches the client as plain text: bodies, paths and
 //! tokens are extracted by this module's own extractors, unknown paths
 //! under `/v1` get a JSON 404, and a wrong method a JSON 405 (with
@@ -51,15 +52,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::header::{CONTENT_LENGTH, RETRY_AFTER};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, patch, post, put};
 use futures_util::StreamExt;
-use presence_core::{
-    CalendarSource, CustomStatusId, CustomStatusName, PresenceError, StatusRequest,
-};
+use presence_core::{CalendarSource, CustomStatusId, CustomStatusName, StatusRequest, UserId};
 use presence_protocol::rest::{
     self as wire, AdminSetStatusRequest, BulkQueryRequest, BulkQueryResponse, CalendarRequest,
     CapView, CustomStatusCreate, CustomStatusList, CustomStatusPatch, CustomStatusView,
@@ -67,13 +65,13 @@ use presence_protocol::rest::{
     UseCustomStatusRequest,
 };
 use presence_protocol::{PresenceEntry, SelfState};
-use presence_store::{BackendError, Profile, SelfSnapshot};
+use presence_store::{Profile, SelfSnapshot};
 use serde::de::DeserializeOwned;
 
 use crate::app::App;
 use crate::auth::{self, AuthError, Identity};
 use crate::error::ApiError;
-use crate::ws::{Refusal, validate_users};
+use crate::ws::check_user_count;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -146,7 +144,7 @@ impl FromRequestParts<Arc<App>> for Admin {
 
 impl Caller {
     fn user(&self) -> Arc<str> {
-        Arc::from(self.0.user_id.as_str())
+        self.0.user_id.as_arc().clone()
     }
 
     /// The profile the token carries, recorded with every change.
@@ -205,15 +203,14 @@ impl FromRequest<Arc<App>> for NoBody {
 }
 
 /// A user id from the path, validated like every user id a client sends.
-struct UserPath(Arc<str>);
+struct UserPath(UserId);
 
 impl FromRequestParts<Arc<App>> for UserPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let PathId(id) = PathId::from_request_parts(parts, app).await?;
-        let mut users = validate_users(&[id], 1)?;
-        Ok(UserPath(users.remove(0)))
+        Ok(UserPath(UserId::try_from(id)?))
     }
 }
 
@@ -234,57 +231,7 @@ impl FromRequestParts<Arc<App>> for PathId {
     }
 }
 
-/// What a handler answers when it refuses: the error body, plus a
-/// `Retry-After` header when a rate limit refused.
-pub struct RestError {
-    error: ApiError,
-    retry_after_secs: Option<u64>,
-}
-
-impl IntoResponse for RestError {
-    fn into_response(self) -> Response {
-        let mut response = self.error.into_response();
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-impl From<ApiError> for RestError {
-    fn from(error: ApiError) -> Self {
-        Self {
-            error,
-            retry_after_secs: None,
-        }
-    }
-}
-
-impl From<BackendError> for RestError {
-    fn from(e: BackendError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<PresenceError> for RestError {
-    fn from(e: PresenceError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<Refusal> for RestError {
-    fn from(refusal: Refusal) -> Self {
-        let retry_after_secs = refusal.retry_after_secs;
-        Self {
-            error: refusal.into(),
-            retry_after_secs,
-        }
-    }
-}
-
-type Reply<T> = Result<Json<T>, RestError>;
+type Reply<T> = Result<Json<T>, ApiError>;
 
 // Presence reads.
 
@@ -293,7 +240,7 @@ async fn user_presence(
     _caller: Caller,
     UserPath(user): UserPath,
 ) -> Reply<PresenceEntry> {
-    let snapshots = app.backend.presence(std::slice::from_ref(&user)).await?;
+    let snapshots = app.backend.presence(&[Arc::from(user)]).await?;
     let entry = snapshots
         .first()
         .map(|s| PresenceEntry::new(&*s.user, &s.view, s.version))
@@ -308,7 +255,7 @@ async fn query_presence(
     _caller: Caller,
     JsonBody(body): JsonBody<BulkQueryRequest>,
 ) -> Reply<BulkQueryResponse> {
-    let users = validate_users(&body.users, app.config.max_query_users)?;
+    let users = user_ids(&body.users, app.config.max_query_users)?;
     let snapshots = app.backend.presence(&users).await?;
     let users = snapshots
         .iter()
@@ -338,7 +285,7 @@ async fn set_status(
 ) -> Reply<SelfState> {
     let user = caller.user();
     let request = body.into_request();
-    crate::limits::check_status_change(&app, &user, &request).await?;
+    crate::status_change_limits::check_status_change(&app, &user, &request).await?;
     let me = app
         .backend
         .set_status(&user, Some(&caller.profile()), request)
@@ -351,9 +298,10 @@ async fn use_custom_status(
     caller: Caller,
     JsonBody(body): JsonBody<UseCustomStatusRequest>,
 ) -> Reply<SelfState> {
-    let id = custom_status_id(body.id)?;
+    let id = CustomStatusId::try_from(body.id)?;
     let user = caller.user();
-    crate::limits::check_status_change(&app, &user, &StatusRequest::default()).await?;
+    crate::status_change_limits::check_status_change(&app, &user, &StatusRequest::default())
+        .await?;
     let me = app
         .backend
         .use_custom_status(&user, Some(&caller.profile()), &id)
@@ -385,7 +333,8 @@ async fn calendar(
     JsonBody(body): JsonBody<CalendarRequest>,
 ) -> Reply<SelfState> {
     let user = caller.user();
-    crate::limits::check_status_change(&app, &user, &StatusRequest::default()).await?;
+    crate::status_change_limits::check_status_change(&app, &user, &StatusRequest::default())
+        .await?;
     let me = app
         .backend
         .calendar(&user, body.event_id, body.busy, CalendarSource::Integration)
@@ -424,7 +373,7 @@ async fn create_custom_status(
     State(app): State<Arc<App>>,
     _admin: Admin,
     JsonBody(body): JsonBody<CustomStatusCreate>,
-) -> Result<(StatusCode, Json<CustomStatusView>), RestError> {
+) -> Result<(StatusCode, Json<CustomStatusView>), ApiError> {
     let name = CustomStatusName::parse(&body.name)?;
     let status = app
         .backend
@@ -439,7 +388,7 @@ async fn update_custom_status(
     PathId(id): PathId,
     JsonBody(body): JsonBody<CustomStatusPatch>,
 ) -> Reply<CustomStatusView> {
-    let id = custom_status_id(id)?;
+    let id = CustomStatusId::try_from(id)?;
     let name = body
         .name
         .as_deref()
@@ -457,7 +406,7 @@ async fn delete_custom_status(
     _admin: Admin,
     PathId(id): PathId,
 ) -> Reply<CustomStatusView> {
-    let id = custom_status_id(id)?;
+    let id = CustomStatusId::try_from(id)?;
     let status = app.backend.delete_custom_status(&id).await?;
     Ok(Json(CustomStatusView::from(&status)))
 }
@@ -488,8 +437,8 @@ async fn admin_set_status(
 ) -> Reply<SelfState> {
     let request = body.into_request();
     // The admin's budget pays: limits protect the service from a caller.
-    let caller: Arc<str> = Arc::from(admin.user_id.as_str());
-    crate::limits::check_status_change(&app, &caller, &request).await?;
+    let caller: Arc<str> = admin.user_id.as_arc().clone();
+    crate::status_change_limits::check_status_change(&app, &caller, &request).await?;
     // The admin's profile is not the target's, so none is recorded.
     let me = app.backend.set_status(&user, None, request).await?;
     Ok(Json(self_state(&me)))
@@ -526,21 +475,14 @@ fn self_state(me: &SelfSnapshot) -> SelfState {
     SelfState::new(&*me.user, &me.view, me.version)
 }
 
-/// Custom status ids are generated by the service and short; anything
-/// longer cannot exist, and is refused without echoing it back.
-const MAX_CUSTOM_STATUS_ID_CHARS: usize = 64;
-
-fn custom_status_id(id: String) -> Result<CustomStatusId, ApiError> {
-    if id.is_empty()
-        || id.chars().count() > MAX_CUSTOM_STATUS_ID_CHARS
-        || id.chars().any(char::is_control)
-    {
-        return Err(ApiError::not_found(
-            "custom_status_not_found",
-            "no custom status has this id",
-        ));
-    }
-    Ok(CustomStatusId(id))
+/// The users a body names: at most `max` (`too_many_users`), each a valid
+/// id (`invalid_user_id`), in that order.
+fn user_ids(users: &[String], max: usize) -> Result<Vec<Arc<str>>, ApiError> {
+    check_user_count(users.len(), max)?;
+    users
+        .iter()
+        .map(|u| Ok(Arc::from(UserId::try_from(u.as_str())?)))
+        .collect()
 }
 
 /// Reads the whole body, refusing more than `limit` bytes: at once when
@@ -611,9 +553,24 @@ mod tests {
     #[test]
     fn custom_status_ids_that_cannot_exist_are_not_found() {
         for id in [String::new(), "x".repeat(65), "a\u{0}b".into()] {
-            let error = custom_status_id(id).unwrap_err();
+            let error = ApiError::from(CustomStatusId::try_from(id).unwrap_err());
             assert_eq!(error.code, "custom_status_not_found");
+            assert_eq!(error.status, StatusCode::NOT_FOUND);
+            assert_eq!(error.message, "no custom status has this id");
         }
-        assert!(custom_status_id("cs18f0a1".into()).is_ok());
+        assert!(CustomStatusId::try_from("cs18f0a1").is_ok());
+    }
+
+    #[test]
+    fn too_many_users_is_checked_before_the_ids() {
+        let code = |users: &[&str], max| {
+            let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+            user_ids(&users, max)
+                .map(|ids| ids.len())
+                .map_err(|e| e.code)
+        };
+        assert_eq!(code(&["a", "b"], 2), Ok(2));
+        assert_eq!(code(&["a", ""], 2), Err("invalid_user_id"));
+        assert_eq!(code(&["a", "", "c"], 2), Err("too_many_users"));
     }
 }

@@ -16,11 +16,11 @@
 //! How a request flows: `authenticate` reads `X-User-Id` and
 //! `X-Auth-Token` (the token is one of our JWTs; its subject must be the
 //! user id), the handler reads the raw query (`QueryParams`) or body
-//! (`read_body`) itself, and every refusal is an [`RcError`] that renders
-//! in Rocket.Chat's shapes. Nothing axum could reject is extracted, so a
-//! client never sees a plain-text error: Rocket.Chat's client parses every
-//! 2xx and 400 answer as JSON. Unknown paths under `/api` and wrong methods
-//! answer JSON too.
+//! (`read_body`) itself, and every refusal is an [`ApiError`] that the
+//! handlers answer as [`RocketChat`], in Rocket.Chat's shapes. Nothing axum
+//! could reject is extracted, so a client never sees a plain-text error:
+//! Rocket.Chat's client parses every 2xx and 400 answer as JSON. Unknown
+//! paths under `/api` and wrong methods answer JSON too.
 //!
 //! Where this API deliberately differs from Rocket.Chat, and why:
 //! - T4: choosing a status clears the status text unless the same request
@@ -33,8 +33,8 @@
 //!   seen), so only unknown *usernames* are `error-invalid-user`. Username
 //!   lookups are exact, not case-insensitive.
 //! - Rate limits are the service's per-user status-change limits
-//!   ([`crate::limits`], charged to the caller and shared with the native
-//!   API and the WebSocket), answered with Rocket.Chat's 429 body plus
+//!   ([`crate::status_change_limits`], charged to the caller and shared
+//!   with the native API and the WebSocket), answered with Rocket.Chat's 429 body plus
 //!   `errorType` and a `Retry-After` header.
 //! - Custom status create/update/delete and the presence endpoints need the
 //!   admin role and answer 403 with Rocket.Chat's missing-permission body
@@ -55,20 +55,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Json, Router};
 use presence_core::{
-    CustomStatus, CustomStatusId, CustomStatusName, DisplayedStatus, PresenceError, SelfStatus,
-    StatusRequest, Timestamp,
+    CustomStatus, CustomStatusId, CustomStatusName, DisplayedStatus, PresenceError, StatusRequest,
+    Timestamp, UserId,
 };
 use presence_protocol::parse_rfc3339;
 use presence_protocol::rocketchat::{
     CustomUserStatus, CustomUserStatusCreate, CustomUserStatusList, CustomUserStatusResponse,
-    CustomUserStatusUpdate, GetConnections, GetStatusOther, GetStatusOwn, INVALID_PARAMS,
-    PresenceResponse, PresenceUser, RcFailure, RcForbidden, RcUnauthorized, SetStatusBody, Success,
-    parse_body, parse_status, parse_status_type,
+    CustomUserStatusUpdate, GetConnections, GetStatusOther, GetStatusOwn, PresenceResponse,
+    PresenceUser, RcFailure, RcForbidden, SetStatusBody, Success, parse_body, parse_status,
+    parse_status_type,
 };
 use presence_store::{BackendError, Profile, UserListing};
 use serde::Deserialize;
@@ -76,8 +76,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::app::App;
-use crate::auth::{Identity, MAX_SUBJECT_CHARS};
-use crate::ws::Refusal;
+use crate::auth::{AuthError, Identity};
+use crate::error::{ApiError, RocketChat};
 
 /// `users.presence?from=` within this window lists only the users changed
 /// since; an older (or unparseable) `from` gets the full list, as in
@@ -129,11 +129,21 @@ pub fn routes() -> Router<Arc<App>> {
 /// A route whose other methods answer a JSON 405 instead of axum's empty
 /// one.
 fn only(route: MethodRouter<Arc<App>>) -> MethodRouter<Arc<App>> {
-    route.fallback(|| async { RcError::method_not_allowed() })
+    route.fallback(|| async {
+        RocketChat(ApiError::rocketchat_only(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            json!({"success": false, "error": "Method not allowed"}),
+        ))
+    })
 }
 
-async fn not_found() -> RcError {
-    RcError::not_found()
+async fn not_found() -> RocketChat {
+    RocketChat(ApiError::rocketchat_only(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        json!({"success": false, "error": "Resource not found"}),
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -145,33 +155,34 @@ async fn set_status(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Success>, RcError> {
+) -> Result<Json<Success>, RocketChat> {
     let caller = authenticate(&app, &headers).await?;
     let body: SetStatusBody = read_body(&app, &headers, body).await?;
     if body.is_empty() {
         // Rocket.Chat's schema: `anyOf: [{required: [message]}, {required: [status]}]`.
-        return Err(RcError::invalid_params(
+        return Err(ApiError::rc_invalid_params(
             "must have required property 'message'\n must have required property 'status'\n must match a schema in anyOf",
-        ));
+        )
+        .into());
     }
     let params = UserParams::new(
         body.user_id.as_deref(),
         body.username.as_deref(),
         body.user.as_deref(),
     );
-    let caller_id: Arc<str> = Arc::from(caller.user_id.as_str());
+    let caller_id: Arc<str> = caller.user_id.as_arc().clone();
     let target = if params.names(&caller) {
         caller_id.clone()
     } else if caller.admin {
         resolve_user(&app, &params).await?
     } else {
-        return Err(RcError::forbidden(RcForbidden::unauthorized()));
+        return Err(ApiError::rc_forbidden(RcForbidden::unauthorized()).into());
     };
     let status = match body.status.as_deref() {
         None => None,
-        Some(raw) => {
-            Some(parse_status(raw).ok_or_else(|| RcError::failure(RcFailure::invalid_status()))?)
-        }
+        Some(raw) => Some(
+            parse_status(raw).ok_or_else(|| ApiError::rc_failure(RcFailure::invalid_status()))?,
+        ),
     };
     let request = StatusRequest {
         status,
@@ -179,9 +190,7 @@ async fn set_status(
         expires_at: None,
     };
     // Charged to the caller, as on the native API and the WebSocket.
-    crate::limits::check_status_change(&app, &caller_id, &request)
-        .await
-        .map_err(RcError::from_refusal)?;
+    crate::status_change_limits::check_status_change(&app, &caller_id, &request).await?;
     let profile = (target == caller_id).then(|| profile_of(&caller));
     app.backend
         .set_status(&target, profile.as_ref(), request)
@@ -194,7 +203,7 @@ async fn get_status(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Response, RcError> {
+) -> Result<Response, RocketChat> {
     let caller = authenticate(&app, &headers).await?;
     let query = QueryParams::parse(query.as_deref());
     let params = UserParams::new(
@@ -205,10 +214,10 @@ async fn get_status(
     if params.names(&caller) {
         let me = app.backend.self_state(&caller.user_id).await?;
         let own = GetStatusOwn {
-            id: caller.user_id.clone(),
+            id: caller.user_id.to_string(),
             // Rocket.Chat shows an invisible user their own status as
             // `offline`, what everybody else sees.
-            status: shown_to_others(me.view.status),
+            status: me.view.status.shown_to_others(),
             connection_status: me.view.connection,
             message: me
                 .view
@@ -225,7 +234,12 @@ async fn get_status(
         .presence(std::slice::from_ref(&user))
         .await?
         .pop()
-        .ok_or_else(|| RcError::unavailable("the presence backend returned nothing"))?;
+        .ok_or_else(|| {
+            ApiError::unavailable(
+                "backend_unavailable",
+                "the presence backend returned nothing",
+            )
+        })?;
     let other = GetStatusOther {
         id: user.to_string(),
         status: snapshot.view.status,
@@ -240,7 +254,7 @@ async fn users_presence(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Json<PresenceResponse>, RcError> {
+) -> Result<Json<PresenceResponse>, RocketChat> {
     let caller = authenticate(&app, &headers).await?;
     // Ordered by id, so that answers are stable.
     let answer = |listings: Vec<UserListing>, full: bool| {
@@ -279,7 +293,7 @@ async fn users_presence(
 /// The ids of a `users.presence` query: every value of `ids`, `ids[]` and
 /// `ids[N]`, each split on commas, without empty or duplicate entries.
 /// Values that cannot be user ids are dropped: no such user is online.
-fn presence_ids(query: &QueryParams, max: usize) -> Result<Vec<Arc<str>>, RcError> {
+fn presence_ids(query: &QueryParams, max: usize) -> Result<Vec<Arc<str>>, ApiError> {
     let mut seen = HashSet::new();
     let mut ids = Vec::new();
     let values = query
@@ -288,11 +302,14 @@ fn presence_ids(query: &QueryParams, max: usize) -> Result<Vec<Arc<str>>, RcErro
         .filter(|(key, _)| is_ids_key(key))
         .flat_map(|(_, value)| value.split(','));
     for id in values {
-        if !valid_user_id(id) || !seen.insert(id) {
+        let Ok(id) = UserId::try_from(id) else {
+            continue;
+        };
+        if !seen.insert(id.clone()) {
             continue;
         }
         if ids.len() == max {
-            return Err(RcError::invalid_params(format!(
+            return Err(ApiError::rc_invalid_params(format!(
                 "must NOT have more than {max} items"
             )));
         }
@@ -336,7 +353,7 @@ async fn list_custom(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Json<CustomUserStatusList>, RcError> {
+) -> Result<Json<CustomUserStatusList>, RocketChat> {
     authenticate(&app, &headers).await?;
     let query = QueryParams::parse(query.as_deref());
     let offset = page_number(query.first("offset"))?.unwrap_or(0);
@@ -385,7 +402,7 @@ async fn create_custom(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<CustomUserStatusResponse>, RcError> {
+) -> Result<Json<CustomUserStatusResponse>, RocketChat> {
     authenticate_admin(&app, &headers).await?;
     let body: CustomUserStatusCreate = read_body(&app, &headers, body).await?;
     let name = custom_status_name(&body.name)?;
@@ -402,11 +419,15 @@ async fn update_custom(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<CustomUserStatusResponse>, RcError> {
+) -> Result<Json<CustomUserStatusResponse>, RocketChat> {
     authenticate_admin(&app, &headers).await?;
     let body: CustomUserStatusUpdate = read_body(&app, &headers, body).await?;
-    let id = CustomStatusId(body.id);
-    let not_found = || RcError::failure(RcFailure::custom_status_not_found_for_update(&id.0));
+    let not_found =
+        || ApiError::rc_failure(RcFailure::custom_status_not_found_for_update(&body.id));
+    // An id that cannot be valid names no custom status.
+    let Ok(id) = CustomStatusId::try_from(body.id.as_str()) else {
+        return Err(not_found().into());
+    };
     // Rocket.Chat looks the status up before validating the new values.
     let exists = app
         .backend
@@ -415,7 +436,7 @@ async fn update_custom(
         .iter()
         .any(|s| s.id == id);
     if !exists {
-        return Err(not_found());
+        return Err(not_found().into());
     }
     let name = custom_status_name(&body.name)?;
     let status_type = custom_status_type(body.status_type.as_deref())?;
@@ -425,7 +446,9 @@ async fn update_custom(
         .await
     {
         Ok(updated) => Ok(Json(CustomUserStatusResponse::new(&updated))),
-        Err(BackendError::Rule(PresenceError::CustomStatusNotFound { .. })) => Err(not_found()),
+        Err(BackendError::Rule(PresenceError::CustomStatusNotFound { .. })) => {
+            Err(not_found().into())
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -443,48 +466,49 @@ async fn delete_custom(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Success>, RcError> {
+) -> Result<Json<Success>, RocketChat> {
     authenticate_admin(&app, &headers).await?;
     let body: DeleteBody = read_body(&app, &headers, body).await?;
     let Some(id) = body.id.filter(|id| !id.is_empty()) else {
-        return Err(RcError::failure(RcFailure::custom_status_id_required()));
+        return Err(ApiError::rc_failure(RcFailure::custom_status_id_required()).into());
     };
-    app.backend
-        .delete_custom_status(&CustomStatusId(id))
-        .await?;
+    // An id that cannot be valid names no custom status.
+    let id = CustomStatusId::try_from(id.as_str())
+        .map_err(|_| ApiError::rc_failure(RcFailure::custom_status_not_found_for_delete()))?;
+    app.backend.delete_custom_status(&id).await?;
     Ok(Json(Success::default()))
 }
 
 /// C1 in Rocket.Chat's words: a blank name is "required", a name with
 /// markup characters "is not a valid name".
-fn custom_status_name(raw: &str) -> Result<CustomStatusName, RcError> {
+fn custom_status_name(raw: &str) -> Result<CustomStatusName, ApiError> {
     if !raw.trim().is_empty() && raw.contains(['<', '>', '&', '"', '\'']) {
-        return Err(RcError::failure(RcFailure::typed(
+        return Err(ApiError::rc_failure(RcFailure::typed(
             format!("{} is not a valid name", echo(raw)),
             "error-input-is-not-a-valid-field",
         )));
     }
-    CustomStatusName::parse(raw).map_err(|e| RcError::failure(RcFailure::from(&e)))
+    Ok(CustomStatusName::parse(raw)?)
 }
 
 /// A custom status's `statusType`; missing or empty is `None`.
-fn custom_status_type(raw: Option<&str>) -> Result<Option<DisplayedStatus>, RcError> {
+fn custom_status_type(raw: Option<&str>) -> Result<Option<DisplayedStatus>, ApiError> {
     match raw {
         None | Some("") => Ok(None),
         Some(raw) => parse_status_type(raw)
             .map(Some)
-            .ok_or_else(|| RcError::failure(RcFailure::invalid_status_type(raw))),
+            .ok_or_else(|| ApiError::rc_failure(RcFailure::invalid_status_type(raw))),
     }
 }
 
 /// `offset` and `count`: whole numbers, as Rocket.Chat's schema demands.
-fn page_number(raw: Option<&str>) -> Result<Option<usize>, RcError> {
+fn page_number(raw: Option<&str>) -> Result<Option<usize>, ApiError> {
     match raw {
         None | Some("") => Ok(None),
         Some(raw) => raw
             .parse::<u64>()
             .map(|n| Some(usize::try_from(n).unwrap_or(usize::MAX)))
-            .map_err(|_| RcError::invalid_params("must be number")),
+            .map_err(|_| ApiError::rc_invalid_params("must be number")),
     }
 }
 
@@ -526,12 +550,12 @@ impl Sort {
     }
 }
 
-fn parse_sort(raw: Option<&str>) -> Result<Sort, RcError> {
+fn parse_sort(raw: Option<&str>) -> Result<Sort, ApiError> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return Ok(Sort::default());
     };
     let invalid = || {
-        RcError::failure(RcFailure::typed(
+        ApiError::rc_failure(RcFailure::typed(
             format!("Invalid sort parameter provided: \"{}\"", echo(raw)),
             "error-invalid-sort",
         ))
@@ -567,7 +591,7 @@ fn parse_sort(raw: Option<&str>) -> Result<Sort, RcError> {
 async fn get_connections(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-) -> Result<Json<GetConnections>, RcError> {
+) -> Result<Json<GetConnections>, RocketChat> {
     authenticate_admin(&app, &headers).await?;
     let cap = app.backend.cap_state().await?;
     Ok(Json(GetConnections {
@@ -587,16 +611,17 @@ async fn enable_broadcast(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Success>, RcError> {
+) -> Result<Json<Success>, RocketChat> {
     authenticate_admin(&app, &headers).await?;
     let NoParams {} = read_body(&app, &headers, body).await?;
     match app.backend.enable_broadcast().await {
         Ok(_) => Ok(Json(Success::default())),
         // Rocket.Chat answers this one untyped, with its own wording.
         Err(BackendError::Rule(PresenceError::BroadcastEnableRefused { count, cap })) => {
-            Err(RcError::failure(RcFailure::new(format!(
+            Err(ApiError::rc_failure(RcFailure::new(format!(
                 "Cannot enable broadcast when there are {count} connections and the limit is {cap}"
-            ))))
+            )))
+            .into())
         }
         Err(e) => Err(e.into()),
     }
@@ -610,7 +635,7 @@ async fn enable_broadcast(
 /// there, the token must verify and name that user. Anything else is
 /// Rocket.Chat's 401. The profile a token carries is recorded so that
 /// `username` lookups find the caller.
-async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, RcError> {
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -618,16 +643,16 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, RcErro
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
+    // Every refusal here is Rocket.Chat's one 401 body.
     let (Some(user_id), Some(token)) = (header("x-user-id"), header("x-auth-token")) else {
-        return Err(RcError::unauthorized());
+        return Err(AuthError::TokenMissing.into());
     };
-    let identity = app.auth.verify(token).map_err(|e| {
+    let identity = app.auth.verify(token).inspect_err(|e| {
         tracing::debug!(code = e.code(), "Rocket.Chat API token refused");
-        RcError::unauthorized()
     })?;
     if identity.user_id != user_id {
         tracing::debug!("Rocket.Chat API token does not belong to X-User-Id");
-        return Err(RcError::unauthorized());
+        return Err(AuthError::TokenInvalidClaims("the token is not X-User-Id's".into()).into());
     }
     if identity.username.is_some() || identity.name.is_some() {
         let profile = profile_of(&identity);
@@ -640,10 +665,10 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, RcErro
 
 /// Like [`authenticate`], for the endpoints Rocket.Chat guards with the
 /// `manage-user-status` permission: here the `admin` role.
-async fn authenticate_admin(app: &App, headers: &HeaderMap) -> Result<Identity, RcError> {
+async fn authenticate_admin(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let caller = authenticate(app, headers).await?;
     if !caller.admin {
-        return Err(RcError::forbidden(RcForbidden::missing_permission()));
+        return Err(ApiError::rc_forbidden(RcForbidden::missing_permission()));
     }
     Ok(caller)
 }
@@ -685,22 +710,20 @@ impl<'a> UserParams<'a> {
 
 /// Rocket.Chat's `getUserFromParams`: `userId` first, then `username`,
 /// then `user`.
-async fn resolve_user(app: &App, params: &UserParams<'_>) -> Result<Arc<str>, RcError> {
+async fn resolve_user(app: &App, params: &UserParams<'_>) -> Result<Arc<str>, ApiError> {
     let invalid_user = || {
-        RcError::failure(RcFailure::typed(
+        ApiError::rc_failure(RcFailure::typed(
             "The required \"userId\" or \"username\" param provided does not match any users",
             "error-invalid-user",
         ))
     };
     if let Some(id) = params.user_id {
-        return if valid_user_id(id) {
-            Ok(Arc::from(id))
-        } else {
-            Err(invalid_user())
-        };
+        return UserId::try_from(id)
+            .map(Arc::from)
+            .map_err(|_| invalid_user());
     }
     let Some(username) = params.username.or(params.user) else {
-        return Err(RcError::failure(RcFailure::typed(
+        return Err(ApiError::rc_failure(RcFailure::typed(
             "The required \"userId\" or \"username\" param was not provided",
             "error-user-param-not-provided",
         )));
@@ -709,21 +732,6 @@ async fn resolve_user(app: &App, params: &UserParams<'_>) -> Result<Arc<str>, Rc
         .user_by_username(username)
         .await?
         .ok_or_else(invalid_user)
-}
-
-/// User ids are what tokens carry as `sub`.
-fn valid_user_id(id: &str) -> bool {
-    !id.is_empty() && id.chars().count() <= MAX_SUBJECT_CHARS && !id.chars().any(char::is_control)
-}
-
-/// What others see for a user whose own view is `status`.
-fn shown_to_others(status: SelfStatus) -> DisplayedStatus {
-    match status {
-        SelfStatus::Online => DisplayedStatus::Online,
-        SelfStatus::Away => DisplayedStatus::Away,
-        SelfStatus::Busy => DisplayedStatus::Busy,
-        SelfStatus::Invisible | SelfStatus::Offline => DisplayedStatus::Offline,
-    }
 }
 
 fn now() -> Timestamp {
@@ -744,24 +752,24 @@ async fn read_body<T: DeserializeOwned>(
     app: &App,
     headers: &HeaderMap,
     body: Body,
-) -> Result<T, RcError> {
+) -> Result<T, ApiError> {
     let limit = app.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(RcError::too_large(limit));
+        return Err(too_large(limit));
     }
     // A stream error here is either the limit or a client that went away;
     // the answer only matters in the first case.
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| RcError::too_large(limit))?;
+        .map_err(|_| too_large(limit))?;
     // JSON is UTF-8; serde would skip the bytes of an ignored value
     // without looking, and accept what it cannot have parsed (F9).
     if std::str::from_utf8(&bytes).is_err() {
-        return Err(RcError::failure(RcFailure::new(
+        return Err(ApiError::rc_failure(RcFailure::new(
             "The request body is not valid JSON: it is not UTF-8",
         )));
     }
@@ -770,29 +778,25 @@ async fn read_body<T: DeserializeOwned>(
     } else {
         &bytes
     };
-    parse_body(json).map_err(RcError::failure)
+    parse_body(json).map_err(ApiError::rc_failure)
 }
 
-/// The parameters of a raw query string, percent-decoded, in order.
-/// Parsed by hand because Rocket.Chat's client sends arrays as
-/// `ids[]=a&ids[]=b`, which no serde query format reads.
+/// The parameters of a raw query string, decoded, in order. Read as
+/// pairs rather than with a serde query format because Rocket.Chat's
+/// client sends arrays as `ids[]=a&ids[]=b`, which none of them reads.
+///
+/// Decoding is `application/x-www-form-urlencoded` as browsers write it,
+/// and as lenient as Rocket.Chat's own server (Node's `querystring`),
+/// deliberately: `+` is a space, `%2B` a plus, a malformed escape (`%zz`)
+/// stays as it is, and bytes that are not UTF-8 become U+FFFD.
 struct QueryParams {
     pairs: Vec<(String, String)>,
 }
 
 impl QueryParams {
     fn parse(raw: Option<&str>) -> QueryParams {
-        let pairs = raw
-            .unwrap_or_default()
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (
-                    percent_decode(key).into_owned(),
-                    percent_decode(value).into_owned(),
-                )
-            })
+        let pairs = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
             .collect();
         QueryParams { pairs }
     }
@@ -806,42 +810,6 @@ impl QueryParams {
     }
 }
 
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a
-/// byte; a malformed escape is kept as it is and invalid UTF-8 replaced,
-/// as browsers do.
-fn percent_decode(raw: &str) -> Cow<'_, str> {
-    if !raw.contains(['%', '+']) {
-        return Cow::Borrowed(raw);
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-        match bytes[i] {
-            b'%' => match (hex(i + 1), hex(i + 2)) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
 /// `s` cut to [`MAX_ECHO_CHARS`] characters, for quoting client input.
 fn echo(s: &str) -> Cow<'_, str> {
     match s.char_indices().nth(MAX_ECHO_CHARS) {
@@ -850,143 +818,16 @@ fn echo(s: &str) -> Cow<'_, str> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------
-
-/// A refused request, rendered in Rocket.Chat's shapes: 400
-/// `{success: false, error, errorType?}`, 401 `{success: false, error,
-/// status: "error", message}`, 403 `{success: false, error}`, 429 with
-/// `errorType` `error-too-many-requests`, and JSON 404, 405, 413 and 503.
-#[derive(Debug)]
-pub struct RcError {
-    status: StatusCode,
-    body: serde_json::Value,
-    retry_after_secs: Option<u64>,
-}
-
-impl RcError {
-    fn new(status: StatusCode, body: impl serde::Serialize) -> Self {
-        Self {
-            status,
-            body: serde_json::to_value(body).unwrap_or_else(|_| json!({"success": false})),
-            retry_after_secs: None,
-        }
-    }
-
-    /// HTTP 400, Rocket.Chat's `API.v1.failure`.
-    fn failure(failure: RcFailure) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, failure)
-    }
-
-    /// HTTP 400 `invalid-params`, Rocket.Chat's schema validator.
-    fn invalid_params(message: impl AsRef<str>) -> Self {
-        Self::failure(RcFailure::typed(message, INVALID_PARAMS))
-    }
-
-    /// HTTP 401. Rocket.Chat 7 sends both the new keys (`success`,
-    /// `error`) and the old ones (`status`, `message`); clients of either
-    /// generation find theirs.
-    fn unauthorized() -> Self {
-        let old = RcUnauthorized::default();
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            json!({
-                "success": false,
-                "error": old.message,
-                "status": old.status,
-                "message": old.message,
-            }),
-        )
-    }
-
-    /// HTTP 403.
-    fn forbidden(body: RcForbidden) -> Self {
-        Self::new(StatusCode::FORBIDDEN, body)
-    }
-
-    fn too_many_requests(retry_after_secs: u64) -> Self {
-        let mut error = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            RcFailure::typed(
-                format!(
-                    "Error, too many requests. Please slow down. You must wait {retry_after_secs} seconds before trying this endpoint again."
-                ),
-                "error-too-many-requests",
-            ),
-        );
-        error.retry_after_secs = Some(retry_after_secs);
-        error
-    }
-
-    fn too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            RcFailure::typed(
-                format!("The request body is larger than {limit} bytes"),
-                "error-payload-too-large",
-            ),
-        )
-    }
-
-    fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"success": false, "error": message.into()}),
-        )
-    }
-
-    fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            json!({"success": false, "error": "Resource not found"}),
-        )
-    }
-
-    fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"success": false, "error": "Method not allowed"}),
-        )
-    }
-
-    /// A refusal of [`crate::limits::check_status_change`]: the only one it
-    /// makes is the rate limit.
-    fn from_refusal(refusal: Refusal) -> Self {
-        match refusal.code {
-            "rate_limited" => Self::too_many_requests(refusal.retry_after_secs.unwrap_or(1)),
-            code => Self::failure(RcFailure::typed(
-                refusal.message,
-                format!("error-{}", code.replace('_', "-")),
-            )),
-        }
-    }
-}
-
-impl From<BackendError> for RcError {
-    fn from(e: BackendError) -> Self {
-        match e {
-            BackendError::Rule(rule) => Self::failure(RcFailure::from(&rule)),
-            other @ (BackendError::Store(_)
-            | BackendError::Unavailable(_)
-            | BackendError::ShuttingDown) => {
-                tracing::warn!(error = %other, "Rocket.Chat API request failed");
-                Self::unavailable(other.to_string())
-            }
-        }
-    }
-}
-
-impl IntoResponse for RcError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
+/// HTTP 413 in Rocket.Chat's words.
+fn too_large(limit: usize) -> ApiError {
+    ApiError::rocketchat_only(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        RcFailure::typed(
+            format!("The request body is larger than {limit} bytes"),
+            "error-payload-too-large",
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -996,7 +837,8 @@ mod tests {
     #[test]
     fn query_strings_decode_like_browsers_encode() {
         let q = QueryParams::parse(Some(
-            "ids%5B%5D=a&ids[]=b%2Cc&name=Out+to+lunch&bad=%zz%4&empty&x=%F0%9F%8C%B4",
+            "ids%5B%5D=a&ids[]=b%2Cc&name=Out+to+lunch&bad=%zz%4&empty&x=%F0%9F%8C%B4\
+             &&plus=a%2Bb&latin1=caf%E9&trail=%",
         ));
         let pairs: Vec<(&str, &str)> = q
             .pairs
@@ -1012,6 +854,9 @@ mod tests {
                 ("bad", "%zz%4"),
                 ("empty", ""),
                 ("x", "🌴"),
+                ("plus", "a+b"),
+                ("latin1", "caf\u{FFFD}"),
+                ("trail", "%"),
             ]
         );
         assert_eq!(q.first("name"), Some("Out to lunch"));
@@ -1041,16 +886,16 @@ mod tests {
         assert!(parse_sort(None).unwrap().0.is_empty());
         assert_eq!(parse_sort(Some(r#"{"name":-1}"#)).unwrap().0.len(), 1);
         for bad in [r#"{"name":2}"#, r#"{"emoji":1}"#, "name", "[1]"] {
-            let error = parse_sort(Some(bad)).unwrap_err();
-            assert_eq!(error.status, StatusCode::BAD_REQUEST);
-            assert_eq!(error.body["errorType"], "error-invalid-sort", "{bad}");
+            let (status, body) = parse_sort(Some(bad)).unwrap_err().rocketchat();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert_eq!(body["errorType"], "error-invalid-sort", "{bad}");
         }
     }
 
     #[test]
     fn a_blank_user_parameter_names_the_caller() {
         let caller = Identity {
-            user_id: "u1".into(),
+            user_id: UserId::try_from("u1").unwrap(),
             admin: false,
             username: Some("alice".into()),
             name: None,
@@ -1101,17 +946,17 @@ mod tests {
         let app = App::new(Arc::new(backend), auth, Metrics::new(), config);
         let user: Arc<str> = Arc::from("u1");
         let request = StatusRequest::default();
-        crate::limits::check_status_change(&app, &user, &request)
+        crate::status_change_limits::check_status_change(&app, &user, &request)
             .await
             .unwrap();
-        let refusal = crate::limits::check_status_change(&app, &user, &request)
+        let error = crate::status_change_limits::check_status_change(&app, &user, &request)
             .await
             .unwrap_err();
-        let error = RcError::from_refusal(refusal);
-        assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(error.retry_after_secs, Some(42));
+        let (status, body) = error.rocketchat();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
-            error.body["error"],
+            body["error"],
             "Error, too many requests. Please slow down. You must wait 42 seconds before trying this endpoint again. [error-too-many-requests]"
         );
     }

@@ -21,9 +21,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use presence_core::{CalendarSource, DeviceId, Platform, PresenceError};
-use presence_protocol::ws::{ClientFrame, ClientMessage, parse_client_message};
-use presence_store::{BackendError, Profile, Session, SocketEnd};
+use presence_core::{CalendarSource, DeviceId, Platform, UserId};
+use presence_protocol::ws::{
+    ClientFrame, ClientMessage, parse_client_message, parse_client_message_within,
+};
+use presence_store::{Profile, Session, SocketEnd};
 use serde::Deserialize;
 
 use crate::app::App;
@@ -52,9 +54,6 @@ struct Params {
 /// a slot frees when one of their sockets closes, which a server cannot
 /// predict; a client should not retry in a tight loop.
 const SOCKET_RETRY_AFTER_SECS: u64 = 5;
-
-/// Device ids are short and printable so they can key maps and logs.
-const MAX_DEVICE_ID_CHARS: usize = 128;
 
 async fn upgrade(
     State(app): State<Arc<App>>,
@@ -89,16 +88,11 @@ async fn upgrade(
             .into_response();
         }
     };
-    let device = match params.device_id {
-        Some(id) if valid_device_id(&id) => DeviceId(id),
-        Some(_) => {
-            return ApiError::bad_request(
-                "invalid_device_id",
-                "device_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-            )
-            .into_response();
-        }
-        None => DeviceId(format!("anon-{}", uuid::Uuid::new_v4().simple())),
+    let device = match params.device_id.map(DeviceId::try_from) {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => return ApiError::from(e).into_response(),
+        None => DeviceId::try_from(format!("anon-{}", uuid::Uuid::new_v4().simple()))
+            .expect("an anonymous device id is short and plain"),
     };
     let ws = match ws {
         Ok(ws) => ws,
@@ -107,7 +101,7 @@ async fn upgrade(
                 .into_response();
         }
     };
-    let user: Arc<str> = Arc::from(identity.user_id.as_str());
+    let user: Arc<str> = identity.user_id.as_arc().clone();
     // X6: a user's sockets are bounded, and a refused one never reaches
     // the backend, so it never counts toward the presence cap.
     let Some(permit) = app.socket_budget.try_acquire(&user) else {
@@ -157,14 +151,6 @@ async fn upgrade(
             let tracker = app2.sockets.clone();
             tracker.track_future(run_socket(app2, session, valid_until, socket, permit))
         })
-}
-
-fn valid_device_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.chars().count() <= MAX_DEVICE_ID_CHARS
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }
 
 /// One socket's life: register the device, then hand the socket to a task
@@ -222,7 +208,7 @@ async fn open_socket(
     let info = match app.backend.connect(&session).await {
         Ok(info) => info,
         Err(e) => {
-            let frame = frames::error(e.code(), &e.to_string(), None);
+            let frame = ApiError::from(e).ws_frame(None);
             let _ = socket.send(Message::Text(frame)).await;
             let _ = socket
                 .send(close_message(1011, "backend_unavailable"))
@@ -243,7 +229,7 @@ async fn open_socket(
     app.metrics.connections(session.platform).inc();
     tracing::debug!(
         user = %session.user,
-        device = %session.device.0,
+        device = %session.device,
         platform = %session.platform,
         "socket open"
     );
@@ -400,11 +386,9 @@ impl Reader {
                 }
             }
             Message::Binary(_) => {
-                self.reply_error(
-                    "binary_not_supported",
-                    "frames must be JSON text frames",
-                    None,
-                );
+                let refused =
+                    ApiError::refused("binary_not_supported", "frames must be JSON text frames");
+                self.reply_error(&refused, None);
             }
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
         }
@@ -422,6 +406,7 @@ impl Reader {
         }
         self.strikes += 1;
         self.app.metrics.rate_limited(Limit::WsMessages).inc();
+        let refused = ApiError::refused("rate_limited", "too many messages; slow down");
         match message {
             Message::Text(text) => {
                 // Every frame with a `ref` gets one reply that echoes it,
@@ -430,10 +415,10 @@ impl Reader {
                     Ok(frame) => frame.ref_,
                     Err(e) => e.ref_,
                 };
-                self.reply_error("rate_limited", "too many messages; slow down", ref_);
+                self.reply_error(&refused, ref_);
             }
             Message::Binary(_) => {
-                self.reply_error("rate_limited", "too many messages; slow down", None);
+                self.reply_error(&refused, None);
             }
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {
                 self.reject("rate_limited");
@@ -554,11 +539,18 @@ impl Reader {
     /// Handles one text frame. `Break` means the client said goodbye.
     async fn handle_text(&mut self, text: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
-        let ClientFrame { ref_, message } = match parse_client_message(text) {
+        // The parser checks ids and the length of user lists (the socket's
+        // limits), before anything reaches the backend.
+        let limits = frames::limits(&self.app.config);
+        let ClientFrame { ref_, message } = match parse_client_message_within(text, &limits) {
             Ok(frame) => frame,
             Err(e) => {
-                self.app.metrics.ws_message("unknown").inc();
-                self.reply_error(e.code, &e.message, e.ref_);
+                // Counted under its type when it has one (a frame refused
+                // for its fields), else as `unknown`.
+                let kind = e.message_type.map_or("unknown", |t| t.as_str());
+                self.app.metrics.ws_message(kind).inc();
+                let ref_ = e.ref_.clone();
+                self.reply_error(&ApiError::from(e), ref_);
                 return Continue(());
             }
         };
@@ -573,7 +565,7 @@ impl Reader {
                 }
             }
             Ok(false) => {}
-            Err(e) => self.reply_error(e.code, &e.message, ref_),
+            Err(e) => self.reply_error(&e, ref_),
         }
         Continue(())
     }
@@ -584,14 +576,14 @@ impl Reader {
         &mut self,
         message: ClientMessage,
         ref_: Option<String>,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, ApiError> {
         let app = self.app.clone();
         let user = &self.session.user;
         if self.authority.has_expired(tokio::time::Instant::now()) {
             // R2: nothing is applied past the token's end, even if the
             // timer that closes the socket has not run yet.
             self.conn.request_close(CloseReason::TokenExpired);
-            return Err(Refusal::new("token_expired", "the token has expired"));
+            return Err(AuthError::TokenExpired.into());
         }
         if let Some(event) = message.device_event() {
             app.backend.device_event(&self.session, event).await?;
@@ -600,15 +592,15 @@ impl Reader {
         match message {
             ClientMessage::SetStatus(change) => {
                 let request = change.into_request();
-                crate::limits::check_status_change(&app, user, &request).await?;
+                crate::status_change_limits::check_status_change(&app, user, &request).await?;
                 app.backend
                     .set_status(user, Some(&self.session.profile), request)
                     .await?;
                 Ok(true)
             }
             ClientMessage::UseCustomStatus { id } => {
-                crate::limits::check_status_change(&app, user, &Default::default()).await?;
-                let id = presence_core::CustomStatusId(id);
+                crate::status_change_limits::check_status_change(&app, user, &Default::default())
+                    .await?;
                 app.backend
                     .use_custom_status(user, Some(&self.session.profile), &id)
                     .await?;
@@ -620,7 +612,7 @@ impl Reader {
                 Ok(true)
             }
             ClientMessage::Subscribe { users } => {
-                let users = validate_users(&users, app.config.max_query_users)?;
+                let users = shared(users);
                 // The snapshot answers every user asked, once, in the order
                 // asked, including users already watched (it used to list
                 // only the new ones, in hash order, so re-subscribing
@@ -636,7 +628,7 @@ impl Reader {
                     .cloned()
                     .collect();
                 if self.subscriptions.len() + new.len() > app.config.max_subscriptions {
-                    return Err(Refusal::new(
+                    return Err(ApiError::refused(
                         "too_many_subscriptions",
                         format!(
                             "a socket may watch at most {} users",
@@ -646,7 +638,7 @@ impl Reader {
                 }
                 let per_user = app.config.max_subscriptions_per_user;
                 if let Err(held) = app.hub.reserve_subscriptions(user, new.len(), per_user) {
-                    return Err(Refusal::new(
+                    return Err(ApiError::refused(
                         "too_many_subscriptions",
                         format!(
                             "a user may watch at most {per_user} users across all their \
@@ -663,7 +655,7 @@ impl Reader {
                 Ok(false)
             }
             ClientMessage::Unsubscribe { users } => {
-                let users = validate_users(&users, app.config.max_subscriptions)?;
+                let users = shared(users);
                 let mut released = 0;
                 for u in users {
                     if self.subscriptions.remove(&u) {
@@ -680,12 +672,12 @@ impl Reader {
                     Ok(()) => Ok(true),
                     Err(refused) => {
                         self.conn.request_close(CloseReason::ReauthRefused);
-                        Err(Refusal::new(refused.code(), refused.to_string()))
+                        Err(refused.into())
                     }
                 }
             }
             ClientMessage::Query { users } => {
-                let users = validate_users(&users, app.config.max_query_users)?;
+                let users = shared(users);
                 let snapshots = app.backend.presence(&users).await?;
                 self.push(frames::snapshot(&snapshots, ref_.as_deref()));
                 Ok(false)
@@ -699,9 +691,9 @@ impl Reader {
             .push_control(json, self.app.config.max_control_queue);
     }
 
-    fn reply_error(&self, code: &'static str, message: &str, ref_: Option<String>) {
-        self.reject(code);
-        self.push(frames::error(code, message, ref_.as_deref()));
+    fn reply_error(&self, error: &ApiError, ref_: Option<String>) {
+        self.reject(error.code);
+        self.push(error.ws_frame(ref_.as_deref()));
     }
 
     fn reject(&self, code: &'static str) {
@@ -709,64 +701,21 @@ impl Reader {
     }
 }
 
-/// A refused client message: a stable code and a human message.
-#[derive(Debug)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
-    /// For rate limits: whole seconds until a retry can succeed (≥ 1).
-    pub retry_after_secs: Option<u64>,
-}
-
-impl Refusal {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
-    }
-}
-
-impl From<BackendError> for Refusal {
-    fn from(e: BackendError) -> Self {
-        Self::new(e.code(), e.to_string())
-    }
-}
-
-impl From<PresenceError> for Refusal {
-    fn from(e: PresenceError) -> Self {
-        Self::new(e.code(), e.to_string())
-    }
-}
-
-/// User ids are what tokens carry as `sub`: 1–128 printable characters.
-pub const MAX_USER_ID_CHARS: usize = 128;
-
-/// Validates a list of user ids from a client.
-pub fn validate_users(users: &[String], max: usize) -> Result<Vec<Arc<str>>, Refusal> {
-    if users.len() > max {
-        return Err(Refusal::new(
+/// Refuses a request that names more than `max` users (`too_many_users`).
+pub fn check_user_count(count: usize, max: usize) -> Result<(), ApiError> {
+    if count > max {
+        return Err(ApiError::refused(
             "too_many_users",
             format!("at most {max} users per request"),
         ));
     }
-    users
-        .iter()
-        .map(|u| {
-            let valid = !u.is_empty()
-                && u.chars().count() <= MAX_USER_ID_CHARS
-                && !u.chars().any(char::is_control);
-            if valid {
-                Ok(Arc::from(u.as_str()))
-            } else {
-                Err(Refusal::new(
-                    "invalid_user_id",
-                    "user ids are 1-128 characters without control characters",
-                ))
-            }
-        })
-        .collect()
+    Ok(())
+}
+
+/// The users of a WebSocket message (checked by the parser) as the backend
+/// and the hub key them.
+fn shared(users: Vec<UserId>) -> Vec<Arc<str>> {
+    users.into_iter().map(Arc::from).collect()
 }
 
 fn is_bye(text: &str) -> bool {

@@ -31,6 +31,7 @@ use presence_gateway::auth::{AuthConfig, Authenticator};
 use presence_gateway::config::GatewayConfig;
 use presence_gateway::metrics::Metrics;
 use presence_gateway::ratelimit::{Rate, RateLimits};
+use presence_protocol::ws::MessageType;
 use presence_store::{MemoryBackend, MemoryConfig, MemoryStore, SystemClock};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
@@ -214,26 +215,16 @@ const ROCKETCHAT_ROUTES: &[Route] = &[
 /// checks with names that exist elsewhere.
 const STRAY_FIELDS: &[&str] = &["type", "ref", "users", "status", "id", "busy", "__proto__"];
 
-const WS_TYPES: &[(&str, &[&str])] = &[
-    ("activity", &[]),
-    ("idle", &[]),
-    ("active", &[]),
-    ("lock", &[]),
-    ("unlock", &[]),
-    ("sleep", &[]),
-    ("wake", &[]),
-    ("background", &[]),
-    ("foreground", &[]),
-    ("set_status", &["status", "text", "expires_at"]),
-    ("use_custom_status", &["id"]),
-    ("calendar", &["event_id", "busy"]),
-    ("subscribe", &["users"]),
-    ("unsubscribe", &["users"]),
-    ("query", &["users"]),
-    ("reauth", &["token"]),
-    ("bye", &[]),
-    ("nonsense", &["x"]),
-];
+/// Every WebSocket message type with the fields it takes (the protocol's
+/// one list), and one type that does not exist.
+fn ws_types() -> Vec<(&'static str, &'static [&'static str])> {
+    let nonsense: (&'static str, &'static [&'static str]) = ("nonsense", &["x"]);
+    MessageType::ALL
+        .into_iter()
+        .map(|t| (t.as_str(), t.fields()))
+        .chain([nonsense])
+        .collect()
+}
 
 fn rest_case(routes: &'static [Route]) -> impl Strategy<Value = RestCase> {
     let route = proptest::sample::select(routes);
@@ -302,7 +293,7 @@ fn ws_case() -> impl Strategy<Value = WsFrame> {
 /// names holding arbitrary values, sometimes a `ref`, sometimes a stray
 /// field.
 fn shaped_ws_message() -> impl Strategy<Value = Value> {
-    let kind = proptest::sample::select(WS_TYPES);
+    let kind = proptest::sample::select(ws_types());
     kind.prop_flat_map(|(name, fields)| {
         let type_value = prop_oneof![
             8 => Just(Value::from(name)),

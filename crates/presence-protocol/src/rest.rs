@@ -125,6 +125,9 @@ pub type AdminSetStatusRequest = StatusChange;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UseCustomStatusRequest {
+    /// Checked as a `CustomStatusId` by the gateway, not by serde: an id
+    /// that cannot exist is `custom_status_not_found` (404), not a body
+    /// error.
     pub id: String,
 }
 
@@ -184,6 +187,9 @@ pub struct CalendarRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkQueryRequest {
+    /// Checked by the gateway, not by serde: first the count
+    /// (`too_many_users`), then each id as a `UserId` (`invalid_user_id`),
+    /// codes a body error would hide.
     pub users: Vec<String>,
 }
 

@@ -157,7 +157,7 @@ fn response_bodies_round_trip() {
         }),
     );
     let status = CustomStatus {
-        id: CustomStatusId("cs-1".into()),
+        id: CustomStatusId::try_from("cs-1").unwrap(),
         name: CustomStatusName::parse("Vacation").unwrap(),
         status_type: DisplayedStatus::Away,
         updated_at: Timestamp::from_millis(NOV_28 + 57),

@@ -39,7 +39,7 @@ const NOV_28: i64 = 1_795_867_200_000;
 
 fn vacation() -> CustomStatus {
     CustomStatus {
-        id: CustomStatusId("EscbQinc8jmeXbpt7".into()),
+        id: CustomStatusId::try_from("EscbQinc8jmeXbpt7").unwrap(),
         name: CustomStatusName::parse("Vacation").unwrap(),
         status_type: DisplayedStatus::Away,
         updated_at: Timestamp::from_millis(NOV_28 + 57),

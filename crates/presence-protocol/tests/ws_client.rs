@@ -1,7 +1,7 @@
 //! Client → server frames: what parses, and the exact error code (and
 //! echoed `ref`) for everything that does not.
 
-use presence_core::{ChosenStatus, DeviceEvent, Timestamp};
+use presence_core::{ChosenStatus, CustomStatusId, DeviceEvent, Timestamp, UserId};
 use presence_protocol::StatusChange;
 use presence_protocol::ws::{
     ClientFrame, ClientMessage, MAX_REF_CHARS, ProtocolError, parse_client_message,
@@ -45,8 +45,12 @@ fn check(frame: &str, expect: Expect) {
     }
 }
 
-fn users(ids: &[&str]) -> Vec<String> {
-    ids.iter().map(|s| s.to_string()).collect()
+fn users(ids: &[&str]) -> Vec<UserId> {
+    ids.iter().map(|s| UserId::try_from(*s).unwrap()).collect()
+}
+
+fn custom(id: &str) -> CustomStatusId {
+    CustomStatusId::try_from(id).unwrap()
 }
 
 fn set_status(
@@ -92,7 +96,7 @@ fn every_client_message_type_parses() {
     );
     check(
         r#"{"type":"use_custom_status","id":"cs-1"}"#,
-        Parses(None, M::UseCustomStatus { id: "cs-1".into() }),
+        Parses(None, M::UseCustomStatus { id: custom("cs-1") }),
     );
     check(
         r#"{"type":"calendar","event_id":"ev-9","busy":true}"#,
@@ -449,7 +453,7 @@ fn every_message_serializes_to_a_frame_that_parses_back() {
         set_status(None, None, None),
         set_status(Some(ChosenStatus::Busy), Some(""), Some(NOV_28 + 1)),
         set_status(Some(ChosenStatus::Online), Some("Back at 3"), None),
-        M::UseCustomStatus { id: "cs".into() },
+        M::UseCustomStatus { id: custom("cs") },
         M::Calendar {
             event_id: "e".into(),
             busy: false,
@@ -511,4 +515,103 @@ fn frames_have_the_documented_shape() {
         .to_json(),
         r#"{"type":"calendar","event_id":"e","busy":true}"#
     );
+}
+
+#[test]
+fn ids_are_validated_with_their_own_codes() {
+    let long_user = "u".repeat(129);
+    check(
+        r#"{"type":"subscribe","ref":"r1","users":["alice",""]}"#,
+        Fails(
+            ProtocolError::INVALID_USER_ID,
+            Some("r1"),
+            "user ids are 1-128",
+        ),
+    );
+    check(
+        &format!(r#"{{"type":"query","users":["{long_user}"]}}"#),
+        Fails(ProtocolError::INVALID_USER_ID, None, "user ids are 1-128"),
+    );
+    check(
+        r#"{"type":"unsubscribe","users":["a\nb"]}"#,
+        Fails(ProtocolError::INVALID_USER_ID, None, "control characters"),
+    );
+    // The list's shape is checked before its ids.
+    check(
+        r#"{"type":"query","users":["",3]}"#,
+        Fails(INVALID_MESSAGE, None, "item 1 is a number"),
+    );
+    // An id that cannot exist is refused as the backend refuses an unknown
+    // one, quoting at most an excerpt of it.
+    check(
+        r#"{"type":"use_custom_status","ref":"r2","id":""}"#,
+        Fails(
+            ProtocolError::CUSTOM_STATUS_NOT_FOUND,
+            Some("r2"),
+            "custom status '' does not exist",
+        ),
+    );
+    check(
+        &format!(
+            r#"{{"type":"use_custom_status","id":"{}"}}"#,
+            "x".repeat(65)
+        ),
+        Fails(
+            ProtocolError::CUSTOM_STATUS_NOT_FOUND,
+            None,
+            "does not exist",
+        ),
+    );
+}
+
+#[test]
+fn an_error_names_the_message_type_once_it_is_known() {
+    use presence_protocol::ws::MessageType;
+    let type_of = |frame: &str| parse_client_message(frame).unwrap_err().message_type;
+    assert_eq!(type_of(r#"{"type":"dance"}"#), None);
+    assert_eq!(type_of(r#"{"ref":[],"type":"lock"}"#), None);
+    assert_eq!(type_of(r#"{"users":[]}"#), None);
+    assert_eq!(
+        type_of(r#"{"type":"set_status","status":"gone"}"#),
+        Some(MessageType::SetStatus)
+    );
+    assert_eq!(
+        type_of(r#"{"type":"subscribe","users":[""]}"#),
+        Some(MessageType::Subscribe)
+    );
+}
+
+#[test]
+fn user_lists_are_held_to_the_limits_before_their_ids_are_checked() {
+    use presence_protocol::ws::{Limits, parse_client_message_within};
+    let limits = Limits {
+        max_frame_bytes: 16 * 1024,
+        max_subscriptions: 1,
+        max_subscriptions_per_user: 10,
+        max_query_users: 2,
+    };
+    let code = |frame: &str| parse_client_message_within(frame, &limits).map_err(|e| e.code);
+    let too_many = Err(ProtocolError::TOO_MANY_USERS);
+    let bad_id = Err(ProtocolError::INVALID_USER_ID);
+    assert_eq!(code(r#"{"type":"query","users":["a","b","c"]}"#), too_many);
+    assert_eq!(
+        code(r#"{"type":"subscribe","users":["a","","c"]}"#),
+        too_many
+    );
+    assert_eq!(code(r#"{"type":"subscribe","users":["a",""]}"#), bad_id);
+    assert_eq!(
+        code(r#"{"type":"unsubscribe","users":["a","b"]}"#),
+        too_many
+    );
+    assert!(code(r#"{"type":"unsubscribe","users":["a"]}"#).is_ok());
+    assert!(code(r#"{"type":"query","users":["a","b"]}"#).is_ok());
+    let error = parse_client_message_within(
+        r#"{"ref":"r1","type":"query","users":["a","b","c"]}"#,
+        &limits,
+    )
+    .unwrap_err();
+    assert_eq!(error.message, "at most 2 users per request");
+    assert_eq!(error.ref_.as_deref(), Some("r1"));
+    // Without limits, only the ids are checked.
+    assert!(parse_client_message(r#"{"type":"query","users":["a","b","c"]}"#).is_ok());
 }

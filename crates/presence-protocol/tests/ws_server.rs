@@ -37,7 +37,7 @@ fn invisible_self_view() -> SelfView {
         status: SelfStatus::Invisible,
         text: text("Heads down"),
         chosen: ChosenStatus::Invisible,
-        custom_status: Some(CustomStatusId("cs-7".into())),
+        custom_status: Some(CustomStatusId::try_from("cs-7").unwrap()),
         expires_at: Some(Timestamp::from_millis(NOV_28)),
         calendar_busy: false,
         connection: DisplayedStatus::Away,

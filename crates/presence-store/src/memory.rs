@@ -414,7 +414,8 @@ impl MemoryBackend {
     fn new_custom_id(&self) -> CustomStatusId {
         let n = self.inner.next_custom_id.fetch_add(1, Ordering::Relaxed);
         let now = self.inner.clock.now().as_millis();
-        CustomStatusId(format!("cs{now:x}{n:x}"))
+        CustomStatusId::try_from(format!("cs{now:x}{n:x}"))
+            .expect("a generated custom status id is short and printable")
     }
 }
 

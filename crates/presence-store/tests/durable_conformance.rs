@@ -114,9 +114,9 @@ async fn deleting_a_custom_status_removes_only_it(store: Arc<dyn DurableStore>) 
         .unwrap();
     store
         .write(vec![
-            Write::DeleteCustomStatus(CustomStatusId("gone".to_owned())),
+            Write::DeleteCustomStatus(CustomStatusId::try_from("gone").unwrap()),
             // Deleting what does not exist is not an error.
-            Write::DeleteCustomStatus(CustomStatusId("never-existed".to_owned())),
+            Write::DeleteCustomStatus(CustomStatusId::try_from("never-existed").unwrap()),
         ])
         .await
         .unwrap();

@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 fn session(user: &str, device: &str, platform: Platform, conn: u64) -> Session {
     Session {
         user: Arc::from(user),
-        device: DeviceId(device.into()),
+        device: DeviceId::try_from(device).unwrap(),
         platform,
         conn: ConnId(conn),
         profile: Profile {

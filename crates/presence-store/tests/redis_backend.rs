@@ -96,7 +96,7 @@ fn ok_me(version: u64) -> CommandResult {
 fn session(user: &str, device: &str, conn: u64) -> Session {
     Session {
         user: Arc::from(user),
-        device: DeviceId(device.into()),
+        device: DeviceId::try_from(device).unwrap(),
         platform: Platform::Web,
         conn: ConnId(conn),
         profile: Profile {
@@ -241,7 +241,7 @@ async fn refusals_keep_their_code_and_silence_times_out_to_backend_unavailable()
     assert_eq!(
         entry.command,
         ClusterCommand::DeviceEvent {
-            device: DeviceId("d1".into()),
+            device: DeviceId::try_from("d1").unwrap(),
             event: DeviceEvent::Lock
         }
     );
@@ -388,7 +388,7 @@ async fn h1_heartbeats_are_refreshed_in_chunks_of_500() {
     // What the leader would have added for each connect.
     let hb = Keys::new(0).heartbeats();
     for s in &sessions {
-        server.command(&["ZADD", &hb, "1", &heartbeat_member(&s.user, &s.device.0)]);
+        server.command(&["ZADD", &hb, "1", &heartbeat_member(&s.user, &s.device)]);
     }
 
     wait_until(
@@ -558,7 +558,7 @@ async fn reads_decode_stored_views_documents_and_cluster_state() {
         &serde_json::to_string(&settings).unwrap(),
     ]);
     let status = presence_core::CustomStatus {
-        id: presence_core::CustomStatusId("cs1".into()),
+        id: presence_core::CustomStatusId::try_from("cs1").unwrap(),
         name: presence_core::CustomStatusName::parse("Lunch").unwrap(),
         status_type: DisplayedStatus::Away,
         updated_at: Timestamp::from_millis(1),
@@ -699,7 +699,7 @@ async fn shutdown_deregisters_devices_and_refuses_calls() {
     assert_eq!(
         last.command,
         ClusterCommand::Disconnect {
-            device: DeviceId("web".into()),
+            device: DeviceId::try_from("web").unwrap(),
             conn: 3,
             end: wire::SocketEnd::Clean
         }
@@ -772,7 +772,7 @@ async fn an_unanswered_connect_is_taken_back() {
     assert_eq!(
         commands[1],
         ClusterCommand::Disconnect {
-            device: DeviceId("web".into()),
+            device: DeviceId::try_from("web").unwrap(),
             conn: 42,
             end: wire::SocketEnd::Clean
         }

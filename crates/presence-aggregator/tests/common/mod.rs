@@ -31,7 +31,7 @@ pub fn secs(s: u64) -> Duration {
 }
 
 pub fn dev(id: &str) -> DeviceId {
-    DeviceId(id.to_owned())
+    DeviceId::try_from(id).unwrap()
 }
 
 pub fn platform(name: &str) -> Platform {
@@ -125,12 +125,12 @@ impl Store {
             let devices = self.devices.entry(user.clone()).or_default();
             for (device, value) in &change.devices {
                 match value {
-                    Some(d) => devices.insert(device.0.clone(), json(d)),
-                    None => devices.remove(&device.0),
+                    Some(d) => devices.insert(device.to_string(), json(d)),
+                    None => devices.remove(device.as_str()),
                 };
             }
             for (device, deadline) in &change.heartbeats {
-                let member = heartbeat_member(user, &device.0);
+                let member = heartbeat_member(user, device);
                 match deadline {
                     Some(t) => self.hb.insert(member, t.as_millis()),
                     None => self.hb.remove(&member),
@@ -180,8 +180,8 @@ impl Store {
         }
         for (id, status) in &cluster.custom_statuses {
             match status {
-                Some(s) => self.custom_statuses.insert(id.0.clone(), json(s)),
-                None => self.custom_statuses.remove(&id.0),
+                Some(s) => self.custom_statuses.insert(id.to_string(), json(s)),
+                None => self.custom_statuses.remove(id.as_str()),
             };
         }
         if let Some(cap) = &cluster.cap {

@@ -105,7 +105,7 @@ pub async fn append(
 
 pub fn connect_cmd(device: &str, node: &str, conn: u64) -> ClusterCommand {
     ClusterCommand::Connect {
-        device: DeviceId(device.to_owned()),
+        device: DeviceId::try_from(device).unwrap(),
         platform: Platform::Web,
         conn,
         node: node.to_owned(),
@@ -115,7 +115,7 @@ pub fn connect_cmd(device: &str, node: &str, conn: u64) -> ClusterCommand {
 
 pub fn disconnect_cmd(device: &str, conn: u64) -> ClusterCommand {
     ClusterCommand::Disconnect {
-        device: DeviceId(device.to_owned()),
+        device: DeviceId::try_from(device).unwrap(),
         conn,
         end: SocketEnd::Clean,
     }

@@ -28,7 +28,7 @@ pub fn at(s: u64) -> Timestamp {
 }
 
 pub fn dev(id: &str) -> DeviceId {
-    DeviceId(id.to_owned())
+    DeviceId::try_from(id).unwrap()
 }
 
 /// A status request; `None` fields are left out of the request.
@@ -318,6 +318,6 @@ pub mod cmd {
     }
 
     pub fn custom_deleted(id: &str) -> Command {
-        Command::CustomStatusDeleted(CustomStatusId(id.to_owned()))
+        Command::CustomStatusDeleted(CustomStatusId::try_from(id).unwrap())
     }
 }

@@ -21,12 +21,12 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(val
 }
 
 fn dev(id: &str) -> DeviceId {
-    DeviceId(id.to_owned())
+    DeviceId::try_from(id).unwrap()
 }
 
 fn custom(id: &str, name: &str, status_type: DisplayedStatus) -> CustomStatus {
     CustomStatus {
-        id: CustomStatusId(id.to_owned()),
+        id: CustomStatusId::try_from(id).unwrap(),
         name: CustomStatusName::parse(name).unwrap(),
         status_type,
         updated_at: T,
@@ -38,7 +38,7 @@ fn self_view() -> SelfView {
         status: SelfStatus::Busy,
         text: StatusText::parse("In a meeting").unwrap(),
         chosen: ChosenStatus::Busy,
-        custom_status: Some(CustomStatusId("cs1".into())),
+        custom_status: Some(CustomStatusId::try_from("cs1").unwrap()),
         expires_at: Some(T),
         calendar_busy: false,
         connection: DisplayedStatus::Away,
@@ -101,7 +101,7 @@ fn every_command() -> Vec<ClusterCommand> {
             request: StatusRequestBody::default(),
         },
         ClusterCommand::UseCustomStatus {
-            id: CustomStatusId("cs1".into()),
+            id: CustomStatusId::try_from("cs1").unwrap(),
         },
         ClusterCommand::Calendar {
             event_id: "ev-1".into(),
@@ -141,22 +141,22 @@ fn every_command() -> Vec<ClusterCommand> {
             patch: SettingsPatch::default(),
         },
         ClusterCommand::CreateCustomStatus {
-            id: CustomStatusId("cs2".into()),
+            id: CustomStatusId::try_from("cs2").unwrap(),
             name: CustomStatusName::parse("On vacation").unwrap(),
             status_type: DisplayedStatus::Away,
         },
         ClusterCommand::UpdateCustomStatus {
-            id: CustomStatusId("cs2".into()),
+            id: CustomStatusId::try_from("cs2").unwrap(),
             name: Some(CustomStatusName::parse("Holidays").unwrap()),
             status_type: Some(DisplayedStatus::Offline),
         },
         ClusterCommand::UpdateCustomStatus {
-            id: CustomStatusId("cs2".into()),
+            id: CustomStatusId::try_from("cs2").unwrap(),
             name: None,
             status_type: None,
         },
         ClusterCommand::DeleteCustomStatus {
-            id: CustomStatusId("cs2".into()),
+            id: CustomStatusId::try_from("cs2").unwrap(),
         },
         ClusterCommand::EnableBroadcast,
     ]
@@ -509,7 +509,7 @@ fn control_messages_round_trip() {
         ControlMessage::SettingsChanged { settings },
         ControlMessage::CustomStatusesChanged {
             changed: vec![custom("cs1", "Lunch", DisplayedStatus::Away)],
-            deleted: vec![CustomStatusId("cs0".into())],
+            deleted: vec![CustomStatusId::try_from("cs0").unwrap()],
         },
         ControlMessage::CustomStatusesChanged {
             changed: vec![],

@@ -6,11 +6,13 @@
 //! rejection name the exact field and say what was expected, without ever
 //! quoting much of the frame.
 
-use presence_core::{ChosenStatus, DeviceEvent, Timestamp};
+use presence_core::{
+    ChosenStatus, CustomStatusId, DeviceEvent, IdError, PresenceError, Timestamp, UserId,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::ProtocolError;
+use super::{Limits, MessageType, ProtocolError};
 use crate::StatusChange;
 use crate::echo::echo;
 use crate::rfc3339::parse_rfc3339;
@@ -55,7 +57,10 @@ impl From<ClientMessage> for ClientFrame {
     }
 }
 
-/// Everything a client can send. See the table in [`crate::ws`].
+/// Everything a client can send. See the table in [`crate::ws`]; the
+/// `type` names are [`MessageType`]'s (a test checks the serde names
+/// against it). Ids are validated by the parser: a message holds only
+/// valid ones.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
@@ -70,20 +75,20 @@ pub enum ClientMessage {
     Foreground,
     SetStatus(StatusChange),
     UseCustomStatus {
-        id: String,
+        id: CustomStatusId,
     },
     Calendar {
         event_id: String,
         busy: bool,
     },
     Subscribe {
-        users: Vec<String>,
+        users: Vec<UserId>,
     },
     Unsubscribe {
-        users: Vec<String>,
+        users: Vec<UserId>,
     },
     Query {
-        users: Vec<String>,
+        users: Vec<UserId>,
     },
     /// R2: a fresh token for the same user; the socket's authority then
     /// lasts until the new token's expiry.
@@ -95,47 +100,34 @@ pub enum ClientMessage {
 
 impl ClientMessage {
     /// Every client message `type`.
-    pub const TYPES: [&'static str; 17] = [
-        "activity",
-        "idle",
-        "active",
-        "lock",
-        "unlock",
-        "sleep",
-        "wake",
-        "background",
-        "foreground",
-        "set_status",
-        "use_custom_status",
-        "calendar",
-        "subscribe",
-        "unsubscribe",
-        "query",
-        "reauth",
-        "bye",
-    ];
+    pub const TYPES: [&'static str; 17] = MessageType::NAMES;
+
+    /// This message's type.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Self::Activity => MessageType::Activity,
+            Self::Idle => MessageType::Idle,
+            Self::Active => MessageType::Active,
+            Self::Lock => MessageType::Lock,
+            Self::Unlock => MessageType::Unlock,
+            Self::Sleep => MessageType::Sleep,
+            Self::Wake => MessageType::Wake,
+            Self::Background => MessageType::Background,
+            Self::Foreground => MessageType::Foreground,
+            Self::SetStatus(_) => MessageType::SetStatus,
+            Self::UseCustomStatus { .. } => MessageType::UseCustomStatus,
+            Self::Calendar { .. } => MessageType::Calendar,
+            Self::Subscribe { .. } => MessageType::Subscribe,
+            Self::Unsubscribe { .. } => MessageType::Unsubscribe,
+            Self::Query { .. } => MessageType::Query,
+            Self::Reauth { .. } => MessageType::Reauth,
+            Self::Bye => MessageType::Bye,
+        }
+    }
 
     /// The `type` this message has on the wire.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Activity => "activity",
-            Self::Idle => "idle",
-            Self::Active => "active",
-            Self::Lock => "lock",
-            Self::Unlock => "unlock",
-            Self::Sleep => "sleep",
-            Self::Wake => "wake",
-            Self::Background => "background",
-            Self::Foreground => "foreground",
-            Self::SetStatus(_) => "set_status",
-            Self::UseCustomStatus { .. } => "use_custom_status",
-            Self::Calendar { .. } => "calendar",
-            Self::Subscribe { .. } => "subscribe",
-            Self::Unsubscribe { .. } => "unsubscribe",
-            Self::Query { .. } => "query",
-            Self::Reauth { .. } => "reauth",
-            Self::Bye => "bye",
-        }
+        self.message_type().as_str()
     }
 
     /// The device event this message reports, for the nine field-less
@@ -182,8 +174,25 @@ impl ClientMessage {
 /// syntax and object shape (`invalid_json`), `ref` (`invalid_ref`), `type`
 /// (`missing_type`, `unknown_type`), then the fields of that type, unknown
 /// fields before missing or mistyped ones (`invalid_message`). Every error
-/// after the `ref` check carries the frame's `ref`.
+/// after the `ref` check carries the frame's `ref`. User ids are checked
+/// (`invalid_user_id`), and a custom status id that cannot exist is
+/// refused (`custom_status_not_found`).
 pub fn parse_client_message(text: &str) -> Result<ClientFrame, ProtocolError> {
+    parse_frame(text, None)
+}
+
+/// Like [`parse_client_message`], and also refuses a `users` list longer
+/// than the socket's `limits` allow (`too_many_users`: `max_query_users`
+/// for `subscribe` and `query`, `max_subscriptions` for `unsubscribe`)
+/// before looking at its ids.
+pub fn parse_client_message_within(
+    text: &str,
+    limits: &Limits,
+) -> Result<ClientFrame, ProtocolError> {
+    parse_frame(text, Some(limits))
+}
+
+fn parse_frame(text: &str, limits: Option<&Limits>) -> Result<ClientFrame, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         ProtocolError::new(
             ProtocolError::INVALID_JSON,
@@ -222,25 +231,43 @@ pub fn parse_client_message(text: &str) -> Result<ClientFrame, ProtocolError> {
             ));
         }
     };
-    match parse_message(&type_name, object) {
-        Ok(message) => Ok(ClientFrame { ref_, message }),
-        Err(Rejection::UnknownType) => Err(ProtocolError::new(
+    let Some(kind) = MessageType::parse(&type_name) else {
+        return Err(ProtocolError::new(
             ProtocolError::UNKNOWN_TYPE,
             format!("unknown message type `{}`", echo(&type_name)),
             ref_,
-        )),
-        Err(Rejection::Invalid(message)) => Err(ProtocolError::new(
-            ProtocolError::INVALID_MESSAGE,
-            message,
-            ref_,
-        )),
+        ));
+    };
+    match parse_message(kind, object, limits) {
+        Ok(message) => Ok(ClientFrame { ref_, message }),
+        Err(Rejection::Invalid(message)) => {
+            Err(ProtocolError::new(ProtocolError::INVALID_MESSAGE, message, ref_).of_type(kind))
+        }
+        Err(Rejection::Coded { code, message }) => {
+            Err(ProtocolError::new(code, message, ref_).of_type(kind))
+        }
     }
 }
 
 /// Why the body of a message (everything but `ref` and `type`) was refused.
 enum Rejection {
-    UnknownType,
     Invalid(String),
+    /// A well-formed field whose value is refused with a code of its own:
+    /// an id that cannot be valid (`invalid_user_id`,
+    /// `custom_status_not_found`), or too many users (`too_many_users`).
+    Coded {
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl From<IdError> for Rejection {
+    fn from(e: IdError) -> Self {
+        Rejection::Coded {
+            code: e.code(),
+            message: e.message().to_owned(),
+        }
+    }
 }
 
 fn take_ref(object: &mut Map<String, Value>) -> Result<Option<String>, ProtocolError> {
@@ -266,70 +293,50 @@ fn take_ref(object: &mut Map<String, Value>) -> Result<Option<String>, ProtocolE
     }
 }
 
-fn parse_message(type_name: &str, object: Map<String, Value>) -> Result<ClientMessage, Rejection> {
+fn parse_message(
+    kind: MessageType,
+    object: Map<String, Value>,
+    limits: Option<&Limits>,
+) -> Result<ClientMessage, Rejection> {
     use ClientMessage as M;
-    let fieldless = |type_name: &str, message: ClientMessage| {
-        reject_unknown_fields(type_name, &object, &[])?;
-        Ok(message)
-    };
-    match type_name {
-        "activity" => fieldless("activity", M::Activity),
-        "idle" => fieldless("idle", M::Idle),
-        "active" => fieldless("active", M::Active),
-        "lock" => fieldless("lock", M::Lock),
-        "unlock" => fieldless("unlock", M::Unlock),
-        "sleep" => fieldless("sleep", M::Sleep),
-        "wake" => fieldless("wake", M::Wake),
-        "background" => fieldless("background", M::Background),
-        "foreground" => fieldless("foreground", M::Foreground),
-        "bye" => fieldless("bye", M::Bye),
-        "set_status" => {
-            let mut f = Fields::new("set_status", object, &["status", "text", "expires_at"])?;
-            Ok(M::SetStatus(StatusChange {
-                status: f.optional_chosen_status("status")?,
-                text: f.optional_text("text")?,
-                expires_at: f.optional_timestamp("expires_at")?,
-            }))
-        }
-        "use_custom_status" => {
-            let mut f = Fields::new("use_custom_status", object, &["id"])?;
-            Ok(M::UseCustomStatus {
-                id: f.string("id")?,
-            })
-        }
-        "calendar" => {
-            let mut f = Fields::new("calendar", object, &["event_id", "busy"])?;
-            Ok(M::Calendar {
-                event_id: f.string("event_id")?,
-                busy: f.bool("busy")?,
-            })
-        }
-        "subscribe" => {
-            let mut f = Fields::new("subscribe", object, &["users"])?;
-            Ok(M::Subscribe {
-                users: f.string_list("users")?,
-            })
-        }
-        "unsubscribe" => {
-            let mut f = Fields::new("unsubscribe", object, &["users"])?;
-            Ok(M::Unsubscribe {
-                users: f.string_list("users")?,
-            })
-        }
-        "query" => {
-            let mut f = Fields::new("query", object, &["users"])?;
-            Ok(M::Query {
-                users: f.string_list("users")?,
-            })
-        }
-        "reauth" => {
-            let mut f = Fields::new("reauth", object, &["token"])?;
-            Ok(M::Reauth {
-                token: f.string("token")?,
-            })
-        }
-        _ => Err(Rejection::UnknownType),
-    }
+    let query_max = limits.map(|l| l.max_query_users);
+    let mut f = Fields::new(kind, object)?;
+    Ok(match kind {
+        MessageType::Activity => M::Activity,
+        MessageType::Idle => M::Idle,
+        MessageType::Active => M::Active,
+        MessageType::Lock => M::Lock,
+        MessageType::Unlock => M::Unlock,
+        MessageType::Sleep => M::Sleep,
+        MessageType::Wake => M::Wake,
+        MessageType::Background => M::Background,
+        MessageType::Foreground => M::Foreground,
+        MessageType::Bye => M::Bye,
+        MessageType::SetStatus => M::SetStatus(StatusChange {
+            status: f.optional_chosen_status("status")?,
+            text: f.optional_text("text")?,
+            expires_at: f.optional_timestamp("expires_at")?,
+        }),
+        MessageType::UseCustomStatus => M::UseCustomStatus {
+            id: f.custom_status_id("id")?,
+        },
+        MessageType::Calendar => M::Calendar {
+            event_id: f.string("event_id")?,
+            busy: f.bool("busy")?,
+        },
+        MessageType::Subscribe => M::Subscribe {
+            users: f.user_ids("users", query_max)?,
+        },
+        MessageType::Unsubscribe => M::Unsubscribe {
+            users: f.user_ids("users", limits.map(|l| l.max_subscriptions))?,
+        },
+        MessageType::Query => M::Query {
+            users: f.user_ids("users", query_max)?,
+        },
+        MessageType::Reauth => M::Reauth {
+            token: f.string("token")?,
+        },
+    })
 }
 
 /// The fields of one message, read one at a time with a precise complaint
@@ -340,14 +347,13 @@ struct Fields {
 }
 
 impl Fields {
-    /// Refuses any field not in `allowed`.
-    fn new(
-        type_name: &'static str,
-        object: Map<String, Value>,
-        allowed: &[&str],
-    ) -> Result<Self, Rejection> {
-        reject_unknown_fields(type_name, &object, allowed)?;
-        Ok(Self { type_name, object })
+    /// Refuses any field the message type does not take.
+    fn new(kind: MessageType, object: Map<String, Value>) -> Result<Self, Rejection> {
+        reject_unknown_fields(kind.as_str(), &object, kind.fields())?;
+        Ok(Self {
+            type_name: kind.as_str(),
+            object,
+        })
     }
 
     fn missing(&self, name: &str, expected: &str) -> Rejection {
@@ -401,6 +407,35 @@ impl Fields {
                 )),
             })
             .collect()
+    }
+
+    /// A list of user ids: the list's shape first, then its length (at
+    /// most `max`, when given), then each id.
+    fn user_ids(&mut self, name: &str, max: Option<usize>) -> Result<Vec<UserId>, Rejection> {
+        let ids = self.string_list(name)?;
+        if let Some(max) = max.filter(|max| ids.len() > *max) {
+            return Err(Rejection::Coded {
+                code: ProtocolError::TOO_MANY_USERS,
+                message: format!("at most {max} users per request"),
+            });
+        }
+        Ok(ids
+            .into_iter()
+            .map(UserId::try_from)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// A custom status id; one that cannot be valid names no custom status,
+    /// and is refused as the backend refuses an unknown one.
+    fn custom_status_id(&mut self, name: &str) -> Result<CustomStatusId, Rejection> {
+        let id = self.string(name)?;
+        CustomStatusId::try_from(id.as_str()).map_err(|e| Rejection::Coded {
+            code: e.code(),
+            message: PresenceError::CustomStatusNotFound {
+                id: echo(&id).into_owned(),
+            }
+            .to_string(),
+        })
     }
 
     /// `null` and absent are both `None`.

@@ -80,6 +80,7 @@
 
 mod client;
 mod error;
+mod message_type;
 mod server;
 
 /// R2: how long before a socket's authority ends the server sends
@@ -90,6 +91,9 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4002;
 /// R2: the close code of a socket whose `reauth` was refused.
 pub const CLOSE_REAUTH_REFUSED: u16 = 4003;
 
-pub use client::{ClientFrame, ClientMessage, MAX_REF_CHARS, parse_client_message};
+pub use client::{
+    ClientFrame, ClientMessage, MAX_REF_CHARS, parse_client_message, parse_client_message_within,
+};
 pub use error::ProtocolError;
+pub use message_type::MessageType;
 pub use server::{Limits, NoticeKind, PresenceUpdate, Ready, ServerMessage, Session, Snapshot};

@@ -110,16 +110,18 @@ fn encode_one(write: Write) -> Result<Op, StoreError> {
             value: to_json(&settings, || "the workspace settings".to_owned())?,
         },
         Write::CustomStatus(status) => {
-            let value = to_json(&status, || format!("custom status {:?}", status.id.0))?;
+            let value = to_json(&status, || {
+                format!("custom status {:?}", status.id.as_str())
+            })?;
             Op::Put {
                 table: Table::CustomStatuses,
-                key: status.id.0,
+                key: status.id.into(),
                 value,
             }
         }
         Write::DeleteCustomStatus(id) => Op::Delete {
             table: Table::CustomStatuses,
-            key: id.0,
+            key: id.into(),
         },
         Write::Cap(cap) => Op::Put {
             table: Table::Settings,

@@ -1077,7 +1077,8 @@ impl Inner {
     fn new_custom_status_id(&self) -> CustomStatusId {
         let node = super::keys::fnv1a64(self.config.node_id.as_bytes()) & 0xffff_ffff;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        CustomStatusId(format!("cs{:x}{node:08x}{n:x}", now_ms()))
+        CustomStatusId::try_from(format!("cs{:x}{node:08x}{n:x}", now_ms()))
+            .expect("a generated custom status id is short and printable")
     }
 }
 
@@ -1698,7 +1699,7 @@ impl Inner {
                 members
                     .entry(shard_of(&socket.user, self.config.shards))
                     .or_default()
-                    .push(heartbeat_member(&socket.user, &socket.device.0));
+                    .push(heartbeat_member(&socket.user, &socket.device));
             }
             members
         };

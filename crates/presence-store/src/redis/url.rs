@@ -313,26 +313,26 @@ fn parse_query(url: &str, query: Option<&str>) -> Result<Vec<(String, String)>, 
         .collect()
 }
 
-/// `%XX` escapes to bytes, which must then be UTF-8.
+/// `%XX` escapes to bytes, which must then be UTF-8 (RFC 3986 decoding).
+/// Deliberately strict: a malformed escape (`%zz`, `%2`) or bytes that are
+/// not UTF-8 are a configuration error, since a password that decodes to
+/// something else fails later as a confusing authentication error. And `+`
+/// stays a plus: this is a URL, not a form, and passwords contain pluses.
 fn percent_decode(url: &str, text: &str) -> Result<String, RedisError> {
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
                 .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| invalid(url, "bad percent escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return Err(invalid(url, "bad percent escape"));
     }
-    String::from_utf8(out).map_err(|_| invalid(url, "percent escapes are not UTF-8"))
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| invalid(url, "percent escapes are not UTF-8"))
 }
 
 #[cfg(test)]
@@ -501,6 +501,30 @@ mod tests {
                 }
                 other => panic!("{url}: expected a config error, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn credentials_decode_escapes_strictly_and_keep_pluses() {
+        let password = |url: &str| RedisEndpoint::parse(url).map(|e| e.password.clone());
+        let cases = [
+            ("redis://:a+b@h", Some("a+b")),
+            ("redis://:a%2Bb@h", Some("a+b")),
+            ("redis://:a%20b@h", Some("a b")),
+            ("redis://:%F0%9F%8C%B4@h", Some("🌴")),
+        ];
+        for (url, expected) in cases {
+            let got = password(url).unwrap();
+            assert_eq!(got.as_deref(), expected, "{url}");
+        }
+        for bad in [
+            "redis://:%zz@h",
+            "redis://:a%2@h",
+            "redis://:%@h",
+            "redis://:%ff@h",
+        ] {
+            let error = password(bad).unwrap_err();
+            assert_eq!(error.code(), "invalid_config", "{bad}");
         }
     }
 

@@ -1685,7 +1685,7 @@ pub async fn rule_errors_surface_as_rule_errors_with_stable_codes<H: BackendHarn
         .create_custom_status(name("Hidden"), Shown::Offline)
         .await
         .unwrap();
-    let missing = CustomStatusId("no-such-status".into());
+    let missing = CustomStatusId::try_from("no-such-status").unwrap();
     let ghost = socket("uri", "never-connected", Web);
     let before = backend.self_state("uri").await.unwrap();
 

@@ -283,7 +283,7 @@ pub fn expect_rule<T: Debug>(label: &str, result: BackendResult<T>, code: &str) 
 pub fn socket(user: &str, device: &str, platform: Platform) -> Session {
     Session {
         user: id(user),
-        device: DeviceId(device.to_owned()),
+        device: DeviceId::try_from(device).unwrap(),
         platform,
         conn: next_conn(),
         profile: profile(user),

@@ -36,7 +36,7 @@ pub fn user_write(id: &str, seed: u64) -> Write {
 
 pub fn custom_status(id: &str, name: &str, status_type: DisplayedStatus) -> CustomStatus {
     CustomStatus {
-        id: CustomStatusId(id.to_owned()),
+        id: CustomStatusId::try_from(id).unwrap(),
         name: CustomStatusName::parse(name).unwrap(),
         status_type,
         updated_at: Timestamp::from_millis(1_700_000_000_000),

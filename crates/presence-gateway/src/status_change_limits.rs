@@ -1,6 +1,8 @@
 //! The per-user rate limits on status changes, shared by the WebSocket,
 //! the native REST API and the Rocket.Chat API so a client cannot dodge a
-//! limit by switching interfaces.
+//! limit by switching interfaces. The buckets themselves are
+//! [`crate::ratelimit`]'s; this module decides which ones a status change
+//! is charged to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,8 +10,8 @@ use std::time::{Duration, Instant};
 use presence_core::StatusRequest;
 
 use crate::app::App;
+use crate::error::ApiError;
 use crate::ratelimit::{Limit, Rate, RetryAfter};
-use crate::ws::Refusal;
 
 /// Charges `user`'s status-change budget (any change) and, when the request
 /// sets a text, the status-text budget (5/min by default). In a cluster the
@@ -20,7 +22,7 @@ pub async fn check_status_change(
     app: &App,
     user: &Arc<str>,
     request: &StatusRequest,
-) -> Result<(), Refusal> {
+) -> Result<(), ApiError> {
     let limits = &app.config.rate_limits;
     if let Err(retry) = take(app, "status", user, limits.status, |now| {
         app.limiters.take_status(user, now)
@@ -30,11 +32,7 @@ pub async fn check_status_change(
         app.metrics.rate_limited(Limit::Status).inc();
         return Err(limited(retry));
     }
-    let sets_text = request
-        .text
-        .as_deref()
-        .is_some_and(|t| !t.trim().is_empty());
-    if sets_text
+    if request.sets_text()
         && let Err(retry) = take(app, "text", user, limits.status_text, |now| {
             app.limiters.take_status_text(user, now)
         })
@@ -65,13 +63,7 @@ async fn take(
     }
 }
 
-fn limited(retry_after: Duration) -> Refusal {
+fn limited(retry_after: Duration) -> ApiError {
     let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    Refusal {
-        retry_after_secs: Some(secs),
-        ..Refusal::new(
-            "rate_limited",
-            format!("too many status changes; retry in {secs} s"),
-        )
-    }
+    ApiError::rate_limited(format!("too many status changes; retry in {secs} s"), secs)
 }
