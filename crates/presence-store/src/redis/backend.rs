@@ -178,6 +178,24 @@ impl RedisBackendConfig {
     }
 }
 
+/// How the gateway side of cluster mode kept its answers truthful and
+/// its devices alive, counted since start ([`RedisBackend::reply_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyStats {
+    /// Requests answered from their stored outcome
+    /// (`presence:{s}:reply:<id>`) because their pub/sub answer was
+    /// missed or late.
+    pub recovered: u64,
+    /// Requests whose stream entry was appended again, with the same
+    /// reply id, after an append failed ambiguously (counted once per
+    /// request).
+    pub append_retries: u64,
+    /// Heartbeat refresh commands sent (H1).
+    pub heartbeat_commands: u64,
+    /// Times every live device was registered again (H2, H3).
+    pub reregistrations: u64,
+}
+
 /// The cluster-mode [`Backend`] (see the module documentation).
 pub struct RedisBackend {
     inner: Arc<Inner>,
@@ -333,15 +351,15 @@ impl RedisBackend {
         )
     }
 
-    /// Requests answered from their stored outcome (their pub/sub answer
-    /// was missed or late), and entries appended again with the same
-    /// reply id after an ambiguous failure, since start.
-    pub fn reply_stats(&self) -> (u64, u64) {
+    /// The truthful-reply counters since start (R1), for `/metrics`.
+    pub fn reply_stats(&self) -> ReplyStats {
         let inner = &self.inner;
-        (
-            inner.replies_recovered.load(Ordering::Relaxed),
-            inner.append_retries.load(Ordering::Relaxed),
-        )
+        ReplyStats {
+            recovered: inner.replies_recovered.load(Ordering::Relaxed),
+            append_retries: inner.append_retries.load(Ordering::Relaxed),
+            heartbeat_commands: inner.heartbeat_commands.load(Ordering::Relaxed),
+            reregistrations: inner.reregistrations.load(Ordering::Relaxed),
+        }
     }
 
     /// Heartbeat `ZADD` commands sent since start (H1).

@@ -63,7 +63,7 @@ mod stream;
 mod subscriber;
 mod url;
 
-pub use backend::{RedisBackend, RedisBackendConfig};
+pub use backend::{RedisBackend, RedisBackendConfig, ReplyStats};
 pub use client::{Backoff, RedisClient, RedisConfig};
 pub use commit::{CommitBatch, CommitOp, CommitOutcome};
 pub use error::RedisError;
