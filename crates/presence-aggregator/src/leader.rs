@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::{self, commit_batches, to_protocol_id};
+use crate::redis_codec::{self, commit_batches};
 use crate::runner::Ctx;
 use crate::stats::AggregatorStats;
 use crate::{ShardChanges, ShardConfig, ShardLoad, ShardState};
@@ -222,7 +222,7 @@ impl Leader<'_> {
                 .iter()
                 .map(|e| {
                     let fields = e.fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
-                    (to_protocol_id(e.id), Entry::from_fields(fields))
+                    (e.id, Entry::from_fields(fields))
                 })
                 .collect();
             // A repeated request is answered from its first outcome.
@@ -264,7 +264,7 @@ impl Leader<'_> {
         let cluster = client.read_cluster_state().await.map_err(unavailable)?;
         let cursor = snapshot.cursor.unwrap_or(StreamId::ZERO);
         let users = snapshot.users.len();
-        let mut load = encode::shard_load(shard, snapshot, cluster).map_err(|e| {
+        let mut load = redis_codec::shard_load(shard, snapshot, cluster).map_err(|e| {
             tracing::error!(shard, error = %e.0, "cannot take the shard over");
             Exit::Failed
         })?;
@@ -581,7 +581,7 @@ fn apply_cluster_state(
     cluster: &presence_store::redis::ClusterSnapshot,
     now: Timestamp,
 ) -> ShardChanges {
-    let (settings, statuses) = encode::cluster_state(cluster);
+    let (settings, statuses) = redis_codec::cluster_state(cluster);
     let mut changes = ShardChanges::default();
     if let Some(settings) = settings.filter(|s| s != state.settings()) {
         changes.merge(state.reevaluate(settings, now));

@@ -112,6 +112,9 @@ pub struct StreamId {
 }
 
 impl StreamId {
+    /// `0-0`: before every entry (read from the start).
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
     pub const fn new(ms: u64, seq: u64) -> Self {
         Self { ms, seq }
     }

@@ -1,6 +1,6 @@
-//! Turns [`ShardChanges`] into fenced [`CommitBatch`]es, and what Redis
-//! holds into a [`ShardLoad`]: the JSON boundary between the pure shard
-//! state and the Redis client.
+//! The codec between the pure shard state and Redis: [`ShardChanges`]
+//! into fenced [`CommitBatch`]es (the JSON of every stored value and
+//! published message), and what Redis holds into a [`ShardLoad`].
 //!
 //! A commit writes at most `max_users` users; larger changes (a settings
 //! change re-evaluating a whole shard) are split into several batches, and
@@ -11,9 +11,7 @@
 use presence_core::{CapState, CustomStatus, DeviceId, WorkspaceSettings};
 use presence_protocol::cluster::{StoredDevice, StoredSelf, StoredView};
 use presence_store::UserRecord;
-use presence_store::redis::{
-    ClusterSnapshot, CommitBatch, Keys, ShardSnapshot, StreamId, heartbeat_member,
-};
+use presence_store::redis::{ClusterSnapshot, CommitBatch, Keys, ShardSnapshot, heartbeat_member};
 
 use crate::{LoadedUser, ShardChanges, ShardLoad, UserChange};
 
@@ -133,16 +131,6 @@ pub fn cluster_state(cluster: &ClusterSnapshot) -> (Option<WorkspaceSettings>, V
     (settings, statuses)
 }
 
-/// The store's stream id as the protocol's.
-pub fn to_protocol_id(id: StreamId) -> presence_protocol::cluster::StreamId {
-    presence_protocol::cluster::StreamId::new(id.ms, id.seq)
-}
-
-/// The protocol's stream id as the store's.
-pub fn to_store_id(id: presence_protocol::cluster::StreamId) -> StreamId {
-    StreamId::new(id.ms, id.seq)
-}
-
 fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserChange) {
     if change.new_user {
         batch.set_add(keys.users(), user);
@@ -176,7 +164,7 @@ fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserCha
 /// written before every user.
 fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
     if let Some(cursor) = changes.cursor {
-        batch.cursor(to_store_id(cursor));
+        batch.cursor(cursor);
     }
     let cluster = &changes.cluster;
     if let Some(settings) = &cluster.settings {
