@@ -47,6 +47,7 @@ async fn append_with_reply(
         node: "g1".to_owned(),
         reply: Some(r.to_owned()),
         retry,
+        profile: None,
     };
     client
         .append(shard_of(user, S), &entry.to_fields())

@@ -32,8 +32,8 @@
 //! ```
 //!
 //! Stream entries are flat field lists (`u` user, `c` command JSON, `n`
-//! node, `r` reply id, `a` = `"retry"` on a repeated append), see
-//! [`StreamEntry::to_fields`].
+//! node, `r` reply id, `a` = `"retry"` on a repeated append, `p` the
+//! profile of the caller's token), see [`StreamEntry::to_fields`].
 //!
 //! # Reply ids and stored outcomes
 //!
@@ -389,6 +389,13 @@ pub struct StreamEntry {
     /// connection, a timeout). The leader answers it from the stored
     /// outcome of that id, if any, instead of applying it again.
     pub retry: bool,
+    /// What the caller's token said about the user (username, display
+    /// name), recorded by the leader in the same step as the command, so a
+    /// status change with a profile is one `XADD`. `None` (or an empty
+    /// profile) keeps the stored one. Entries appended by older gateways
+    /// carry it as a separate [`ClusterCommand::TouchProfile`] entry
+    /// instead, which stays decodable.
+    pub profile: Option<Profile>,
 }
 
 /// Why stream entry fields do not make a [`StreamEntry`].
@@ -411,7 +418,8 @@ pub enum EntryError {
 
 impl StreamEntry {
     /// The fields to `XADD`: `u`, `c`, `n`, `r` when a reply is wanted,
-    /// and `a` = `"retry"` on a retry.
+    /// `a` = `"retry"` on a retry, and `p` (the profile's JSON) when the
+    /// entry carries a profile that is not empty.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         let command =
             serde_json::to_string(&self.command).expect("cluster commands always serialize");
@@ -426,6 +434,10 @@ impl StreamEntry {
         if self.retry {
             fields.push(("a", "retry".to_owned()));
         }
+        if let Some(profile) = self.profile.as_ref().filter(|p| !p.is_empty()) {
+            let profile = serde_json::to_string(profile).expect("a profile always serializes");
+            fields.push(("p", profile));
+        }
         fields
     }
 
@@ -436,8 +448,8 @@ impl StreamEntry {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let (mut user, mut command, mut node, mut reply, mut attempt) =
-            (None, None, None, None, None);
+        let (mut user, mut command, mut node, mut reply, mut attempt, mut profile) =
+            (None, None, None, None, None, None);
         for (key, value) in fields {
             let slot = match key.as_ref() {
                 b"u" => (&mut user, "u"),
@@ -445,6 +457,7 @@ impl StreamEntry {
                 b"n" => (&mut node, "n"),
                 b"r" => (&mut reply, "r"),
                 b"a" => (&mut attempt, "a"),
+                b"p" => (&mut profile, "p"),
                 _ => continue,
             };
             let text =
@@ -455,13 +468,22 @@ impl StreamEntry {
         let node = node.ok_or(EntryError::MissingField("n"))?;
         let command = command.ok_or(EntryError::MissingField("c"))?;
         let retry = attempt.as_deref() == Some("retry");
-        match serde_json::from_str(&command) {
-            Ok(command) => Ok(Self {
+        let decoded = serde_json::from_str(&command).and_then(|command| {
+            let profile = profile
+                .as_deref()
+                .map(serde_json::from_str::<Profile>)
+                .transpose()?
+                .filter(|p| !p.is_empty());
+            Ok((command, profile))
+        });
+        match decoded {
+            Ok((command, profile)) => Ok(Self {
                 user,
                 command,
                 node,
                 reply,
                 retry,
+                profile,
             }),
             Err(e) => Err(EntryError::BadCommand {
                 user,

@@ -217,6 +217,51 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
     backend.shutdown().await;
 }
 
+/// One `XADD` per change: a status change whose token carries a profile
+/// is a single stream entry holding both (no `TouchProfile` before it).
+#[tokio::test]
+async fn a_status_change_and_its_profile_are_one_stream_entry() {
+    let server = RedisServer::start();
+    let (client, backend) = start(&server, config()).await;
+    let backend = Arc::new(backend);
+    let shard = shard_of("alice", SHARDS);
+    let call = tokio::spawn({
+        let backend = backend.clone();
+        async move {
+            let profile = Profile {
+                username: Some("al".into()),
+                name: Some("Alice".into()),
+            };
+            let request = StatusRequest {
+                status: Some(ChosenStatus::Away),
+                text: None,
+                expires_at: None,
+            };
+            backend.set_status("alice", Some(&profile), request).await
+        }
+    });
+    let mut after = StreamId::default();
+    let (entry, _) = next_entry(&client, shard, &mut after).await;
+    assert!(
+        matches!(entry.command, ClusterCommand::SetStatus { .. }),
+        "the first entry is the change itself, got {:?}",
+        entry.command
+    );
+    let profile = entry.profile.clone().expect("the profile is in the entry");
+    assert_eq!(profile.username.as_deref(), Some("al"));
+    assert_eq!(profile.name.as_deref(), Some("Alice"));
+    let reply = ReplyMessage {
+        node: NODE.into(),
+        r: entry.reply.expect("set_status asks for a reply"),
+        result: ok_me(3),
+    };
+    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    call.await.unwrap().unwrap();
+    let rest = client.read(shard, after, 10, None).await.unwrap();
+    assert!(rest.is_empty(), "one XADD for the change: {rest:?}");
+    backend.shutdown().await;
+}
+
 /// A refusal keeps its rule code; no answer is `backend_unavailable` after
 /// the request timeout.
 #[tokio::test]

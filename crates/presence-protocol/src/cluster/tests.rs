@@ -176,9 +176,16 @@ fn every_command_round_trips_as_json_and_as_stream_fields() {
             node: "node-a".into(),
             reply: (i % 2 == 0).then(|| format!("r{i}")),
             retry: i % 4 == 0,
+            profile: (i % 3 == 0).then(|| Profile {
+                username: Some(format!("user{i}")),
+                name: None,
+            }),
         };
         let fields = entry.to_fields();
-        let expected = 3 + usize::from(entry.reply.is_some()) + usize::from(entry.retry);
+        let expected = 3
+            + usize::from(entry.reply.is_some())
+            + usize::from(entry.retry)
+            + usize::from(entry.profile.is_some());
         assert_eq!(fields.len(), expected);
         assert_eq!(StreamEntry::from_fields(fields), Ok(entry));
     }
@@ -523,4 +530,49 @@ fn control_messages_round_trip() {
         serde_json::to_string(&messages[0]).unwrap(),
         r#"{"type":"broadcast","active":false}"#
     );
+}
+
+/// A status change and the profile its token carried travel in one entry
+/// (one `XADD`); an empty profile is not sent, and an entry without `p`
+/// (older gateways) decodes with no profile.
+#[test]
+fn the_profile_travels_in_the_same_entry_and_an_empty_one_is_not_sent() {
+    let mut entry = StreamEntry {
+        user: "alice".into(),
+        command: ClusterCommand::Sync,
+        node: "n1".into(),
+        reply: None,
+        retry: false,
+        profile: Some(Profile::default()),
+    };
+    assert!(entry.to_fields().iter().all(|(k, _)| *k != "p"));
+    entry.profile = None;
+    assert_eq!(
+        StreamEntry::from_fields(entry.to_fields()),
+        Ok(entry.clone())
+    );
+    let fields = vec![
+        ("u", "alice"),
+        ("c", r#"{"type":"sync"}"#),
+        ("n", "n1"),
+        ("p", r#"{"username":"al","name":"Alice"}"#),
+    ];
+    let decoded = StreamEntry::from_fields(fields).unwrap();
+    assert_eq!(
+        decoded.profile,
+        Some(Profile {
+            username: Some("al".into()),
+            name: Some("Alice".into())
+        })
+    );
+    let bad = vec![
+        ("u", "alice"),
+        ("c", r#"{"type":"sync"}"#),
+        ("n", "n1"),
+        ("p", "{"),
+    ];
+    assert!(matches!(
+        StreamEntry::from_fields(bad),
+        Err(EntryError::BadCommand { .. })
+    ));
 }

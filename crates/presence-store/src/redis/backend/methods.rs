@@ -112,11 +112,13 @@ impl Backend for RedisBackend {
         profile: Option<&Profile>,
         request: StatusRequest,
     ) -> BackendResult<SelfSnapshot> {
-        self.inner.touch_profile_quietly(user, profile).await?;
         let command = ClusterCommand::SetStatus {
             request: request.into(),
         };
-        let ok = self.inner.request(user, command).await?;
+        let ok = self
+            .inner
+            .request_with_profile(user, command, profile)
+            .await?;
         self_snapshot(user, ok)
     }
 
@@ -126,9 +128,11 @@ impl Backend for RedisBackend {
         profile: Option<&Profile>,
         id: &CustomStatusId,
     ) -> BackendResult<SelfSnapshot> {
-        self.inner.touch_profile_quietly(user, profile).await?;
         let command = ClusterCommand::UseCustomStatus { id: id.clone() };
-        let ok = self.inner.request(user, command).await?;
+        let ok = self
+            .inner
+            .request_with_profile(user, command, profile)
+            .await?;
         self_snapshot(user, ok)
     }
 

@@ -202,12 +202,7 @@ impl Inner {
     }
 
     /// Hands a pub/sub message to the handler of its channel's kind.
-    fn dispatch(
-        &self,
-        channels: &HashMap<String, Channel>,
-        channel: &str,
-        payload: &str,
-    ) {
+    fn dispatch(&self, channels: &HashMap<String, Channel>, channel: &str, payload: &str) {
         match channels.get(channel) {
             Some(kind) => self.handle_message(*kind, payload),
             None => tracing::debug!(%channel, "redis backend: a message on an unknown channel"),

@@ -44,7 +44,24 @@ impl Inner {
         command: ClusterCommand,
     ) -> BackendResult<CommandOk> {
         let shard = self.shard_for(user, &command);
-        self.request_on(shard, user, command).await
+        self.request_on(shard, user, command, None).await
+    }
+
+    /// Like [`request`](Self::request), with the profile the caller's token
+    /// carried in the same stream entry: one `XADD`, and the leader records
+    /// the profile in the same step as the command. An empty profile is
+    /// not sent.
+    pub(super) async fn request_with_profile(
+        &self,
+        user: &str,
+        command: ClusterCommand,
+        profile: Option<&Profile>,
+    ) -> BackendResult<CommandOk> {
+        let shard = self.shard_for(user, &command);
+        let profile = profile
+            .map(wire_profile)
+            .filter(|profile| !profile.is_empty());
+        self.request_on(shard, user, command, profile).await
     }
 
     /// Like [`request`](Self::request), on an explicit shard.
@@ -57,6 +74,7 @@ impl Inner {
         shard: u16,
         user: &str,
         command: ClusterCommand,
+        profile: Option<wire::Profile>,
     ) -> BackendResult<CommandOk> {
         self.check_running()?;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -75,7 +93,15 @@ impl Inner {
             inner: self,
             reply: &reply,
         };
-        let appended = self.append_until(shard, user, &command, &reply, deadline);
+        let entry = wire::StreamEntry {
+            user: user.to_owned(),
+            command,
+            node: self.config.node_id.clone(),
+            reply: Some(reply.clone()),
+            retry: false,
+            profile,
+        };
+        let appended = self.append_until(shard, entry, deadline);
         tokio::pin!(appended);
         tokio::pin!(rx);
         let mut appending = true;
@@ -122,35 +148,26 @@ impl Inner {
     pub(super) async fn append_until(
         &self,
         shard: u16,
-        user: &str,
-        command: &ClusterCommand,
-        reply: &str,
+        mut entry: wire::StreamEntry,
         deadline: tokio::time::Instant,
     ) -> BackendResult<()> {
-        let mut retry = false;
         loop {
             if !self.client.is_connected() {
-                if !retry {
+                if !entry.retry {
                     return Err(BackendError::Unavailable("redis is unreachable".into()));
                 }
             } else {
-                let entry = wire::StreamEntry {
-                    user: user.to_owned(),
-                    command: command.clone(),
-                    node: self.config.node_id.clone(),
-                    reply: Some(reply.to_owned()),
-                    retry,
-                };
                 match self.client.append(shard, &entry.to_fields()).await {
                     Ok(_) => return Ok(()),
                     Err(error) => {
+                        let reply = entry.reply.as_deref().unwrap_or_default();
                         tracing::debug!(%error, reply, "redis backend: an append failed; appending it again");
                     }
                 }
-                if !retry {
+                if !entry.retry {
                     self.append_retries.fetch_add(1, Ordering::Relaxed);
                 }
-                retry = true;
+                entry.retry = true;
             }
             if tokio::time::Instant::now() + APPEND_RETRY >= deadline {
                 // The request's own deadline answers it (or the outcome, if
@@ -189,7 +206,7 @@ impl Inner {
         let syncs = (1..self.config.shards).map(|shard| async move {
             (
                 shard,
-                self.request_on(shard, "", ClusterCommand::Sync).await,
+                self.request_on(shard, "", ClusterCommand::Sync, None).await,
             )
         });
         for (shard, synced) in futures_util::future::join_all(syncs).await {
@@ -237,31 +254,13 @@ impl Inner {
             node: self.config.node_id.clone(),
             reply,
             retry: false,
+            profile: None,
         };
         self.client
             .append(shard, &entry.to_fields())
             .await
             .map(drop)
             .map_err(unavailable)
-    }
-
-    /// Records a token's profile before a status change, without waiting
-    /// (the stream keeps the order; the status change's answer covers it).
-    pub(super) async fn touch_profile_quietly(
-        &self,
-        user: &str,
-        profile: Option<&Profile>,
-    ) -> BackendResult<()> {
-        self.check_running()?;
-        match profile {
-            Some(p) if !(p.username.is_none() && p.name.is_none()) => {
-                let command = ClusterCommand::TouchProfile {
-                    profile: wire_profile(p),
-                };
-                self.append(user, command, None).await
-            }
-            _ => Ok(()),
-        }
     }
 
     pub(super) fn new_custom_status_id(&self) -> CustomStatusId {
