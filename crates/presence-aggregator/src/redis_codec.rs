@@ -159,8 +159,8 @@ fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserCha
     }
 }
 
-/// The cursor, the cluster-wide writes, the replies (stored and
-/// published) and the control messages: everything that must not be
+/// The cursor, the cluster-wide writes, the replies (stored, and
+/// published to the node that asked) and the control messages: everything that must not be
 /// written before every user.
 fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
     if let Some(cursor) = changes.cursor {
@@ -183,7 +183,7 @@ fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
         batch.set_string(keys.counts(), to_json(counts));
     }
     for notice in &changes.notices {
-        batch.publish(keys.replies_channel(), to_json(notice));
+        batch.publish(keys.node_channel(&notice.node), to_json(notice));
     }
     for reply in &changes.replies {
         // Stored with the change it answers (truthful replies): a gateway
@@ -193,7 +193,7 @@ fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
             to_json(&reply.result),
             presence_protocol::cluster::REPLY_OUTCOME_TTL_MS,
         );
-        batch.publish(keys.replies_channel(), to_json(reply));
+        batch.publish(keys.node_channel(&reply.node), to_json(reply));
     }
     for control in &cluster.control {
         batch.publish(Keys::control_channel(), to_json(control));

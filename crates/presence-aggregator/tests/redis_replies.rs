@@ -64,7 +64,7 @@ async fn r1_a_retried_append_is_answered_from_the_stored_outcome_and_applied_onc
     register_node(&client, "g1", Duration::from_secs(60), 1).await;
     let user = "alice";
     let mut subscriber = client.subscriber().await.unwrap();
-    let replies = Keys::new(shard_of(user, S)).replies_channel();
+    let replies = Keys::new(shard_of(user, S)).node_channel("g1");
     subscriber
         .subscribe(std::slice::from_ref(&replies))
         .await
@@ -140,7 +140,7 @@ async fn r1_a_late_first_append_after_a_leader_change_is_answered_from_the_retry
     let next_leader = start(&server, aggregator_config("agg-2", S)).await;
     wait_held(&next_leader, u64::from(S), WAIT).await;
     let mut subscriber = client.subscriber().await.unwrap();
-    let replies = Keys::new(shard_of(user, S)).replies_channel();
+    let replies = Keys::new(shard_of(user, S)).node_channel("g1");
     subscriber
         .subscribe(std::slice::from_ref(&replies))
         .await

@@ -7,7 +7,8 @@
 //! `presence-core` and commits what changed in one fenced script, which
 //! also publishes an [`UpdateMessage`] per changed user on
 //! `presence:{s}:updates`, a [`ReplyMessage`] per entry that asked for one
-//! on `presence:{s}:replies`, and [`ControlMessage`]s on `presence:control`.
+//! on the asking gateway's own channel `presence:{s}:node:<node>`, and
+//! [`ControlMessage`]s on `presence:{0}:control`.
 //! The leader stores each user's views as [`StoredView`] and
 //! [`StoredSelf`] and each device as a [`StoredDevice`].
 //!
@@ -596,10 +597,11 @@ impl From<&PresenceError> for CommandError {
     }
 }
 
-/// An answer on `presence:{s}:replies`: `{"node", "r", "result"}`.
+/// An answer on the asking node's channel `presence:{s}:node:<node>`:
+/// `{"node", "r", "result"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyMessage {
-    /// The gateway that asked; others ignore the message.
+    /// The gateway that asked: the message goes to its channel only.
     pub node: String,
     /// The entry's reply id.
     pub r: String,
@@ -619,7 +621,7 @@ pub struct StoredCounts {
     pub invisible: u64,
 }
 
-/// A notice to one gateway on `presence:{s}:replies`, `{"node",
+/// A notice to one gateway on its channel `presence:{s}:node:<node>`, `{"node",
 /// "replaced", "user"}`: its socket `replaced` of `user` was replaced by a
 /// newer socket of the same device on another node (D1), so it closes it
 /// with the `replaced` notice and close code 4001.
@@ -630,7 +632,8 @@ pub struct ReplacedMessage {
     pub replaced: u64,
 }
 
-/// A message on `presence:{s}:replies`: an answer or a replacement notice.
+/// A message on a node's channel `presence:{s}:node:<node>`: an answer or
+/// a replacement notice.
 /// Decode each shape directly (try [`ReplyMessage`] first), not through
 /// serde's untagged buffering.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -124,7 +124,7 @@ fn auto_leader(client: RedisClient) -> tokio::task::JoinHandle<()> {
                             r,
                             result: ok_me(1),
                         };
-                        let channel = Keys::new(shard).replies_channel();
+                        let channel = Keys::new(shard).node_channel(&reply.node);
                         let json = serde_json::to_string(&reply).unwrap();
                         // The async client: a blocking publish per reply
                         // stalls the runtime the backend shares.
@@ -178,19 +178,20 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
     assert_eq!(request.text.as_deref(), Some("Presenting"));
     let r = entry.reply.clone().expect("set_status asks for a reply");
 
-    // A reply for another node with the same id is not ours.
+    // A reply for another node with the same id goes to that node's
+    // channel, not ours.
     let foreign = ReplyMessage {
         node: "gw-2".into(),
         r: r.clone(),
         result: CommandResult::error("status_text_too_long", "nope"),
     };
-    publish(&server, &Keys::new(shard).replies_channel(), &foreign);
+    publish(&server, &Keys::new(shard).node_channel("gw-2"), &foreign);
     let reply = ReplyMessage {
         node: NODE.into(),
         r,
         result: ok_me(7),
     };
-    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
     let me = call.await.unwrap().unwrap();
     assert_eq!((&*me.user, me.version), ("alice", 7));
     assert_eq!(me.view, own_view());
@@ -212,8 +213,68 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
             ..CommandOk::default()
         }),
     };
-    publish(&server, &Keys::new(0).replies_channel(), &reply);
+    publish(&server, &Keys::new(0).node_channel(NODE), &reply);
     assert_eq!(call.await.unwrap().unwrap(), cap);
+    backend.shutdown().await;
+}
+
+/// Replies are addressed to the node that asked: the backend listens on
+/// its own channel of each shard (`presence:{s}:node:<node>`), never on a
+/// channel that carries every node's answers; an answer published to
+/// another node's channel does not resolve its request, its own does.
+#[tokio::test]
+async fn replies_come_on_the_asking_nodes_own_channels() {
+    let server = RedisServer::start();
+    let (client, backend) = start(&server, config()).await;
+    let backend = Arc::new(backend);
+    let channels = match server.query(&["PUBSUB", "CHANNELS", "presence:*"]) {
+        presence_testkit::resp::Reply::Array(Some(items)) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                presence_testkit::resp::Reply::Bulk(Some(b)) => String::from_utf8(b).ok(),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<String>>(),
+        other => panic!("PUBSUB CHANNELS answered {other:?}"),
+    };
+    let mut expected: std::collections::BTreeSet<String> = (0..SHARDS)
+        .flat_map(|s| {
+            [
+                Keys::new(s).updates_channel(),
+                Keys::new(s).node_channel(NODE),
+            ]
+        })
+        .collect();
+    expected.insert(Keys::control_channel());
+    assert_eq!(channels, expected);
+
+    let shard = shard_of("bob", SHARDS);
+    let call = tokio::spawn({
+        let backend = backend.clone();
+        async move {
+            backend
+                .set_preferences("bob", presence_core::PreferencesUpdate::default())
+                .await
+        }
+    });
+    let mut after = StreamId::default();
+    let (entry, _) = next_entry(&client, shard, &mut after).await;
+    let r = entry.reply.expect("a reply is wanted");
+    // Addressed to this node but sent to another node's channel: unseen.
+    let misrouted = ReplyMessage {
+        node: NODE.into(),
+        r: r.clone(),
+        result: CommandResult::error("status_text_disabled", "misrouted"),
+    };
+    publish(&server, &Keys::new(shard).node_channel("gw-2"), &misrouted);
+    let reply = ReplyMessage {
+        node: NODE.into(),
+        r,
+        result: ok_me(4),
+    };
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
+    let me = call.await.unwrap().expect("answered on its own channel");
+    assert_eq!(me.version, 4);
     backend.shutdown().await;
 }
 
@@ -255,7 +316,7 @@ async fn a_status_change_and_its_profile_are_one_stream_entry() {
         r: entry.reply.expect("set_status asks for a reply"),
         result: ok_me(3),
     };
-    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
     call.await.unwrap().unwrap();
     let rest = client.read(shard, after, 10, None).await.unwrap();
     assert!(rest.is_empty(), "one XADD for the change: {rest:?}");
@@ -290,7 +351,7 @@ async fn refusals_keep_their_code_and_silence_times_out_to_backend_unavailable()
         r: entry.reply.unwrap(),
         result: CommandResult::error("unsupported_event", "a web device cannot report 'lock'"),
     };
-    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
     let error = call.await.unwrap().unwrap_err();
     assert_eq!(error.code(), "unsupported_event");
     assert_eq!(error.to_string(), "a web device cannot report 'lock'");

@@ -9,7 +9,7 @@
 //! ```text
 //!  gateway ─ Backend call ─► append(presence:{s}:events, command, reply id r)
 //!                                   │ (shard leader applies, commits)
-//!  waiter(r) ◄─ pump task ◄─ presence:{s}:replies  {node, r, result}
+//!  waiter(r) ◄─ pump task ◄─ presence:{s}:node:<this node>  {node, r, result}
 //!  subscribe() ◄─ pump task ◄─ presence:{s}:updates / presence:{0}:control
 //!  liveness task ─► refresh_node (H2, X1) + refresh_heartbeats (H1)
 //! ```

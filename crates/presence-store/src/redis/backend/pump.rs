@@ -30,7 +30,7 @@ const PROBE_TRIES: usize = 6;
 /// Pause before retrying a resync whose reads failed.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
 
-/// A message of a replies channel: an answer (by far the most common) or
+/// A message of this node's channel: an answer (by far the most common) or
 /// a replacement notice. Decoded directly as each shape rather than
 /// through an untagged enum, whose buffering does not round-trip every
 /// field type of an answer.
@@ -49,7 +49,8 @@ fn decode_node_message(payload: &str) -> Result<NodeMessage, serde_json::Error> 
 #[derive(Clone, Copy)]
 enum Channel {
     Updates,
-    Replies,
+    /// This node's own channel of each shard: answers and notices.
+    Node,
     Control,
 }
 
@@ -58,7 +59,7 @@ pub(super) async fn run_pump(inner: Arc<Inner>) {
     for shard in 0..inner.config.shards {
         let keys = Keys::new(shard);
         channels.insert(keys.updates_channel(), Channel::Updates);
-        channels.insert(keys.replies_channel(), Channel::Replies);
+        channels.insert(keys.node_channel(&inner.config.node_id), Channel::Node);
     }
     channels.insert(Keys::control_channel(), Channel::Control);
     let names: Vec<String> = channels.keys().cloned().collect();
@@ -142,7 +143,7 @@ pub(super) async fn run_pump(inner: Arc<Inner>) {
 }
 
 impl Inner {
-    /// Publishes a probe on shard 0's replies channel until this node's
+    /// Publishes a probe on this node's own channel of shard 0 until this node's
     /// subscriber receives it (messages that arrive meanwhile are handled
     /// as usual); `false` if it never does within a few tries.
     async fn confirm_subscription(
@@ -157,7 +158,7 @@ impl Inner {
             result: CommandResult::Ok(CommandOk::default()),
         };
         let payload = serde_json::to_string(&message).expect("a reply serialises");
-        let channel = Keys::new(0).replies_channel();
+        let channel = Keys::new(0).node_channel(&self.config.node_id);
         for _ in 0..PROBE_TRIES {
             if let Err(error) = self.client.publish(&channel, &payload).await {
                 tracing::debug!(%error, "redis backend: the subscription probe was not published");
@@ -211,7 +212,7 @@ impl Inner {
 
     fn handle_message(&self, kind: Channel, payload: &str) {
         match kind {
-            Channel::Replies => match decode_node_message(payload) {
+            Channel::Node => match decode_node_message(payload) {
                 Ok(NodeMessage::Reply(reply)) if reply.node == self.config.node_id => {
                     if let Some(waiter) = self.waiters.lock().remove(&reply.r) {
                         let _ = waiter.tx.send(reply.result);
