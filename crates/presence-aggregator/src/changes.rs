@@ -171,6 +171,7 @@ impl UserChange {
             user: user.to_owned(),
             version,
             epoch,
+            committed_at_us: None,
             public: self.view.as_ref().map(StoredView::view),
             self_view: self.self_view.as_ref().map(|s| s.view.clone()),
         })

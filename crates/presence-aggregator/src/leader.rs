@@ -509,7 +509,14 @@ impl Leader<'_> {
             return Ok(());
         }
         let stats = &self.ctx.stats;
-        let batches = commit_batches(self.shard, self.epoch, &changes, self.ctx.config.batch_size);
+        let committed_at_us = wall_now_us();
+        let batches = commit_batches(
+            self.shard,
+            self.epoch,
+            committed_at_us,
+            &changes,
+            self.ctx.config.batch_size,
+        );
         for batch in &batches {
             self.check_valid()?;
             // Test hook: a pause here, after the validity check, is the
@@ -647,6 +654,14 @@ fn wall_now() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The wall clock in µs since the Unix epoch: the commit time stamped on
+/// every published update (W1's delivery latency is measured from it).
+fn wall_now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// X1, X2 (shard 0): the cap state machine over the live nodes' counts.

@@ -19,12 +19,14 @@ use crate::{LoadedUser, ShardChanges, ShardLoad, UserChange};
 #[derive(Debug)]
 pub struct DecodeError(pub String);
 
-/// The commit batches for `changes`, published with lease `epoch`, each
-/// writing at most `max_users` users (at least one batch if `changes` is
-/// not empty).
+/// The commit batches for `changes`, published with lease `epoch` and
+/// stamped with the commit time `committed_at_us` (the leader's wall
+/// clock as it commits, µs since the Unix epoch), each writing at most
+/// `max_users` users (at least one batch if `changes` is not empty).
 pub fn commit_batches(
     shard: u16,
     epoch: u64,
+    committed_at_us: u64,
     changes: &ShardChanges,
     max_users: usize,
 ) -> Vec<CommitBatch> {
@@ -43,7 +45,8 @@ pub fn commit_batches(
             write_user(&mut batch, &keys, user, change);
         }
         for (user, change) in chunk {
-            if let Some(update) = change.update_message(user, epoch) {
+            if let Some(mut update) = change.update_message(user, epoch) {
+                update.committed_at_us = Some(committed_at_us);
                 batch.publish(keys.updates_channel(), to_json(&update));
             }
         }
@@ -222,5 +225,50 @@ fn lenient<T: serde::de::DeserializeOwned>(
             tracing::warn!(what, owner, %error, "ignoring a stored value that does not parse");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use presence_core::{DisplayedStatus, PublicView};
+    use presence_protocol::cluster::{StoredView, UpdateMessage};
+    use presence_store::redis::CommitOp;
+
+    use super::commit_batches;
+    use crate::{ShardChanges, UserChange};
+
+    /// W1: every update a commit publishes carries the commit time, in
+    /// every batch of a change split over several.
+    #[test]
+    fn w1_every_published_update_carries_the_commit_time() {
+        let mut changes = ShardChanges::default();
+        for user in ["ann", "ben", "cy"] {
+            let view = PublicView {
+                status: DisplayedStatus::Online,
+                text: None,
+            };
+            changes.users.insert(
+                user.to_owned(),
+                UserChange {
+                    view: Some(StoredView::new(&view, 7)),
+                    ..UserChange::default()
+                },
+            );
+        }
+        let batches = commit_batches(2, 5, 1_700_000_000_000_123, &changes, 2);
+        assert_eq!(batches.len(), 2, "three users, two per batch");
+        let mut published = 0;
+        for batch in &batches {
+            for op in batch.ops() {
+                let CommitOp::Publish { message, .. } = op else {
+                    continue;
+                };
+                let update: UpdateMessage = serde_json::from_str(message).expect("an update");
+                assert_eq!(update.committed_at_us, Some(1_700_000_000_000_123));
+                assert_eq!(update.epoch, 5);
+                published += 1;
+            }
+        }
+        assert_eq!(published, 3);
     }
 }

@@ -643,7 +643,7 @@ pub enum NodeMessage {
 }
 
 /// A change of one user, on `presence:{s}:updates`:
-/// `{"user", "version", "epoch", "public"?, "self"?}`.
+/// `{"user", "version", "epoch", "committed_at_us"?, "public"?, "self"?}`.
 ///
 /// `public` is present when what others see changed, `self` when what the
 /// user sees of themselves changed; `version` is the user's version after
@@ -654,6 +654,13 @@ pub struct UpdateMessage {
     pub version: u64,
     /// The lease epoch of the leader that published it.
     pub epoch: u64,
+    /// When the leader committed the change: its wall clock as it sent the
+    /// fenced commit that also publishes this message, in microseconds
+    /// since the Unix epoch. Gateways measure delivery latency from it
+    /// (`presence_update_delivery_seconds`). `None` in messages of older
+    /// leaders and in views a gateway re-reads on resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<PublicView>,
     #[serde(rename = "self", default, skip_serializing_if = "Option::is_none")]

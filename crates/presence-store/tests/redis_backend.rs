@@ -387,6 +387,7 @@ async fn w3_updates_become_updates_and_stale_versions_are_dropped() {
         user: "carol".into(),
         version,
         epoch: 1,
+        committed_at_us: None,
         public: public.then(|| busy.clone()),
         self_view: own.then(own_view),
     };
@@ -422,6 +423,46 @@ async fn w3_updates_become_updates_and_stale_versions_are_dropped() {
     };
     assert_eq!(snapshot.version, 4);
     assert!(rx.try_recv().is_err(), "nothing else was emitted");
+    backend.shutdown().await;
+}
+
+/// W1's delivery latency starts at the commit: an update carries the
+/// leader's commit time and the backend hands it on as the update's
+/// `changed_at`, not the moment the message arrived here.
+#[tokio::test]
+async fn w1_an_update_carries_its_commit_time() {
+    let server = RedisServer::start();
+    let (_client, backend) = start(&server, config()).await;
+    let mut rx = backend.subscribe();
+    let committed = std::time::SystemTime::now() - Duration::from_millis(250);
+    let committed_us = committed
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let update = UpdateMessage {
+        user: "dave".into(),
+        version: 9,
+        epoch: 1,
+        committed_at_us: Some(committed_us),
+        public: Some(PublicView {
+            status: DisplayedStatus::Away,
+            text: None,
+        }),
+        self_view: None,
+    };
+    publish(
+        &server,
+        &Keys::for_user("dave", SHARDS).updates_channel(),
+        &update,
+    );
+    let Update::Presence { changed_at, .. } = next_update(&mut rx).await else {
+        panic!("expected a presence update")
+    };
+    assert_eq!(
+        changed_at,
+        std::time::UNIX_EPOCH + Duration::from_micros(committed_us),
+        "the commit time, to the microsecond"
+    );
     backend.shutdown().await;
 }
 
@@ -859,6 +900,7 @@ async fn w3_the_first_offline_view_of_an_unknown_user_is_not_an_update() {
         user: "newbie".into(),
         version,
         epoch: 1,
+        committed_at_us: None,
         public: Some(view(status)),
         self_view: None,
     };

@@ -477,6 +477,7 @@ fn update_messages_round_trip_with_either_view() {
             user: "alice".into(),
             version: 5,
             epoch: 2,
+            committed_at_us: Some(1_700_000_000_123_456),
             public: Some(public.clone()),
             self_view: Some(self_view()),
         },
@@ -484,6 +485,7 @@ fn update_messages_round_trip_with_either_view() {
             user: "alice".into(),
             version: 6,
             epoch: 2,
+            committed_at_us: None,
             public: None,
             self_view: Some(self_view()),
         },
@@ -491,6 +493,7 @@ fn update_messages_round_trip_with_either_view() {
             user: "bob".into(),
             version: 7,
             epoch: 3,
+            committed_at_us: None,
             public: Some(public),
             self_view: None,
         },
@@ -501,6 +504,11 @@ fn update_messages_round_trip_with_either_view() {
     assert_eq!(
         serde_json::to_string(&messages[2]).unwrap(),
         r#"{"user":"bob","version":7,"epoch":3,"public":{"status":"online","text":null}}"#
+    );
+    assert!(
+        serde_json::to_string(&messages[0])
+            .unwrap()
+            .contains(r#""committed_at_us":1700000000123456"#)
     );
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_core::DisplayedStatus;
 use presence_protocol::cluster::{
@@ -275,7 +275,7 @@ impl Inner {
                     view,
                     version: update.version,
                 }),
-                changed_at: SystemTime::now(),
+                changed_at: committed_at(update.committed_at_us),
             });
         }
         if let Some(view) = own {
@@ -306,4 +306,12 @@ impl Inner {
             ControlMessage::CustomStatusesChanged { .. } => self.invalidate_cluster(),
         }
     }
+}
+
+/// When a change was committed, for the delivery latency: the leader's
+/// stamp, or now for views without one (a resync's reads, older leaders).
+fn committed_at(committed_at_us: Option<u64>) -> SystemTime {
+    committed_at_us
+        .map(|us| UNIX_EPOCH + Duration::from_micros(us))
+        .unwrap_or_else(SystemTime::now)
 }

@@ -41,6 +41,7 @@ impl Inner {
                                 user: user.to_string(),
                                 version: view.version,
                                 epoch: 0,
+                                committed_at_us: None,
                                 public: Some(view.view()),
                                 self_view: None,
                             });
@@ -73,6 +74,7 @@ impl Inner {
                         user: user.to_string(),
                         version: own.version,
                         epoch: 0,
+                        committed_at_us: None,
                         public: None,
                         self_view: Some(own.view),
                     }),
