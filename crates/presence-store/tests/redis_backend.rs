@@ -466,6 +466,68 @@ async fn w1_an_update_carries_its_commit_time() {
     backend.shutdown().await;
 }
 
+/// W3 with a bounded map: reads of many users and updates about many
+/// more never make the backend hold more than its capacity, users with a
+/// socket here stay tracked (their own views are still filtered), and a
+/// stale version is still dropped after a newer one.
+#[tokio::test]
+async fn w3_the_versions_map_is_bounded() {
+    let server = RedisServer::start();
+    let mut config = config();
+    config.seen_capacity = 64;
+    let (client, backend) = start(&server, config).await;
+    let backend = Arc::new(backend);
+    let leader = auto_leader(client.clone());
+    backend.connect(&session("erin", "d1", 1)).await.unwrap();
+    let users: Vec<Arc<str>> = (0..500).map(|i| Arc::from(format!("reader-{i}"))).collect();
+    for chunk in users.chunks(50) {
+        backend.presence(chunk).await.unwrap();
+    }
+    let mut rx = backend.subscribe();
+    let message = |user: &str, version: u64| UpdateMessage {
+        user: user.into(),
+        version,
+        epoch: 1,
+        committed_at_us: None,
+        public: Some(PublicView {
+            status: DisplayedStatus::Busy,
+            text: None,
+        }),
+        self_view: None,
+    };
+    for i in 0..300 {
+        let user = format!("passer-{i}");
+        publish(
+            &server,
+            &Keys::for_user(&user, SHARDS).updates_channel(),
+            &message(&user, 1),
+        );
+    }
+    // Then erin, who has a socket here: newer, then stale.
+    let channel = Keys::for_user("erin", SHARDS).updates_channel();
+    publish(&server, &channel, &message("erin", u64::MAX - 1));
+    publish(&server, &channel, &message("erin", 5));
+    publish(&server, &channel, &message("erin", u64::MAX));
+    let mut erin = Vec::new();
+    while erin.last() != Some(&u64::MAX) {
+        if let Update::Presence { snapshot, .. } = next_update(&mut rx).await
+            && &*snapshot.user == "erin"
+        {
+            erin.push(snapshot.version);
+        }
+    }
+    assert_eq!(
+        erin,
+        vec![u64::MAX - 1, u64::MAX],
+        "the stale v5 was dropped"
+    );
+    let (tracked, strangers) = backend.seen_users();
+    assert!(tracked <= 64 + 1, "{tracked} tracked users");
+    assert!(strangers <= 8, "{strangers} strangers");
+    leader.abort();
+    backend.shutdown().await;
+}
+
 /// X3 and settings: control messages become `Broadcast` and `Settings`.
 #[tokio::test]
 async fn x3_control_messages_become_broadcast_and_settings_updates() {

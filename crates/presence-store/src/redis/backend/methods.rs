@@ -49,6 +49,8 @@ impl Backend for RedisBackend {
                 profile: session.profile.clone(),
             },
         );
+        // Its own view is tracked (W3, resync) while the socket is open.
+        inner.seen.lock().socket_opened(&session.user);
         let command = connect_command(&inner.config.node_id, session);
         let result = async {
             let ok = inner.request(&session.user, command).await?;
@@ -65,6 +67,7 @@ impl Backend for RedisBackend {
             inner.count_changed.notify_one();
         } else {
             inner.live.lock().remove(&session.conn);
+            inner.seen.lock().socket_closed(&session.user);
             // The leader may have applied the connect without us hearing
             // back: take it back so a refused connect leaves no ghost
             // device (if this append fails too, the device's heartbeat
@@ -106,6 +109,7 @@ impl Backend for RedisBackend {
             return Ok(());
         }
         self.inner.count_changed.notify_one();
+        self.inner.seen.lock().socket_closed(&session.user);
         let command = disconnect_command(session, end);
         self.inner.request(&session.user, command).await.map(drop)
     }
@@ -199,10 +203,8 @@ impl Backend for RedisBackend {
             .iter()
             .zip(views)
             .map(|(user, view)| {
-                // Watched from now on (resyncs cover it), but what was read
-                // is not what was *sent* to watchers: marking it would make
-                // a lost update of this version look delivered.
-                seen.entry(user.clone()).or_default();
+                // Watched from now on (resyncs cover it); see `seen.rs`.
+                seen.read(user);
                 snapshot_of(user.clone(), view)
             })
             .collect())

@@ -26,6 +26,8 @@
 //! - `pump.rs`: the pub/sub pump (subscription and its probe, dispatch of
 //!   replies, updates and control messages);
 //! - `resync.rs`: re-reading stored views after pub/sub lost messages;
+//! - `seen.rs`: the W3 filter, the last versions emitted per user,
+//!   bounded;
 //! - `stored_reads.rs`: reads of stored views and of the cached
 //!   cluster-wide state; `directory.rs`: the scans of every user;
 //! - `liveness.rs`: node lease, socket count, heartbeats, re-registration
@@ -70,11 +72,14 @@
 //!
 //! **Resync (H3).** Pub/sub loses messages on reconnect and lag. On any
 //! [`SubscriberEvent::Resync`] the pump re-reads the stored views of every
-//! user this backend has seen (read with [`Backend::presence`](crate::Backend::presence) or updated
-//! since start: the gateway reads a user before it pushes their updates, so
-//! this covers every watched user) and the own views of users with a
-//! socket here, and emits an [`Update`] for each one newer than what was
-//! last emitted. The gateway's own resync (a lagged broadcast receiver)
+//! user this backend tracks (read with
+//! [`Backend::presence`](crate::Backend::presence) — the gateway reads a
+//! user before it pushes their updates, so this covers every watched user
+//! — or with a socket here; at most
+//! [`RedisBackendConfig::seen_capacity`] besides the latter, least
+//! recently used forgotten first, `seen.rs`) and the own views of users
+//! with a socket here, and emits an [`Update`] for each one newer than
+//! what was last emitted. The gateway's own resync (a lagged broadcast receiver)
 //! still works as with any backend. After a `Reconnected` resync, and
 //! whenever `refresh_node` says the node lease had lapsed, every live
 //! device is registered again with a `Connect` (the leader may have
@@ -122,9 +127,13 @@ mod pump;
 mod reply_errors;
 mod requests;
 mod resync;
+mod seen;
+
+use seen::SeenVersions;
 mod stored_reads;
 
 pub use reply_errors::error_from_reply;
+pub use seen::DEFAULT_SEEN_CAPACITY;
 
 /// Capacity of the [`Update`] broadcast channel.
 const UPDATE_CHANNEL_CAPACITY: usize = 16_384;
@@ -150,6 +159,10 @@ pub struct RedisBackendConfig {
     /// The node lease (H2), renewed every third of it. Default 10 s: a
     /// crashed node's devices go offline for everyone within about that.
     pub node_lease_ttl: Duration,
+    /// How many users' versions (W3) this node tracks besides those with a
+    /// socket here before it forgets the least recently used (see
+    /// `seen.rs`). Default [`DEFAULT_SEEN_CAPACITY`].
+    pub seen_capacity: usize,
 }
 
 impl RedisBackendConfig {
@@ -161,6 +174,7 @@ impl RedisBackendConfig {
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
             node_lease_ttl: Duration::from_secs(10),
+            seen_capacity: DEFAULT_SEEN_CAPACITY,
         }
     }
 }
@@ -208,9 +222,9 @@ struct Inner {
     /// entries appended again after an ambiguous failure (tests, logs).
     replies_recovered: AtomicU64,
     append_retries: AtomicU64,
-    /// Per user: the last public and own versions emitted (W3). Also the
-    /// set of users resynced after a pub/sub loss.
-    seen: Mutex<HashMap<Arc<str>, Seen>>,
+    /// Per user: the last public and own versions emitted (W3), bounded;
+    /// its tracked users are the ones resynced after a pub/sub loss.
+    seen: Mutex<SeenVersions>,
     /// This node's open sockets.
     live: Mutex<HashMap<ConnId, LiveSocket>>,
     cluster: Mutex<Option<CachedCluster>>,
@@ -244,12 +258,6 @@ struct Waiter {
     since: tokio::time::Instant,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Seen {
-    public: u64,
-    own: u64,
-}
-
 #[derive(Clone, Debug)]
 struct LiveSocket {
     user: Arc<str>,
@@ -272,6 +280,7 @@ impl RedisBackend {
     /// [`RedisClient::ensure_meta`] first.
     pub async fn start(client: RedisClient, config: RedisBackendConfig) -> RedisBackend {
         let (updates, _) = broadcast::channel(UPDATE_CHANNEL_CAPACITY);
+        let seen_capacity = config.seen_capacity;
         let inner = Arc::new(Inner {
             client,
             config,
@@ -283,7 +292,7 @@ impl RedisBackend {
             refresh_soon: Notify::new(),
             replies_recovered: AtomicU64::new(0),
             append_retries: AtomicU64::new(0),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(SeenVersions::new(seen_capacity)),
             live: Mutex::new(HashMap::new()),
             cluster: Mutex::new(None),
             subscribed: AtomicBool::new(false),
@@ -347,6 +356,12 @@ impl RedisBackend {
             heartbeat_commands: inner.heartbeat_commands.load(Ordering::Relaxed),
             reregistrations: inner.reregistrations.load(Ordering::Relaxed),
         }
+    }
+
+    /// Users whose versions (W3) this node holds now: `(tracked, strangers)`
+    /// (see [`RedisBackendConfig::seen_capacity`]).
+    pub fn seen_users(&self) -> (usize, usize) {
+        self.inner.seen.lock().sizes()
     }
 
     /// Heartbeat `ZADD` commands sent since start (H1).

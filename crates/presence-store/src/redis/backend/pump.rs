@@ -20,6 +20,7 @@ use crate::redis::keys::Keys;
 use crate::redis::subscriber::{ResyncReason, SubscriberEvent};
 
 use super::Inner;
+use super::seen::{Offer, Source};
 
 /// Pause before building the subscriber again after it failed or closed.
 const SUBSCRIBER_RETRY: Duration = Duration::from_millis(200);
@@ -228,7 +229,7 @@ impl Inner {
                 Err(error) => tracing::warn!(%error, "redis backend: an undecodable reply"),
             },
             Channel::Updates => match serde_json::from_str::<UpdateMessage>(payload) {
-                Ok(update) => self.emit_update(update),
+                Ok(update) => self.emit_update(update, Source::PubSub),
                 Err(error) => tracing::warn!(%error, "redis backend: an undecodable update"),
             },
             Channel::Control => match serde_json::from_str::<ControlMessage>(payload) {
@@ -240,34 +241,26 @@ impl Inner {
         }
     }
 
-    /// W3: emits each view only if newer than the last one emitted.
-    pub(super) fn emit_update(&self, update: UpdateMessage) {
+    /// W3: emits each view only if newer than the last one emitted (see
+    /// `seen.rs`, which also says what `source` changes).
+    pub(super) fn emit_update(&self, update: UpdateMessage, source: Source) {
         let user: Arc<str> = Arc::from(update.user.as_str());
-        let (public, own) = {
-            let mut seen = self.seen.lock();
-            let known = seen.contains_key(&user);
-            let entry = seen.entry(user.clone()).or_default();
-            // A user this node never read nor heard of reads as offline at
-            // version 0 here (and from the store): a leader's first view of
-            // a new user that is still offline without text changes nothing
-            // anyone here was shown.
-            let unchanged_new_user = !known
-                && update
-                    .public
-                    .as_ref()
-                    .is_some_and(|v| v.status == DisplayedStatus::Offline && v.text.is_none());
-            let public = update
+        let offer = Offer {
+            version: update.version,
+            public: update.public.is_some(),
+            // A user never read nor heard of reads as offline at version 0
+            // here (and from the store): a leader's first view of a new
+            // user still offline without text changes nothing anyone here
+            // was shown.
+            public_is_blank: update
                 .public
-                .filter(|_| update.version > entry.public && !unchanged_new_user);
-            if public.is_some() {
-                entry.public = update.version;
-            }
-            let own = update.self_view.filter(|_| update.version > entry.own);
-            if own.is_some() {
-                entry.own = update.version;
-            }
-            (public, own)
+                .as_ref()
+                .is_some_and(|v| v.status == DisplayedStatus::Offline && v.text.is_none()),
+            own: update.self_view.is_some(),
         };
+        let admitted = self.seen.lock().admit(&user, offer, source);
+        let public = update.public.filter(|_| admitted.public);
+        let own = update.self_view.filter(|_| admitted.own);
         if let Some(view) = public {
             let _ = self.updates.send(Update::Presence {
                 snapshot: Arc::new(PresenceSnapshot {

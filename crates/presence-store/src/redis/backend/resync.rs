@@ -14,6 +14,7 @@ use crate::redis::shard_reads::LOAD_CHUNK;
 use crate::redis::subscriber::ResyncReason;
 
 use super::Inner;
+use super::seen::Source;
 
 impl Inner {
     /// Pub/sub may have lost messages: re-read what this node watches and
@@ -31,20 +32,23 @@ impl Inner {
             }
         }
         self.invalidate_cluster();
-        let users: Vec<Arc<str>> = self.seen.lock().keys().cloned().collect();
+        let users: Vec<Arc<str>> = self.seen.lock().tracked_users();
         for chunk in users.chunks(LOAD_CHUNK) {
             match self.read_views(chunk).await {
                 Ok(views) => {
                     for (user, view) in chunk.iter().zip(views) {
                         if let Some(view) = view {
-                            self.emit_update(UpdateMessage {
-                                user: user.to_string(),
-                                version: view.version,
-                                epoch: 0,
-                                committed_at_us: None,
-                                public: Some(view.view()),
-                                self_view: None,
-                            });
+                            self.emit_update(
+                                UpdateMessage {
+                                    user: user.to_string(),
+                                    version: view.version,
+                                    epoch: 0,
+                                    committed_at_us: None,
+                                    public: Some(view.view()),
+                                    self_view: None,
+                                },
+                                Source::Resync,
+                            );
                         }
                     }
                 }
@@ -70,14 +74,17 @@ impl Inner {
             .await;
             match stored {
                 Ok(Some(json)) => match serde_json::from_str::<StoredSelf>(&json) {
-                    Ok(own) => self.emit_update(UpdateMessage {
-                        user: user.to_string(),
-                        version: own.version,
-                        epoch: 0,
-                        committed_at_us: None,
-                        public: None,
-                        self_view: Some(own.view),
-                    }),
+                    Ok(own) => self.emit_update(
+                        UpdateMessage {
+                            user: user.to_string(),
+                            version: own.version,
+                            epoch: 0,
+                            committed_at_us: None,
+                            public: None,
+                            self_view: Some(own.view),
+                        },
+                        Source::Resync,
+                    ),
                     Err(error) => tracing::warn!(%error, "redis backend: a bad stored own view"),
                 },
                 Ok(None) => {}
