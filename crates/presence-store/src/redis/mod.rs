@@ -32,7 +32,7 @@
 //!   `replies.rs`: truthful replies).
 //! - [`RedisSubscriber`]: pub/sub with lag and reconnects surfaced as
 //!   [`SubscriberEvent::Resync`].
-//! - [`RedisBackend`] (`backend.rs`): the gateway's [`Backend`](crate::Backend)
+//! - [`RedisBackend`] (`backend/`, one file per concept): the gateway's [`Backend`](crate::Backend)
 //!   in cluster mode, built on all of the above.
 //! - [`RedisError`]: transport failures have the code
 //!   `backend_unavailable`.
