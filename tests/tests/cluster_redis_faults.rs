@@ -724,7 +724,8 @@ async fn h3_w3_pubsub_killed_and_lagging_watchers_resync_to_the_stored_state() {
     };
     signal("-STOP");
     let addr = redis.addr();
-    let channel = Keys::new(1).replies_channel();
+    // Node c's own channel: it reads every message there.
+    let channel = Keys::new(1).node_channel("node-c");
     let burst = 60_000;
     tokio::task::spawn_blocking(move || {
         let junk = r#"{"node":"nobody","r":"0","result":{"ok":{}}}"#;

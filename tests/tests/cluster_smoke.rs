@@ -109,6 +109,10 @@ async fn aggregator_metrics_show_every_shard_held_exactly_once() {
             "presence_redis_errors_total{kind=\"timeout\"}",
             "presence_resyncs_total{reason=\"redis_reconnected\"}",
             "presence_pubsub_lagged_total",
+            "presence_redis_replies_recovered_total",
+            "presence_redis_append_retries_total",
+            "presence_redis_heartbeat_commands_total",
+            "presence_redis_device_reregistrations_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

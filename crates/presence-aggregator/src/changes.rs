@@ -26,10 +26,10 @@ pub struct ShardChanges {
     /// Per changed user, by user id.
     pub users: BTreeMap<String, UserChange>,
     /// Answers to the entries that carried a reply id, in stream order:
-    /// publish each on `presence:{s}:replies`.
+    /// publish each on the asking node's `presence:{s}:node:<node>`.
     pub replies: Vec<ReplyMessage>,
     /// Sockets replaced by a socket on another node (D1): publish each on
-    /// `presence:{s}:replies` for the node that holds it.
+    /// `presence:{s}:node:<node>` of the node that holds it.
     pub notices: Vec<ReplacedMessage>,
     /// Cluster-wide state, written only by shard 0's leader.
     pub cluster: ClusterChanges,
@@ -171,6 +171,7 @@ impl UserChange {
             user: user.to_owned(),
             version,
             epoch,
+            committed_at_us: None,
             public: self.view.as_ref().map(StoredView::view),
             self_view: self.self_view.as_ref().map(|s| s.view.clone()),
         })

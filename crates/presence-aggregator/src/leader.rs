@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::{self, commit_batches, to_protocol_id};
+use crate::redis_codec::{self, commit_batches};
 use crate::runner::Ctx;
 use crate::stats::AggregatorStats;
 use crate::{ShardChanges, ShardConfig, ShardLoad, ShardState};
@@ -222,7 +222,7 @@ impl Leader<'_> {
                 .iter()
                 .map(|e| {
                     let fields = e.fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
-                    (to_protocol_id(e.id), Entry::from_fields(fields))
+                    (e.id, Entry::from_fields(fields))
                 })
                 .collect();
             // A repeated request is answered from its first outcome.
@@ -264,7 +264,7 @@ impl Leader<'_> {
         let cluster = client.read_cluster_state().await.map_err(unavailable)?;
         let cursor = snapshot.cursor.unwrap_or(StreamId::ZERO);
         let users = snapshot.users.len();
-        let mut load = encode::shard_load(shard, snapshot, cluster).map_err(|e| {
+        let mut load = redis_codec::shard_load(shard, snapshot, cluster).map_err(|e| {
             tracing::error!(shard, error = %e.0, "cannot take the shard over");
             Exit::Failed
         })?;
@@ -509,7 +509,14 @@ impl Leader<'_> {
             return Ok(());
         }
         let stats = &self.ctx.stats;
-        let batches = commit_batches(self.shard, self.epoch, &changes, self.ctx.config.batch_size);
+        let committed_at_us = wall_now_us();
+        let batches = commit_batches(
+            self.shard,
+            self.epoch,
+            committed_at_us,
+            &changes,
+            self.ctx.config.batch_size,
+        );
         for batch in &batches {
             self.check_valid()?;
             // Test hook: a pause here, after the validity check, is the
@@ -581,7 +588,7 @@ fn apply_cluster_state(
     cluster: &presence_store::redis::ClusterSnapshot,
     now: Timestamp,
 ) -> ShardChanges {
-    let (settings, statuses) = encode::cluster_state(cluster);
+    let (settings, statuses) = redis_codec::cluster_state(cluster);
     let mut changes = ShardChanges::default();
     if let Some(settings) = settings.filter(|s| s != state.settings()) {
         changes.merge(state.reevaluate(settings, now));
@@ -647,6 +654,14 @@ fn wall_now() -> Timestamp {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The wall clock in µs since the Unix epoch: the commit time stamped on
+/// every published update (W1's delivery latency is measured from it).
+fn wall_now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// X1, X2 (shard 0): the cap state machine over the live nodes' counts.

@@ -24,7 +24,7 @@
 //!   it and exposes [`AggregatorStats`] (`stats.rs`).
 //! - `leader.rs`: one held shard — takeover, stream loop, timers, sweeps,
 //!   trim, lease renewal with a monotonic validity deadline.
-//! - `encode.rs`: [`ShardChanges`] → fenced `CommitBatch`es (which also
+//! - `redis_codec.rs`: [`ShardChanges`] → fenced `CommitBatch`es (which also
 //!   store each reply's outcome, `presence:{s}:reply:<id>`), and stored
 //!   JSON → [`ShardLoad`].
 //! - `retries.rs`: before a batch, the stored outcomes of the entries that
@@ -77,9 +77,9 @@
 
 mod cap;
 mod changes;
-mod encode;
 mod holdoff;
 mod leader;
+mod redis_codec;
 mod retries;
 mod runner;
 mod shard;
@@ -87,7 +87,7 @@ mod stats;
 
 pub use cap::CapOwner;
 pub use changes::{ClusterChanges, ShardChanges, UserChange};
-pub use encode::commit_batches;
+pub use redis_codec::commit_batches;
 pub use runner::{Aggregator, AggregatorConfig, AggregatorHandle};
 pub use shard::{LoadedUser, ShardConfig, ShardLoad, ShardState};
 pub use stats::{AggregatorStats, StatsSnapshot};

@@ -93,6 +93,7 @@ mod tests {
             node: "gw-1".into(),
             reply: reply.map(str::to_owned),
             retry,
+            profile: None,
         };
         (StreamId::new(1, 0), Ok(entry))
     }

@@ -340,6 +340,7 @@ impl ShardState {
                 node,
                 reply,
                 retry,
+                profile,
             } = entry;
             if let Some(r) = &reply
                 && let Some(result) = self.earlier_outcome(r, retry)
@@ -351,6 +352,12 @@ impl ShardState {
                     result,
                 });
                 continue;
+            }
+            // The token's profile travels with the command (one XADD) and
+            // is recorded in the same step, before it.
+            if let Some(profile) = profile {
+                let touch = ClusterCommand::TouchProfile { profile };
+                let _ = self.apply_user(&user, touch, &node, now, false);
             }
             let kind = command.kind();
             let result = if command.is_admin() {

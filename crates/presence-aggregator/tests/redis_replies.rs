@@ -51,6 +51,7 @@ async fn append_with_reply(
         node: "g1".to_owned(),
         reply: Some(r.to_owned()),
         retry,
+        profile: None,
     };
     client
         .append(shard_of(user, S), &entry.to_fields())
@@ -67,7 +68,7 @@ async fn r1_a_retried_append_is_answered_from_the_stored_outcome_and_applied_onc
     register_node(&client, "g1", Duration::from_secs(60), 1).await;
     let user = "alice";
     let mut subscriber = client.subscriber().await.unwrap();
-    let replies = Keys::new(shard_of(user, S)).replies_channel();
+    let replies = Keys::new(shard_of(user, S)).node_channel("g1");
     subscriber
         .subscribe(std::slice::from_ref(&replies))
         .await
@@ -143,7 +144,7 @@ async fn r1_a_late_first_append_after_a_leader_change_is_answered_from_the_retry
     let next_leader = start(&server, aggregator_config("agg-2", S)).await;
     wait_held(&next_leader, u64::from(S), WAIT).await;
     let mut subscriber = client.subscriber().await.unwrap();
-    let replies = Keys::new(shard_of(user, S)).replies_channel();
+    let replies = Keys::new(shard_of(user, S)).node_channel("g1");
     subscriber
         .subscribe(std::slice::from_ref(&replies))
         .await

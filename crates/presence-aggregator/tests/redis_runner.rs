@@ -32,7 +32,7 @@ async fn one_aggregator_takes_every_shard_and_publishes_updates_and_replies() {
         .flat_map(|s| {
             [
                 Keys::new(s).updates_channel(),
-                Keys::new(s).replies_channel(),
+                Keys::new(s).node_channel("g1"),
             ]
         })
         .collect();
@@ -287,7 +287,7 @@ async fn x1_x5_cap_across_nodes_disables_and_enable_is_refused_until_below() {
     let client = connect(&server).await;
     let mut subscriber = client.subscriber().await.unwrap();
     subscriber
-        .subscribe(&[Keys::control_channel(), Keys::new(0).replies_channel()])
+        .subscribe(&[Keys::control_channel(), Keys::new(0).node_channel("n1")])
         .await
         .unwrap();
     let aggregator = start(&server, aggregator_config("agg", S)).await;
@@ -469,7 +469,7 @@ fn stored_cap(server: &RedisServer) -> serde_json::Value {
 async fn next_reply(subscriber: &mut presence_store::redis::RedisSubscriber) -> ReplyMessage {
     loop {
         let (channel, payload) = next_message(subscriber, WAIT).await;
-        if channel == Keys::new(0).replies_channel() {
+        if channel == Keys::new(0).node_channel("n1") {
             return serde_json::from_str(&payload).unwrap();
         }
     }
@@ -494,8 +494,8 @@ async fn k1_a_settings_change_applies_at_once_on_every_shard() {
     let mut subscriber = client.subscriber().await.unwrap();
     subscriber
         .subscribe(&[
-            Keys::new(0).replies_channel(),
-            Keys::new(shard).replies_channel(),
+            Keys::new(0).node_channel("g1"),
+            Keys::new(shard).node_channel("g1"),
         ])
         .await
         .unwrap();

@@ -64,6 +64,7 @@ fn entry(command: &ClusterCommand, reply: &str, retry: bool) -> StreamEntry {
         node: "node-a".to_owned(),
         reply: Some(reply.to_owned()),
         retry,
+        profile: None,
     };
     StreamEntry::from_fields(entry.to_fields()).expect("decodes")
 }

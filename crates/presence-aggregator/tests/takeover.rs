@@ -193,6 +193,7 @@ fn cursor_follows_the_last_entry_and_bad_entries_are_skipped_and_answered() {
         node: "n1".into(),
         reply: None,
         retry: false,
+        profile: None,
     };
     let bad = StreamEntry::from_fields([
         ("u", "alice"),
@@ -228,6 +229,7 @@ fn cursor_follows_the_last_entry_and_bad_entries_are_skipped_and_answered() {
         node: "n1".into(),
         reply: None,
         retry: false,
+        profile: None,
     };
     let changes = leader
         .state

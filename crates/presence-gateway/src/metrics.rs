@@ -133,8 +133,14 @@ pub struct Metrics {
     /// `presence_updates_delivered_total`: presence updates written to client
     /// sockets (one per subscriber).
     pub updates_delivered: IntCounter,
-    /// `presence_update_delivery_seconds`: from the change's commit to the
-    /// frame being queued on a subscriber's socket.
+    /// `presence_update_delivery_seconds`: from a change's commit to its
+    /// frame being written to a subscriber's socket. Embedded mode: from
+    /// the in-memory apply (before the durable write is awaited). Cluster
+    /// mode: from the shard leader's commit time stamped in the update
+    /// (its wall clock as it sends the fenced commit), so Redis, pub/sub
+    /// and this node are included; clocks must be in sync (NTP), and a
+    /// stamp ahead of this node's clock counts as 0. Updates without a
+    /// stamp (resyncs, older leaders) start when they reach this node.
     pub update_delivery_seconds: Histogram,
     /// `presence_store_write_seconds`: duration of one backend write
     /// (device event, status change, heartbeat batch).
@@ -227,7 +233,7 @@ impl Metrics {
             ),
             update_delivery_seconds: r.histogram(
                 "presence_update_delivery_seconds",
-                "Time from a status change's commit to its delivery to a subscriber socket.",
+                "Seconds from a presence change's commit (embedded: applied in memory; cluster: the shard leader's commit) to its frame being written to a subscriber socket.",
                 &DELIVERY_BUCKETS,
             ),
             store_write_seconds: r.histogram(

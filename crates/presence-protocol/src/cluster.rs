@@ -7,7 +7,8 @@
 //! `presence-core` and commits what changed in one fenced script, which
 //! also publishes an [`UpdateMessage`] per changed user on
 //! `presence:{s}:updates`, a [`ReplyMessage`] per entry that asked for one
-//! on `presence:{s}:replies`, and [`ControlMessage`]s on `presence:control`.
+//! on the asking gateway's own channel `presence:{s}:node:<node>`, and
+//! [`ControlMessage`]s on `presence:{0}:control`.
 //! The leader stores each user's views as [`StoredView`] and
 //! [`StoredSelf`] and each device as a [`StoredDevice`].
 //!
@@ -32,8 +33,8 @@
 //! ```
 //!
 //! Stream entries are flat field lists (`u` user, `c` command JSON, `n`
-//! node, `r` reply id, `a` = `"retry"` on a repeated append), see
-//! [`StreamEntry::to_fields`].
+//! node, `r` reply id, `a` = `"retry"` on a repeated append, `p` the
+//! profile of the caller's token), see [`StreamEntry::to_fields`].
 //!
 //! # Reply ids and stored outcomes
 //!
@@ -112,6 +113,9 @@ pub struct StreamId {
 }
 
 impl StreamId {
+    /// `0-0`: before every entry (read from the start).
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
     pub const fn new(ms: u64, seq: u64) -> Self {
         Self { ms, seq }
     }
@@ -386,6 +390,13 @@ pub struct StreamEntry {
     /// connection, a timeout). The leader answers it from the stored
     /// outcome of that id, if any, instead of applying it again.
     pub retry: bool,
+    /// What the caller's token said about the user (username, display
+    /// name), recorded by the leader in the same step as the command, so a
+    /// status change with a profile is one `XADD`. `None` (or an empty
+    /// profile) keeps the stored one. Entries appended by older gateways
+    /// carry it as a separate [`ClusterCommand::TouchProfile`] entry
+    /// instead, which stays decodable.
+    pub profile: Option<Profile>,
 }
 
 /// Why stream entry fields do not make a [`StreamEntry`].
@@ -408,7 +419,8 @@ pub enum EntryError {
 
 impl StreamEntry {
     /// The fields to `XADD`: `u`, `c`, `n`, `r` when a reply is wanted,
-    /// and `a` = `"retry"` on a retry.
+    /// `a` = `"retry"` on a retry, and `p` (the profile's JSON) when the
+    /// entry carries a profile that is not empty.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         let command =
             serde_json::to_string(&self.command).expect("cluster commands always serialize");
@@ -423,6 +435,10 @@ impl StreamEntry {
         if self.retry {
             fields.push(("a", "retry".to_owned()));
         }
+        if let Some(profile) = self.profile.as_ref().filter(|p| !p.is_empty()) {
+            let profile = serde_json::to_string(profile).expect("a profile always serializes");
+            fields.push(("p", profile));
+        }
         fields
     }
 
@@ -433,8 +449,8 @@ impl StreamEntry {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let (mut user, mut command, mut node, mut reply, mut attempt) =
-            (None, None, None, None, None);
+        let (mut user, mut command, mut node, mut reply, mut attempt, mut profile) =
+            (None, None, None, None, None, None);
         for (key, value) in fields {
             let slot = match key.as_ref() {
                 b"u" => (&mut user, "u"),
@@ -442,6 +458,7 @@ impl StreamEntry {
                 b"n" => (&mut node, "n"),
                 b"r" => (&mut reply, "r"),
                 b"a" => (&mut attempt, "a"),
+                b"p" => (&mut profile, "p"),
                 _ => continue,
             };
             let text =
@@ -452,13 +469,22 @@ impl StreamEntry {
         let node = node.ok_or(EntryError::MissingField("n"))?;
         let command = command.ok_or(EntryError::MissingField("c"))?;
         let retry = attempt.as_deref() == Some("retry");
-        match serde_json::from_str(&command) {
-            Ok(command) => Ok(Self {
+        let decoded = serde_json::from_str(&command).and_then(|command| {
+            let profile = profile
+                .as_deref()
+                .map(serde_json::from_str::<Profile>)
+                .transpose()?
+                .filter(|p| !p.is_empty());
+            Ok((command, profile))
+        });
+        match decoded {
+            Ok((command, profile)) => Ok(Self {
                 user,
                 command,
                 node,
                 reply,
                 retry,
+                profile,
             }),
             Err(e) => Err(EntryError::BadCommand {
                 user,
@@ -571,10 +597,11 @@ impl From<&PresenceError> for CommandError {
     }
 }
 
-/// An answer on `presence:{s}:replies`: `{"node", "r", "result"}`.
+/// An answer on the asking node's channel `presence:{s}:node:<node>`:
+/// `{"node", "r", "result"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyMessage {
-    /// The gateway that asked; others ignore the message.
+    /// The gateway that asked: the message goes to its channel only.
     pub node: String,
     /// The entry's reply id.
     pub r: String,
@@ -594,7 +621,7 @@ pub struct StoredCounts {
     pub invisible: u64,
 }
 
-/// A notice to one gateway on `presence:{s}:replies`, `{"node",
+/// A notice to one gateway on its channel `presence:{s}:node:<node>`, `{"node",
 /// "replaced", "user"}`: its socket `replaced` of `user` was replaced by a
 /// newer socket of the same device on another node (D1), so it closes it
 /// with the `replaced` notice and close code 4001.
@@ -605,7 +632,8 @@ pub struct ReplacedMessage {
     pub replaced: u64,
 }
 
-/// A message on `presence:{s}:replies`: an answer or a replacement notice.
+/// A message on a node's channel `presence:{s}:node:<node>`: an answer or
+/// a replacement notice.
 /// Decode each shape directly (try [`ReplyMessage`] first), not through
 /// serde's untagged buffering.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -615,7 +643,7 @@ pub enum NodeMessage {
 }
 
 /// A change of one user, on `presence:{s}:updates`:
-/// `{"user", "version", "epoch", "public"?, "self"?}`.
+/// `{"user", "version", "epoch", "committed_at_us"?, "public"?, "self"?}`.
 ///
 /// `public` is present when what others see changed, `self` when what the
 /// user sees of themselves changed; `version` is the user's version after
@@ -626,6 +654,13 @@ pub struct UpdateMessage {
     pub version: u64,
     /// The lease epoch of the leader that published it.
     pub epoch: u64,
+    /// When the leader committed the change: its wall clock as it sent the
+    /// fenced commit that also publishes this message, in microseconds
+    /// since the Unix epoch. Gateways measure delivery latency from it
+    /// (`presence_update_delivery_seconds`). `None` in messages of older
+    /// leaders and in views a gateway re-reads on resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<PublicView>,
     #[serde(rename = "self", default, skip_serializing_if = "Option::is_none")]

@@ -127,7 +127,7 @@ fn auto_leader(client: RedisClient) -> tokio::task::JoinHandle<()> {
                             r,
                             result: ok_me(1),
                         };
-                        let channel = Keys::new(shard).replies_channel();
+                        let channel = Keys::new(shard).node_channel(&reply.node);
                         let json = serde_json::to_string(&reply).unwrap();
                         // The async client: a blocking publish per reply
                         // stalls the runtime the backend shares.
@@ -183,19 +183,20 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
     assert_eq!(request.text.as_deref(), Some("Presenting"));
     let r = entry.reply.clone().expect("set_status asks for a reply");
 
-    // A reply for another node with the same id is not ours.
+    // A reply for another node with the same id goes to that node's
+    // channel, not ours.
     let foreign = ReplyMessage {
         node: "gw-2".into(),
         r: r.clone(),
         result: CommandResult::error("status_text_too_long", "nope"),
     };
-    publish(&server, &Keys::new(shard).replies_channel(), &foreign);
+    publish(&server, &Keys::new(shard).node_channel("gw-2"), &foreign);
     let reply = ReplyMessage {
         node: NODE.into(),
         r,
         result: ok_me(7),
     };
-    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
     let me = call.await.unwrap().unwrap();
     assert_eq!((&*me.user, me.version), ("alice", 7));
     assert_eq!(me.view, own_view());
@@ -217,8 +218,113 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
             ..CommandOk::default()
         }),
     };
-    publish(&server, &Keys::new(0).replies_channel(), &reply);
+    publish(&server, &Keys::new(0).node_channel(NODE), &reply);
     assert_eq!(call.await.unwrap().unwrap(), cap);
+    backend.shutdown().await;
+}
+
+/// Replies are addressed to the node that asked: the backend listens on
+/// its own channel of each shard (`presence:{s}:node:<node>`), never on a
+/// channel that carries every node's answers; an answer published to
+/// another node's channel does not resolve its request, its own does.
+#[tokio::test]
+async fn replies_come_on_the_asking_nodes_own_channels() {
+    let server = RedisServer::start();
+    let (client, backend) = start(&server, config()).await;
+    let backend = Arc::new(backend);
+    let channels = match server.query(&["PUBSUB", "CHANNELS", "presence:*"]) {
+        presence_testkit::resp::Reply::Array(Some(items)) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                presence_testkit::resp::Reply::Bulk(Some(b)) => String::from_utf8(b).ok(),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<String>>(),
+        other => panic!("PUBSUB CHANNELS answered {other:?}"),
+    };
+    let mut expected: std::collections::BTreeSet<String> = (0..SHARDS)
+        .flat_map(|s| {
+            [
+                Keys::new(s).updates_channel(),
+                Keys::new(s).node_channel(NODE),
+            ]
+        })
+        .collect();
+    expected.insert(Keys::control_channel());
+    assert_eq!(channels, expected);
+
+    let shard = shard_of("bob", SHARDS);
+    let call = tokio::spawn({
+        let backend = backend.clone();
+        async move {
+            backend
+                .set_preferences("bob", presence_core::PreferencesUpdate::default())
+                .await
+        }
+    });
+    let mut after = StreamId::default();
+    let (entry, _) = next_entry(&client, shard, &mut after).await;
+    let r = entry.reply.expect("a reply is wanted");
+    // Addressed to this node but sent to another node's channel: unseen.
+    let misrouted = ReplyMessage {
+        node: NODE.into(),
+        r: r.clone(),
+        result: CommandResult::error("status_text_disabled", "misrouted"),
+    };
+    publish(&server, &Keys::new(shard).node_channel("gw-2"), &misrouted);
+    let reply = ReplyMessage {
+        node: NODE.into(),
+        r,
+        result: ok_me(4),
+    };
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
+    let me = call.await.unwrap().expect("answered on its own channel");
+    assert_eq!(me.version, 4);
+    backend.shutdown().await;
+}
+
+/// One `XADD` per change: a status change whose token carries a profile
+/// is a single stream entry holding both (no `TouchProfile` before it).
+#[tokio::test]
+async fn a_status_change_and_its_profile_are_one_stream_entry() {
+    let server = RedisServer::start();
+    let (client, backend) = start(&server, config()).await;
+    let backend = Arc::new(backend);
+    let shard = shard_of("alice", SHARDS);
+    let call = tokio::spawn({
+        let backend = backend.clone();
+        async move {
+            let profile = Profile {
+                username: Some("al".into()),
+                name: Some("Alice".into()),
+            };
+            let request = StatusRequest {
+                status: Some(ChosenStatus::Away),
+                text: None,
+                expires_at: None,
+            };
+            backend.set_status("alice", Some(&profile), request).await
+        }
+    });
+    let mut after = StreamId::default();
+    let (entry, _) = next_entry(&client, shard, &mut after).await;
+    assert!(
+        matches!(entry.command, ClusterCommand::SetStatus { .. }),
+        "the first entry is the change itself, got {:?}",
+        entry.command
+    );
+    let profile = entry.profile.clone().expect("the profile is in the entry");
+    assert_eq!(profile.username.as_deref(), Some("al"));
+    assert_eq!(profile.name.as_deref(), Some("Alice"));
+    let reply = ReplyMessage {
+        node: NODE.into(),
+        r: entry.reply.expect("set_status asks for a reply"),
+        result: ok_me(3),
+    };
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
+    call.await.unwrap().unwrap();
+    let rest = client.read(shard, after, 10, None).await.unwrap();
+    assert!(rest.is_empty(), "one XADD for the change: {rest:?}");
     backend.shutdown().await;
 }
 
@@ -250,7 +356,7 @@ async fn refusals_keep_their_code_and_silence_times_out_to_backend_unavailable()
         r: entry.reply.unwrap(),
         result: CommandResult::error("unsupported_event", "a web device cannot report 'lock'"),
     };
-    publish(&server, &Keys::new(shard).replies_channel(), &reply);
+    publish(&server, &Keys::new(shard).node_channel(NODE), &reply);
     let error = call.await.unwrap().unwrap_err();
     assert_eq!(error.code(), "unsupported_event");
     assert_eq!(error.to_string(), "a web device cannot report 'lock'");
@@ -286,6 +392,7 @@ async fn w3_updates_become_updates_and_stale_versions_are_dropped() {
         user: "carol".into(),
         version,
         epoch: 1,
+        committed_at_us: None,
         public: public.then(|| busy.clone()),
         self_view: own.then(own_view),
     };
@@ -321,6 +428,108 @@ async fn w3_updates_become_updates_and_stale_versions_are_dropped() {
     };
     assert_eq!(snapshot.version, 4);
     assert!(rx.try_recv().is_err(), "nothing else was emitted");
+    backend.shutdown().await;
+}
+
+/// W1's delivery latency starts at the commit: an update carries the
+/// leader's commit time and the backend hands it on as the update's
+/// `changed_at`, not the moment the message arrived here.
+#[tokio::test]
+async fn w1_an_update_carries_its_commit_time() {
+    let server = RedisServer::start();
+    let (_client, backend) = start(&server, config()).await;
+    let mut rx = backend.subscribe();
+    let committed = std::time::SystemTime::now() - Duration::from_millis(250);
+    let committed_us = committed
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let update = UpdateMessage {
+        user: "dave".into(),
+        version: 9,
+        epoch: 1,
+        committed_at_us: Some(committed_us),
+        public: Some(PublicView {
+            status: DisplayedStatus::Away,
+            text: None,
+        }),
+        self_view: None,
+    };
+    publish(
+        &server,
+        &Keys::for_user("dave", SHARDS).updates_channel(),
+        &update,
+    );
+    let Update::Presence { changed_at, .. } = next_update(&mut rx).await else {
+        panic!("expected a presence update")
+    };
+    assert_eq!(
+        changed_at,
+        std::time::UNIX_EPOCH + Duration::from_micros(committed_us),
+        "the commit time, to the microsecond"
+    );
+    backend.shutdown().await;
+}
+
+/// W3 with a bounded map: reads of many users and updates about many
+/// more never make the backend hold more than its capacity, users with a
+/// socket here stay tracked (their own views are still filtered), and a
+/// stale version is still dropped after a newer one.
+#[tokio::test]
+async fn w3_the_versions_map_is_bounded() {
+    let server = RedisServer::start();
+    let mut config = config();
+    config.seen_capacity = 64;
+    let (client, backend) = start(&server, config).await;
+    let backend = Arc::new(backend);
+    let leader = auto_leader(client.clone());
+    backend.connect(&session("erin", "d1", 1)).await.unwrap();
+    let users: Vec<Arc<str>> = (0..500).map(|i| Arc::from(format!("reader-{i}"))).collect();
+    for chunk in users.chunks(50) {
+        backend.presence(chunk).await.unwrap();
+    }
+    let mut rx = backend.subscribe();
+    let message = |user: &str, version: u64| UpdateMessage {
+        user: user.into(),
+        version,
+        epoch: 1,
+        committed_at_us: None,
+        public: Some(PublicView {
+            status: DisplayedStatus::Busy,
+            text: None,
+        }),
+        self_view: None,
+    };
+    for i in 0..300 {
+        let user = format!("passer-{i}");
+        publish(
+            &server,
+            &Keys::for_user(&user, SHARDS).updates_channel(),
+            &message(&user, 1),
+        );
+    }
+    // Then erin, who has a socket here: newer, then stale.
+    let channel = Keys::for_user("erin", SHARDS).updates_channel();
+    publish(&server, &channel, &message("erin", u64::MAX - 1));
+    publish(&server, &channel, &message("erin", 5));
+    publish(&server, &channel, &message("erin", u64::MAX));
+    let mut erin = Vec::new();
+    while erin.last() != Some(&u64::MAX) {
+        if let Update::Presence { snapshot, .. } = next_update(&mut rx).await
+            && &*snapshot.user == "erin"
+        {
+            erin.push(snapshot.version);
+        }
+    }
+    assert_eq!(
+        erin,
+        vec![u64::MAX - 1, u64::MAX],
+        "the stale v5 was dropped"
+    );
+    let (tracked, strangers) = backend.seen_users();
+    assert!(tracked <= 64 + 1, "{tracked} tracked users");
+    assert!(strangers <= 8, "{strangers} strangers");
+    leader.abort();
     backend.shutdown().await;
 }
 
@@ -794,6 +1003,7 @@ async fn w3_the_first_offline_view_of_an_unknown_user_is_not_an_update() {
         user: "newbie".into(),
         version,
         epoch: 1,
+        committed_at_us: None,
         public: Some(view(status)),
         self_view: None,
     };

@@ -19,7 +19,10 @@ async fn commit_applies_every_operation_in_order_and_publishes() {
     let keys = Keys::new(2);
     let epoch = redis.acquire_lease(2, "n", LONG).await.unwrap().unwrap();
     let lease = lease_value("n", epoch);
-    let mut watcher = subscribe(&server, &[&keys.updates_channel(), &keys.replies_channel()]);
+    let mut watcher = subscribe(
+        &server,
+        &[&keys.updates_channel(), &keys.node_channel("g1")],
+    );
 
     // State the batch changes or removes.
     server.command(&["SET", &keys.user("gone"), "old"]);
@@ -39,7 +42,7 @@ async fn commit_applies_every_operation_in_order_and_publishes() {
         .zset_add(keys.heartbeats(), 1_700_000_030_000, "alice\nweb-1")
         .zset_remove(keys.heartbeats(), "gone\nweb")
         .publish(keys.updates_channel(), r#"{"user":"alice","version":1}"#)
-        .publish(keys.replies_channel(), r#"{"node":"g1","r":"7"}"#)
+        .publish(keys.node_channel("g1"), r#"{"node":"g1","r":"7"}"#)
         // A key deleted then recreated as another type in the same batch.
         .delete_key(keys.self_view("alice"))
         .set_string(keys.self_view("alice"), "self")
@@ -83,7 +86,7 @@ async fn commit_applies_every_operation_in_order_and_publishes() {
     );
     assert_eq!(
         next_message(&mut watcher),
-        (keys.replies_channel(), r#"{"node":"g1","r":"7"}"#.into())
+        (keys.node_channel("g1"), r#"{"node":"g1","r":"7"}"#.into())
     );
 
     // An empty batch only checks the lease.

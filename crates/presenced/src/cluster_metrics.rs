@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use presence_aggregator::{AggregatorStats, StatsSnapshot};
+use presence_store::redis::ReplyStats;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
@@ -175,6 +176,84 @@ pub fn export_resyncs(
     });
 }
 
+/// The gateway side's truthful replies and liveness (RedisBackend,
+/// [`ReplyStats`]), copied into `registry` once a second:
+/// `presence_redis_replies_recovered_total`,
+/// `presence_redis_append_retries_total`,
+/// `presence_redis_heartbeat_commands_total` and
+/// `presence_redis_device_reregistrations_total`.
+pub fn export_replies(
+    registry: &Registry,
+    backend: Arc<presence_store::redis::RedisBackend>,
+    shutdown: CancellationToken,
+) -> prometheus::Result<()> {
+    let counters = ReplyCounters::register(registry)?;
+    let mut last = ReplyStats::default();
+    every_second(shutdown, move || {
+        let now = backend.reply_stats();
+        counters.update(&last, &now);
+        last = now;
+    });
+    Ok(())
+}
+
+/// The counters of [`export_replies`].
+struct ReplyCounters {
+    recovered: IntCounter,
+    append_retries: IntCounter,
+    heartbeat_commands: IntCounter,
+    reregistrations: IntCounter,
+}
+
+impl ReplyCounters {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(Self {
+            recovered: counter(
+                "presence_redis_replies_recovered_total",
+                "Requests answered from their stored outcome in Redis because the pub/sub answer was missed or late (R1).",
+            )?,
+            append_retries: counter(
+                "presence_redis_append_retries_total",
+                "Requests whose stream entry was appended again with the same reply id after an ambiguous failure.",
+            )?,
+            heartbeat_commands: counter(
+                "presence_redis_heartbeat_commands_total",
+                "Heartbeat refresh commands sent to Redis (H1: one per 500 devices per interval).",
+            )?,
+            reregistrations: counter(
+                "presence_redis_device_reregistrations_total",
+                "Times this node registered every live device again (its node lease had lapsed, or pub/sub reconnected).",
+            )?,
+        })
+    }
+
+    /// Adds what the counters moved between two snapshots.
+    fn update(&self, last: &ReplyStats, now: &ReplyStats) {
+        let add = |c: &IntCounter, before: u64, after: u64| c.inc_by(after.saturating_sub(before));
+        add(&self.recovered, last.recovered, now.recovered);
+        add(
+            &self.append_retries,
+            last.append_retries,
+            now.append_retries,
+        );
+        add(
+            &self.heartbeat_commands,
+            last.heartbeat_commands,
+            now.heartbeat_commands,
+        );
+        add(
+            &self.reregistrations,
+            last.reregistrations,
+            now.reregistrations,
+        );
+    }
+}
+
 /// Builds the Redis metric families from `presence_store::redis::redis_stats`
 /// on every scrape, so the histogram is exact (no copying of buckets).
 struct RedisCollector {
@@ -257,5 +336,63 @@ impl prometheus::core::Collector for RedisCollector {
             errors.mut_metric().push(metric);
         }
         vec![latency, errors]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{Encoder, Registry, TextEncoder};
+
+    use super::{ReplyCounters, ReplyStats};
+
+    fn text(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .expect("the registry encodes");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    /// R1's truthful replies are visible on `/metrics`: every counter is
+    /// registered with HELP text, and moves by what the backend counted
+    /// since the previous copy.
+    #[test]
+    fn r1_reply_counters_copy_the_backend_stats() {
+        let registry = Registry::new();
+        let counters = ReplyCounters::register(&registry).expect("registers");
+        let first = ReplyStats {
+            recovered: 2,
+            append_retries: 1,
+            heartbeat_commands: 7,
+            reregistrations: 0,
+        };
+        counters.update(&ReplyStats::default(), &first);
+        let second = ReplyStats {
+            recovered: 5,
+            append_retries: 1,
+            heartbeat_commands: 9,
+            reregistrations: 1,
+        };
+        counters.update(&first, &second);
+        let text = text(&registry);
+        for (name, value) in [
+            ("presence_redis_replies_recovered_total", 5),
+            ("presence_redis_append_retries_total", 1),
+            ("presence_redis_heartbeat_commands_total", 9),
+            ("presence_redis_device_reregistrations_total", 1),
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {name} counter")),
+                "{name} is not a counter"
+            );
+            assert!(
+                text.contains(&format!("\n{name} {value}\n")),
+                "{name}: {text}"
+            );
+        }
     }
 }

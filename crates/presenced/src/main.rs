@@ -92,6 +92,8 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
     if let Some(backend) = redis_backend {
         cluster_metrics::export_redis(metrics.registry(), args.shards)
             .context("registering the Redis metrics")?;
+        cluster_metrics::export_replies(metrics.registry(), backend.clone(), shutdown.clone())
+            .context("registering the reply metrics")?;
         cluster_metrics::export_resyncs(&metrics, backend, shutdown.clone());
     }
     if let Some(aggregator) = &aggregator {

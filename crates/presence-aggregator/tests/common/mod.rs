@@ -370,6 +370,7 @@ impl Leader {
                     node: node.to_owned(),
                     reply: Some(format!("r{n}")),
                     retry: false,
+                    profile: None,
                 };
                 // Through the stream's field encoding, as the runner reads it.
                 let entry = StreamEntry::from_fields(entry.to_fields()).expect("decodes");

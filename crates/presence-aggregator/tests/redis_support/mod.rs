@@ -99,6 +99,7 @@ pub async fn append(
         node: node.to_owned(),
         reply: reply.map(str::to_owned),
         retry: false,
+        profile: None,
     };
     client.append(shard, &entry.to_fields()).await.unwrap()
 }

@@ -176,9 +176,16 @@ fn every_command_round_trips_as_json_and_as_stream_fields() {
             node: "node-a".into(),
             reply: (i % 2 == 0).then(|| format!("r{i}")),
             retry: i % 4 == 0,
+            profile: (i % 3 == 0).then(|| Profile {
+                username: Some(format!("user{i}")),
+                name: None,
+            }),
         };
         let fields = entry.to_fields();
-        let expected = 3 + usize::from(entry.reply.is_some()) + usize::from(entry.retry);
+        let expected = 3
+            + usize::from(entry.reply.is_some())
+            + usize::from(entry.retry)
+            + usize::from(entry.profile.is_some());
         assert_eq!(fields.len(), expected);
         assert_eq!(StreamEntry::from_fields(fields), Ok(entry));
     }
@@ -470,6 +477,7 @@ fn update_messages_round_trip_with_either_view() {
             user: "alice".into(),
             version: 5,
             epoch: 2,
+            committed_at_us: Some(1_700_000_000_123_456),
             public: Some(public.clone()),
             self_view: Some(self_view()),
         },
@@ -477,6 +485,7 @@ fn update_messages_round_trip_with_either_view() {
             user: "alice".into(),
             version: 6,
             epoch: 2,
+            committed_at_us: None,
             public: None,
             self_view: Some(self_view()),
         },
@@ -484,6 +493,7 @@ fn update_messages_round_trip_with_either_view() {
             user: "bob".into(),
             version: 7,
             epoch: 3,
+            committed_at_us: None,
             public: Some(public),
             self_view: None,
         },
@@ -494,6 +504,11 @@ fn update_messages_round_trip_with_either_view() {
     assert_eq!(
         serde_json::to_string(&messages[2]).unwrap(),
         r#"{"user":"bob","version":7,"epoch":3,"public":{"status":"online","text":null}}"#
+    );
+    assert!(
+        serde_json::to_string(&messages[0])
+            .unwrap()
+            .contains(r#""committed_at_us":1700000000123456"#)
     );
 }
 
@@ -523,4 +538,49 @@ fn control_messages_round_trip() {
         serde_json::to_string(&messages[0]).unwrap(),
         r#"{"type":"broadcast","active":false}"#
     );
+}
+
+/// A status change and the profile its token carried travel in one entry
+/// (one `XADD`); an empty profile is not sent, and an entry without `p`
+/// (older gateways) decodes with no profile.
+#[test]
+fn the_profile_travels_in_the_same_entry_and_an_empty_one_is_not_sent() {
+    let mut entry = StreamEntry {
+        user: "alice".into(),
+        command: ClusterCommand::Sync,
+        node: "n1".into(),
+        reply: None,
+        retry: false,
+        profile: Some(Profile::default()),
+    };
+    assert!(entry.to_fields().iter().all(|(k, _)| *k != "p"));
+    entry.profile = None;
+    assert_eq!(
+        StreamEntry::from_fields(entry.to_fields()),
+        Ok(entry.clone())
+    );
+    let fields = vec![
+        ("u", "alice"),
+        ("c", r#"{"type":"sync"}"#),
+        ("n", "n1"),
+        ("p", r#"{"username":"al","name":"Alice"}"#),
+    ];
+    let decoded = StreamEntry::from_fields(fields).unwrap();
+    assert_eq!(
+        decoded.profile,
+        Some(Profile {
+            username: Some("al".into()),
+            name: Some("Alice".into())
+        })
+    );
+    let bad = vec![
+        ("u", "alice"),
+        ("c", r#"{"type":"sync"}"#),
+        ("n", "n1"),
+        ("p", "{"),
+    ];
+    assert!(matches!(
+        StreamEntry::from_fields(bad),
+        Err(EntryError::BadCommand { .. })
+    ));
 }

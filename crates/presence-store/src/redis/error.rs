@@ -162,6 +162,12 @@ fn unknown(details: String) -> RedisError {
 
 /// Every Redis failure is, to the gateway, an unavailable backend (503):
 /// the request did not happen, or its outcome is unknown.
+impl From<presence_protocol::cluster::InvalidStreamId> for RedisError {
+    fn from(error: presence_protocol::cluster::InvalidStreamId) -> Self {
+        RedisError::protocol(error.to_string())
+    }
+}
+
 impl From<RedisError> for BackendError {
     fn from(error: RedisError) -> Self {
         BackendError::Unavailable(error.to_string())

@@ -162,9 +162,15 @@ impl Keys {
         self.key("updates")
     }
 
-    /// `presence:{s}:replies` (channel): answers to commands that asked.
-    pub fn replies_channel(&self) -> String {
-        self.key("replies")
+    /// `presence:{s}:node:<node>` (channel): what shard `s`'s leader has
+    /// for gateway `node` alone — answers to its commands (`ReplyMessage`)
+    /// and notices that a socket it holds was replaced (`ReplacedMessage`).
+    /// One channel per shard and node, so a gateway receives only its own
+    /// answers, and the channel carries the shard's hash tag (the commit
+    /// script `SPUBLISH`es it in the shard's slot on Redis Cluster). The
+    /// node id is the suffix: it may hold any character.
+    pub fn node_channel(&self, node: &str) -> String {
+        self.user_key("node:", node)
     }
 
     /// `presence:meta` (hash): `shards` = S. Outside every shard's slot: it
@@ -314,7 +320,7 @@ mod tests {
             (k.lease(), "presence:{3}:lease"),
             (k.epoch(), "presence:{3}:epoch"),
             (k.updates_channel(), "presence:{3}:updates"),
-            (k.replies_channel(), "presence:{3}:replies"),
+            (k.node_channel("gw-1"), "presence:{3}:node:gw-1"),
             (k.reply("0a.1f@node-a"), "presence:{3}:reply:0a.1f@node-a"),
             (Keys::meta(), "presence:meta"),
             (Keys::nodes(), "presence:{0}:nodes"),

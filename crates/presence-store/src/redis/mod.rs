@@ -32,7 +32,7 @@
 //!   `replies.rs`: truthful replies).
 //! - [`RedisSubscriber`]: pub/sub with lag and reconnects surfaced as
 //!   [`SubscriberEvent::Resync`].
-//! - [`RedisBackend`] (`backend.rs`): the gateway's [`Backend`](crate::Backend)
+//! - [`RedisBackend`] (`backend/`, one file per concept): the gateway's [`Backend`](crate::Backend)
 //!   in cluster mode, built on all of the above.
 //! - [`RedisError`]: transport failures have the code
 //!   `backend_unavailable`.
@@ -57,13 +57,13 @@ mod lease;
 mod ratelimit;
 mod replies;
 mod scripts;
-mod shard;
+mod shard_reads;
 mod stats;
 mod stream;
 mod subscriber;
 mod url;
 
-pub use backend::{RedisBackend, RedisBackendConfig};
+pub use backend::{RedisBackend, RedisBackendConfig, ReplyStats};
 pub use client::{Backoff, RedisClient, RedisConfig};
 pub use commit::{CommitBatch, CommitOp, CommitOutcome};
 pub use error::RedisError;
@@ -71,7 +71,7 @@ pub use failover::{FAILOVER_HOLD_LIMIT, PRIMARY_CHECK_INTERVAL};
 pub use heartbeats::{HEARTBEAT_CHUNK, HeartbeatEntry, HeartbeatRefresh, NodeInfo};
 pub use keys::{Keys, heartbeat_member, parse_heartbeat_member, shard_of};
 pub use lease::{Lease, lease_value};
-pub use shard::{ClusterSnapshot, LOAD_CHUNK, ShardSnapshot, StoredUser};
+pub use shard_reads::{ClusterSnapshot, LOAD_CHUNK, ShardSnapshot, StoredUser};
 pub use stats::{ERROR_KINDS, LATENCY_BOUNDS, RedisStats, RedisStatsSnapshot, redis_stats};
 pub use stream::{StreamEntry, StreamId, StreamReader};
 pub use subscriber::{RedisSubscriber, ResyncReason, SubscriberEvent};

@@ -20,7 +20,7 @@ use fred::prelude::KeysInterface;
 use super::client::RedisClient;
 use super::error::RedisError;
 use super::keys::Keys;
-use super::shard::LOAD_CHUNK;
+use super::shard_reads::LOAD_CHUNK;
 
 impl RedisClient {
     /// The stored outcomes (JSON `CommandResult`) of reply ids `ids` of

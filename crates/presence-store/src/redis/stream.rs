@@ -17,8 +17,6 @@
 //! it was lost with the old primary, the next leader applies it again
 //! from the stored cursor.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,40 +28,10 @@ use super::client::{RedisClient, quit_in_background};
 use super::error::RedisError;
 use super::keys::Keys;
 
-/// A stream entry id, `<ms>-<seq>`; ordered like Redis orders them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId {
-    pub ms: u64,
-    pub seq: u64,
-}
-
-impl StreamId {
-    /// `0-0`: before every entry (read from the start).
-    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
-
-    pub const fn new(ms: u64, seq: u64) -> StreamId {
-        StreamId { ms, seq }
-    }
-}
-
-impl fmt::Display for StreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-impl FromStr for StreamId {
-    type Err = RedisError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || RedisError::protocol(format!("bad stream id {s:?}"));
-        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
-        Ok(StreamId {
-            ms: ms.parse().map_err(|_| bad())?,
-            seq: seq.parse().map_err(|_| bad())?,
-        })
-    }
-}
+/// A stream entry id, `<ms>-<seq>`: the protocol's type, one for every
+/// crate (the cursor the leader stores is the id the gateway's `XADD`
+/// returned).
+pub use presence_protocol::cluster::StreamId;
 
 /// One stream entry: its id and its field/value pairs, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +93,7 @@ impl RedisClient {
             let id: String = pool
                 .xadd(key, false, ("MAXLEN", "~", cap), "*", pairs)
                 .await?;
-            return id.parse();
+            return Ok(id.parse()?);
         }
         // One connection, one pipeline: WAIT covers the writes sent before
         // it on its own connection, so it must follow the XADD there.
@@ -149,7 +117,7 @@ impl RedisClient {
             super::stats::redis_stats().error(&error);
             return Err(error);
         }
-        id.parse()
+        Ok(id.parse()?)
     }
 
     /// Up to `count` entries after `after`, from the pool. With `block`,
@@ -368,7 +336,9 @@ mod tests {
         }
         assert!(StreamId::new(1, 9) < StreamId::new(2, 0));
         assert!(StreamId::new(2, 1) > StreamId::new(2, 0));
-        for bad in ["", "1", "a-1", "1-", "-1", "1-2-3"] {
+        // A bare `<ms>` means sequence 0, as in Redis's own commands.
+        assert_eq!("7".parse::<StreamId>().unwrap(), StreamId::new(7, 0));
+        for bad in ["", "a-1", "1-", "-1", "1-2-3"] {
             assert!(bad.parse::<StreamId>().is_err(), "{bad}");
         }
     }

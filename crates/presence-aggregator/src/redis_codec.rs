@@ -1,6 +1,6 @@
-//! Turns [`ShardChanges`] into fenced [`CommitBatch`]es, and what Redis
-//! holds into a [`ShardLoad`]: the JSON boundary between the pure shard
-//! state and the Redis client.
+//! The codec between the pure shard state and Redis: [`ShardChanges`]
+//! into fenced [`CommitBatch`]es (the JSON of every stored value and
+//! published message), and what Redis holds into a [`ShardLoad`].
 //!
 //! A commit writes at most `max_users` users; larger changes (a settings
 //! change re-evaluating a whole shard) are split into several batches, and
@@ -11,9 +11,7 @@
 use presence_core::{CapState, CustomStatus, DeviceId, WorkspaceSettings};
 use presence_protocol::cluster::{StoredDevice, StoredSelf, StoredView};
 use presence_store::UserRecord;
-use presence_store::redis::{
-    ClusterSnapshot, CommitBatch, Keys, ShardSnapshot, StreamId, heartbeat_member,
-};
+use presence_store::redis::{ClusterSnapshot, CommitBatch, Keys, ShardSnapshot, heartbeat_member};
 
 use crate::{LoadedUser, ShardChanges, ShardLoad, UserChange};
 
@@ -21,12 +19,14 @@ use crate::{LoadedUser, ShardChanges, ShardLoad, UserChange};
 #[derive(Debug)]
 pub struct DecodeError(pub String);
 
-/// The commit batches for `changes`, published with lease `epoch`, each
-/// writing at most `max_users` users (at least one batch if `changes` is
-/// not empty).
+/// The commit batches for `changes`, published with lease `epoch` and
+/// stamped with the commit time `committed_at_us` (the leader's wall
+/// clock as it commits, µs since the Unix epoch), each writing at most
+/// `max_users` users (at least one batch if `changes` is not empty).
 pub fn commit_batches(
     shard: u16,
     epoch: u64,
+    committed_at_us: u64,
     changes: &ShardChanges,
     max_users: usize,
 ) -> Vec<CommitBatch> {
@@ -45,7 +45,8 @@ pub fn commit_batches(
             write_user(&mut batch, &keys, user, change);
         }
         for (user, change) in chunk {
-            if let Some(update) = change.update_message(user, epoch) {
+            if let Some(mut update) = change.update_message(user, epoch) {
+                update.committed_at_us = Some(committed_at_us);
                 batch.publish(keys.updates_channel(), to_json(&update));
             }
         }
@@ -136,16 +137,6 @@ pub fn cluster_state(cluster: &ClusterSnapshot) -> (Option<WorkspaceSettings>, V
     (settings, statuses)
 }
 
-/// The store's stream id as the protocol's.
-pub fn to_protocol_id(id: StreamId) -> presence_protocol::cluster::StreamId {
-    presence_protocol::cluster::StreamId::new(id.ms, id.seq)
-}
-
-/// The protocol's stream id as the store's.
-pub fn to_store_id(id: presence_protocol::cluster::StreamId) -> StreamId {
-    StreamId::new(id.ms, id.seq)
-}
-
 fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserChange) {
     if change.new_user {
         batch.set_add(keys.users(), user);
@@ -174,12 +165,12 @@ fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserCha
     }
 }
 
-/// The cursor, the cluster-wide writes, the replies (stored and
-/// published) and the control messages: everything that must not be
+/// The cursor, the cluster-wide writes, the replies (stored, and
+/// published to the node that asked) and the control messages: everything that must not be
 /// written before every user.
 fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
     if let Some(cursor) = changes.cursor {
-        batch.cursor(to_store_id(cursor));
+        batch.cursor(cursor);
     }
     let cluster = &changes.cluster;
     if let Some(settings) = &cluster.settings {
@@ -198,7 +189,7 @@ fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
         batch.set_string(keys.counts(), to_json(counts));
     }
     for notice in &changes.notices {
-        batch.publish(keys.replies_channel(), to_json(notice));
+        batch.publish(keys.node_channel(&notice.node), to_json(notice));
     }
     for reply in &changes.replies {
         // Stored with the change it answers (truthful replies): a gateway
@@ -208,7 +199,7 @@ fn write_tail(batch: &mut CommitBatch, keys: &Keys, changes: &ShardChanges) {
             to_json(&reply.result),
             presence_protocol::cluster::REPLY_OUTCOME_TTL_MS,
         );
-        batch.publish(keys.replies_channel(), to_json(reply));
+        batch.publish(keys.node_channel(&reply.node), to_json(reply));
     }
     for control in &cluster.control {
         batch.publish(Keys::control_channel(), to_json(control));
@@ -237,5 +228,50 @@ fn lenient<T: serde::de::DeserializeOwned>(
             tracing::warn!(what, owner, %error, "ignoring a stored value that does not parse");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use presence_core::{DisplayedStatus, PublicView};
+    use presence_protocol::cluster::{StoredView, UpdateMessage};
+    use presence_store::redis::CommitOp;
+
+    use super::commit_batches;
+    use crate::{ShardChanges, UserChange};
+
+    /// W1: every update a commit publishes carries the commit time, in
+    /// every batch of a change split over several.
+    #[test]
+    fn w1_every_published_update_carries_the_commit_time() {
+        let mut changes = ShardChanges::default();
+        for user in ["ann", "ben", "cy"] {
+            let view = PublicView {
+                status: DisplayedStatus::Online,
+                text: None,
+            };
+            changes.users.insert(
+                user.to_owned(),
+                UserChange {
+                    view: Some(StoredView::new(&view, 7)),
+                    ..UserChange::default()
+                },
+            );
+        }
+        let batches = commit_batches(2, 5, 1_700_000_000_000_123, &changes, 2);
+        assert_eq!(batches.len(), 2, "three users, two per batch");
+        let mut published = 0;
+        for batch in &batches {
+            for op in batch.ops() {
+                let CommitOp::Publish { message, .. } = op else {
+                    continue;
+                };
+                let update: UpdateMessage = serde_json::from_str(message).expect("an update");
+                assert_eq!(update.committed_at_us, Some(1_700_000_000_000_123));
+                assert_eq!(update.epoch, 5);
+                published += 1;
+            }
+        }
+        assert_eq!(published, 3);
     }
 }
