@@ -15,10 +15,12 @@
 #![forbid(unsafe_code)]
 
 mod cap;
+mod counts;
 mod custom;
 mod device;
 mod device_map;
 mod error;
+mod profile;
 mod settings;
 mod status;
 mod text;
@@ -26,10 +28,12 @@ mod time;
 mod user;
 
 pub use cap::{CapState, CapTransition};
+pub use counts::StatusCounts;
 pub use custom::{CustomStatus, CustomStatusId, CustomStatusRegistry};
 pub use device::{AwayReason, Device, DeviceEvent, DeviceStatus, IdleSource, Link};
 pub use device_map::DeviceMap;
 pub use error::PresenceError;
+pub use profile::Profile;
 pub use settings::{
     DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,
     MAX_EXPIRY_DAYS, MAX_IDLE_TIME_LIMIT_SECS, MIN_IDLE_TIME_LIMIT_SECS, Preferences,

@@ -155,21 +155,8 @@ impl<'de> Deserialize<'de> for StreamId {
     }
 }
 
-/// What a user's token said about them (username, display name). Empty
-/// profiles never overwrite a stored one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-impl Profile {
-    pub fn is_empty(&self) -> bool {
-        self.username.is_none() && self.name.is_none()
-    }
-}
+/// What a user's token said about them; the type lives in `presence-core`.
+pub use presence_core::Profile;
 
 /// How a socket ended (D7): `"clean"` or `"lost"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -584,15 +571,10 @@ pub struct ReplyMessage {
 /// How many of a shard's users show each status, `presence:{s}:counts`:
 /// kept by the shard's leader in the same commit as the views, so the
 /// cluster-wide counts (A3's online count, the `presence_users` gauge) are
-/// a read of `S` small keys rather than a scan of every user.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredCounts {
-    pub online: u64,
-    pub away: u64,
-    pub busy: u64,
-    /// Connected but invisible (shown offline).
-    pub invisible: u64,
-}
+/// a read of `S` small keys rather than a scan of every user. The type is
+/// `presence-core`'s [`presence_core::StatusCounts`]; this name stays for
+/// the cluster code that reads and writes the key.
+pub use presence_core::StatusCounts as StoredCounts;
 
 /// A notice to one gateway on `presence:{s}:replies`, `{"node",
 /// "replaced", "user"}`: its socket `replaced` of `user` was replaced by a

@@ -101,23 +101,8 @@ pub enum Update {
 /// A change to the workspace settings (defined in `presence-core`).
 pub use presence_core::SettingsPatch;
 
-/// How many users show each displayed status, for the `presence_users`
-/// gauge and the online count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatusCounts {
-    pub online: u64,
-    pub away: u64,
-    pub busy: u64,
-    /// Connected but invisible (A3): not counted online.
-    pub invisible: u64,
-}
-
-impl StatusCounts {
-    /// The online count of the API: everyone shown as not offline.
-    pub fn online_total(&self) -> u64 {
-        self.online + self.away + self.busy
-    }
-}
+/// How many users show each status (defined in `presence-core`).
+pub use presence_core::StatusCounts;
 
 #[derive(Debug, Error)]
 pub enum BackendError {

@@ -3,6 +3,7 @@
 //! are JSON, so a record written by an older build still decodes when a
 //! field is added with a default.
 
+pub use presence_core::Profile;
 use presence_core::{CustomStatus, CustomStatusId, DurableState, Timestamp, WorkspaceSettings};
 use serde::{Deserialize, Serialize};
 
@@ -16,15 +17,6 @@ pub struct UserRecord {
     pub profile: Profile,
     /// When the service last changed this record.
     pub updated_at: Timestamp,
-}
-
-/// What the user's token last said about them, for display.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
 }
 
 /// The part of the presence cap (X1–X5) that must survive restarts. The
