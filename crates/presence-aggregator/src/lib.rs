@@ -75,8 +75,8 @@
 //! lost one.
 #![forbid(unsafe_code)]
 
-mod cap;
 mod changes;
+mod commands;
 mod encode;
 mod holdoff;
 mod leader;
@@ -85,9 +85,9 @@ mod runner;
 mod shard;
 mod stats;
 
-pub use cap::CapOwner;
 pub use changes::{ClusterChanges, ShardChanges, UserChange};
 pub use encode::commit_batches;
+pub use presence_engine::CapOwner;
 pub use runner::{Aggregator, AggregatorConfig, AggregatorHandle};
 pub use shard::{LoadedUser, ShardConfig, ShardLoad, ShardState};
 pub use stats::{AggregatorStats, StatsSnapshot};

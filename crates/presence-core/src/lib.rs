@@ -48,6 +48,6 @@ pub use time::Timestamp;
 pub use user::{
     CalendarClaims, CalendarSource, Command, Context, DeviceId, Disconnect, DurableState,
     MAX_CALENDAR_EVENT_ID_CHARS, MAX_CALENDAR_EVENTS, MAX_RESTORE_DEPTH, ManualState, Outcome,
-    PreferencesUpdate, PublicView, SelfView, StatusLayer, StatusRequest, Temporary, UserPresence,
-    next_version,
+    PreferencesUpdate, PublicView, SelfView, SocketEnd, StatusLayer, StatusRequest, Temporary,
+    UserPresence, next_version,
 };

@@ -123,6 +123,20 @@ pub enum Disconnect {
     Lost { grace_until: Timestamp },
 }
 
+/// How a socket ended (D7), as a gateway reports it; the engine turns it
+/// into a [`Disconnect`] with the grace period. On the wire `"clean"` or
+/// `"lost"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketEnd {
+    /// `bye`, or a close frame from the client: the device is removed at
+    /// once.
+    Clean,
+    /// The socket dropped or went silent: the device shows `away` for the
+    /// grace period, measured from when the change is applied.
+    Lost,
+}
+
 /// Where a calendar event comes from (K2): a desktop app's Outlook
 /// integration, or a server-side integration through the REST API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -158,16 +158,9 @@ impl<'de> Deserialize<'de> for StreamId {
 /// What a user's token said about them; the type lives in `presence-core`.
 pub use presence_core::Profile;
 
-/// How a socket ended (D7): `"clean"` or `"lost"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SocketEnd {
-    /// `bye` or a close frame: the device is removed at once.
-    Clean,
-    /// The socket dropped: the device shows `away` for the grace period,
-    /// which the leader measures from when it applies the command.
-    Lost,
-}
+/// How a socket ended (D7): `"clean"` or `"lost"` (defined in
+/// `presence-core`).
+pub use presence_core::SocketEnd;
 
 /// Where a calendar event comes from (K2): `{"device": "desktop"}` or
 /// `"integration"`.

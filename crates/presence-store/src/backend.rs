@@ -37,14 +37,8 @@ pub struct Session {
     pub profile: Profile,
 }
 
-/// How a socket ended (D7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketEnd {
-    /// `bye`, or a close frame from the client: remove the device now.
-    Clean,
-    /// The socket dropped or went silent: `away` for the grace period.
-    Lost,
-}
+/// How a socket ended (D7; defined in `presence-core`).
+pub use presence_core::SocketEnd;
 
 /// What others see of one user, with its version (W3).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,20 +4,10 @@
 //! field is added with a default.
 
 pub use presence_core::Profile;
-use presence_core::{CustomStatus, CustomStatusId, DurableState, Timestamp, WorkspaceSettings};
+use presence_core::{CustomStatus, CustomStatusId, WorkspaceSettings};
+/// The user record is the engine's output (defined in `presence-engine`).
+pub use presence_engine::UserRecord;
 use serde::{Deserialize, Serialize};
-
-/// Everything durable about one user (M3).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRecord {
-    /// Chosen status, text, expiry chain, calendar claims, preferences and
-    /// the presence version (W3).
-    pub state: DurableState,
-    #[serde(default)]
-    pub profile: Profile,
-    /// When the service last changed this record.
-    pub updated_at: Timestamp,
-}
 
 /// The part of the presence cap (X1–X5) that must survive restarts. The
 /// enabled flag above all: X4 says broadcasting never re-enables itself, so
