@@ -5,7 +5,8 @@
 
 use presence_core::{Command, PreferencesUpdate, PresenceError, Timestamp};
 use presence_protocol::cluster::{
-    ClusterCommand, CommandError, CommandOk, INVALID_COMMAND, StoredSelf, WRONG_SHARD, shard_of,
+    AdminCommand, ClusterCommand, CommandError, CommandOk, INVALID_COMMAND, ShardCommand,
+    StoredSelf, UserCommand, WRONG_SHARD, shard_of,
 };
 
 use crate::ShardState;
@@ -21,18 +22,19 @@ impl ShardState {
         now: Timestamp,
         wants_reply: bool,
     ) -> Result<CommandOk, CommandError> {
-        if command.is_admin() {
-            self.apply_admin(command, now)
-        } else if command.is_shard_wide() {
-            Ok(self.apply_shard_wide(command, now))
-        } else {
-            self.apply_user(user, command, entry_node, now, wants_reply)
+        match command {
+            ClusterCommand::User(command) => {
+                self.apply_user(user, command, entry_node, now, wants_reply)
+            }
+            ClusterCommand::Admin(command) => self.apply_admin(command, now),
+            ClusterCommand::Shard(command) => Ok(self.apply_shard_wide(command, now)),
         }
     }
 
-    /// [`ClusterCommand::NodeStarted`] and [`ClusterCommand::Sync`].
-    fn apply_shard_wide(&mut self, command: ClusterCommand, now: Timestamp) -> CommandOk {
-        if let ClusterCommand::NodeStarted { node } = command {
+    /// [`ShardCommand::NodeStarted`] and [`ShardCommand::Sync`] (which
+    /// only needs an answer: entries are applied in order).
+    fn apply_shard_wide(&mut self, command: ShardCommand, now: Timestamp) -> CommandOk {
+        if let ShardCommand::NodeStarted { node } = command {
             tracing::info!(
                 node,
                 "gateway node restarted; removing the devices of its previous run"
@@ -45,7 +47,7 @@ impl ShardState {
     fn apply_user(
         &mut self,
         user: &str,
-        command: ClusterCommand,
+        command: UserCommand,
         entry_node: &str,
         now: Timestamp,
         wants_reply: bool,
@@ -69,26 +71,26 @@ impl ShardState {
         }
         let engine = &mut self.engine;
         let result = match command {
-            ClusterCommand::Connect {
+            UserCommand::Connect {
                 device,
                 platform,
                 conn,
                 node,
                 profile,
             } => engine.connect(user, device, platform, (&node, conn), &profile, now),
-            ClusterCommand::DeviceEvent { device, event } => {
+            UserCommand::DeviceEvent { device, event } => {
                 engine.apply(user, Command::DeviceEvent { device, event }, now)
             }
             // Connection ids are per node: the entry's node and `conn`
             // must both match the device's socket.
-            ClusterCommand::Disconnect { device, conn, end } => {
+            UserCommand::Disconnect { device, conn, end } => {
                 engine.disconnect(user, device, (entry_node, conn), end, now)
             }
-            ClusterCommand::SetStatus { request } => {
+            UserCommand::SetStatus { request } => {
                 engine.apply(user, Command::SetStatus(request.into()), now)
             }
-            ClusterCommand::UseCustomStatus { id } => engine.use_custom_status(user, &id, now),
-            ClusterCommand::Calendar {
+            UserCommand::UseCustomStatus { id } => engine.use_custom_status(user, &id, now),
+            UserCommand::Calendar {
                 event_id,
                 busy,
                 source,
@@ -101,7 +103,7 @@ impl ShardState {
                 },
                 now,
             ),
-            ClusterCommand::SetPreferences {
+            UserCommand::SetPreferences {
                 auto_away,
                 idle_time_limit,
             } => engine.apply(
@@ -112,17 +114,9 @@ impl ShardState {
                 }),
                 now,
             ),
-            ClusterCommand::TouchProfile { profile } => {
+            UserCommand::TouchProfile { profile } => {
                 engine.touch_profile(user, &profile);
                 Ok(())
-            }
-            ClusterCommand::UpdateSettings { .. }
-            | ClusterCommand::CreateCustomStatus { .. }
-            | ClusterCommand::UpdateCustomStatus { .. }
-            | ClusterCommand::DeleteCustomStatus { .. }
-            | ClusterCommand::EnableBroadcast => unreachable!("admin commands go to apply_admin"),
-            ClusterCommand::NodeStarted { .. } | ClusterCommand::Sync => {
-                unreachable!("shard-wide commands go to apply_shard_wide")
             }
         };
         result.map_err(|e| CommandError::from(&e))?;
@@ -139,7 +133,7 @@ impl ShardState {
 
     fn apply_admin(
         &mut self,
-        command: ClusterCommand,
+        command: AdminCommand,
         now: Timestamp,
     ) -> Result<CommandOk, CommandError> {
         if self.config.shard != 0 {
@@ -155,7 +149,7 @@ impl ShardState {
         let rule = |e: PresenceError| CommandError::from(&e);
         let engine = &mut self.engine;
         match command {
-            ClusterCommand::UpdateSettings { patch } => {
+            AdminCommand::UpdateSettings { patch } => {
                 let settings = engine.update_settings(&patch, now);
                 Ok(CommandOk {
                     settings: Some(settings),
@@ -163,7 +157,7 @@ impl ShardState {
                     ..CommandOk::default()
                 })
             }
-            ClusterCommand::CreateCustomStatus {
+            AdminCommand::CreateCustomStatus {
                 id,
                 name,
                 status_type,
@@ -171,7 +165,7 @@ impl ShardState {
                 .create_custom_status(id, name, status_type, now)
                 .map(custom_ok)
                 .map_err(rule),
-            ClusterCommand::UpdateCustomStatus {
+            AdminCommand::UpdateCustomStatus {
                 id,
                 name,
                 status_type,
@@ -179,15 +173,14 @@ impl ShardState {
                 .update_custom_status(&id, name, status_type, now)
                 .map(custom_ok)
                 .map_err(rule),
-            ClusterCommand::DeleteCustomStatus { id } => engine
+            AdminCommand::DeleteCustomStatus { id } => engine
                 .delete_custom_status(&id, now)
                 .map(custom_ok)
                 .map_err(rule),
-            ClusterCommand::EnableBroadcast => Ok(CommandOk {
+            AdminCommand::EnableBroadcast => Ok(CommandOk {
                 cap: engine.enable_broadcast().map_err(rule)?,
                 ..CommandOk::default()
             }),
-            _ => unreachable!("user commands go to apply_user"),
         }
     }
 }

@@ -14,8 +14,8 @@ use presence_core::{
     StatusRequest, StatusText, Timestamp, UserPresence, WorkspaceSettings,
 };
 use presence_protocol::cluster::{
-    self as wire, ClusterCommand, CommandOk, CommandResult, ControlMessage, ReplyMessage,
-    StoredSelf, StoredView, UpdateMessage,
+    self as wire, AdminCommand, ClusterCommand, CommandOk, CommandResult, ControlMessage,
+    ReplyMessage, ShardCommand, StoredSelf, StoredView, UpdateMessage, UserCommand,
 };
 use presence_store::redis::{
     Keys, RedisBackend, RedisBackendConfig, RedisClient, StreamId, heartbeat_member, shard_of,
@@ -66,7 +66,10 @@ async fn next_entry(
         *after = entry.id;
         let decoded = wire::StreamEntry::from_fields(entry.fields.clone()).unwrap();
         // Every shard first hears that the node started (H2).
-        if !matches!(decoded.command, ClusterCommand::NodeStarted { .. }) {
+        if !matches!(
+            decoded.command,
+            ClusterCommand::Shard(ShardCommand::NodeStarted { .. })
+        ) {
             return (decoded, entry.id);
         }
     }
@@ -171,7 +174,7 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
     let (entry, _) = next_entry(&client, shard, &mut after).await;
     assert_eq!(entry.user, user);
     assert_eq!(entry.node, NODE);
-    let ClusterCommand::SetStatus { request } = &entry.command else {
+    let ClusterCommand::User(UserCommand::SetStatus { request }) = &entry.command else {
         panic!("expected set_status, got {:?}", entry.command);
     };
     assert_eq!(request.status, Some(ChosenStatus::Busy));
@@ -202,7 +205,10 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
     });
     let mut after0 = StreamId::default();
     let (entry, _) = next_entry(&client, 0, &mut after0).await;
-    assert_eq!(entry.command, ClusterCommand::EnableBroadcast);
+    assert_eq!(
+        entry.command,
+        ClusterCommand::Admin(AdminCommand::EnableBroadcast)
+    );
     let cap = presence_core::CapState::new(200);
     let reply = ReplyMessage {
         node: NODE.into(),
@@ -235,10 +241,10 @@ async fn refusals_keep_their_code_and_silence_times_out_to_backend_unavailable()
     let (entry, _) = next_entry(&client, shard, &mut after).await;
     assert_eq!(
         entry.command,
-        ClusterCommand::DeviceEvent {
+        ClusterCommand::User(UserCommand::DeviceEvent {
             device: DeviceId("d1".into()),
             event: DeviceEvent::Lock
-        }
+        })
     );
     let reply = ReplyMessage {
         node: NODE.into(),
@@ -440,7 +446,7 @@ async fn h2_a_lapsed_node_lease_registers_every_device_again() {
     let mut registered = Vec::new();
     for _ in 0..2 {
         let (entry, _) = next_entry(&client, 0, &mut after).await;
-        let ClusterCommand::Connect { conn, node, .. } = entry.command else {
+        let ClusterCommand::User(UserCommand::Connect { conn, node, .. }) = entry.command else {
             panic!("expected a connect, got {:?}", entry.command);
         };
         assert_eq!(node, NODE);
@@ -635,7 +641,10 @@ async fn h3_redis_down_fails_fast_and_recovers_after_restart() {
         entries
             .into_iter()
             .filter_map(|e| wire::StreamEntry::from_fields(e.fields).ok())
-            .find(|e| e.user == "heidi" && matches!(e.command, ClusterCommand::Connect { .. }))
+            .find(|e| {
+                e.user == "heidi"
+                    && matches!(e.command, ClusterCommand::User(UserCommand::Connect { .. }))
+            })
     })
     .await;
     backend.shutdown().await;
@@ -657,11 +666,11 @@ async fn shutdown_deregisters_devices_and_refuses_calls() {
     let last = wire::StreamEntry::from_fields(entries.last().unwrap().fields.clone()).unwrap();
     assert_eq!(
         last.command,
-        ClusterCommand::Disconnect {
+        ClusterCommand::User(UserCommand::Disconnect {
             device: DeviceId("web".into()),
             conn: 3,
             end: wire::SocketEnd::Clean
-        }
+        })
     );
     assert!(!backend.ready().await);
     let error = backend.self_state("ivan").await.unwrap_err();
@@ -721,20 +730,20 @@ async fn an_unanswered_connect_is_taken_back() {
         .collect();
     assert_eq!(
         commands[0],
-        ClusterCommand::NodeStarted { node: NODE.into() }
+        ClusterCommand::Shard(ShardCommand::NodeStarted { node: NODE.into() })
     );
     let commands = &commands[1..];
     assert!(matches!(
         commands[0],
-        ClusterCommand::Connect { conn: 42, .. }
+        ClusterCommand::User(UserCommand::Connect { conn: 42, .. })
     ));
     assert_eq!(
         commands[1],
-        ClusterCommand::Disconnect {
+        ClusterCommand::User(UserCommand::Disconnect {
             device: DeviceId("web".into()),
             conn: 42,
             end: wire::SocketEnd::Clean
-        }
+        })
     );
     backend.shutdown().await;
 }

@@ -95,8 +95,8 @@ use presence_core::{
     StatusRequest, Timestamp, UserPresence, WorkspaceSettings,
 };
 use presence_protocol::cluster::{
-    self as wire, CalendarOrigin, ClusterCommand, CommandOk, CommandResult, ControlMessage,
-    NodeMessage, StoredSelf, StoredView, UpdateMessage,
+    self as wire, AdminCommand, CalendarOrigin, ClusterCommand, CommandOk, CommandResult,
+    ControlMessage, NodeMessage, ShardCommand, StoredSelf, StoredView, UpdateMessage, UserCommand,
 };
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -397,10 +397,10 @@ impl Backend for RedisBackend {
     }
 
     async fn device_event(&self, session: &Session, event: DeviceEvent) -> BackendResult<()> {
-        let command = ClusterCommand::DeviceEvent {
+        let command = ClusterCommand::User(UserCommand::DeviceEvent {
             device: session.device.clone(),
             event,
-        };
+        });
         self.inner.request(&session.user, command).await.map(drop)
     }
 
@@ -411,11 +411,11 @@ impl Backend for RedisBackend {
         busy: bool,
         source: CalendarSource,
     ) -> BackendResult<SelfSnapshot> {
-        let command = ClusterCommand::Calendar {
+        let command = ClusterCommand::User(UserCommand::Calendar {
             event_id,
             busy,
             source: CalendarOrigin::from(source),
-        };
+        });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
     }
@@ -438,9 +438,9 @@ impl Backend for RedisBackend {
         request: StatusRequest,
     ) -> BackendResult<SelfSnapshot> {
         self.inner.touch_profile_quietly(user, profile).await?;
-        let command = ClusterCommand::SetStatus {
+        let command = ClusterCommand::User(UserCommand::SetStatus {
             request: request.into(),
-        };
+        });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
     }
@@ -452,7 +452,7 @@ impl Backend for RedisBackend {
         id: &CustomStatusId,
     ) -> BackendResult<SelfSnapshot> {
         self.inner.touch_profile_quietly(user, profile).await?;
-        let command = ClusterCommand::UseCustomStatus { id: id.clone() };
+        let command = ClusterCommand::User(UserCommand::UseCustomStatus { id: id.clone() });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
     }
@@ -462,10 +462,10 @@ impl Backend for RedisBackend {
         user: &str,
         update: PreferencesUpdate,
     ) -> BackendResult<SelfSnapshot> {
-        let command = ClusterCommand::SetPreferences {
+        let command = ClusterCommand::User(UserCommand::SetPreferences {
             auto_away: update.auto_away,
             idle_time_limit: update.idle_time_limit,
-        };
+        });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
     }
@@ -501,9 +501,9 @@ impl Backend for RedisBackend {
     }
 
     async fn touch_profile(&self, user: &str, profile: &Profile) -> BackendResult<()> {
-        let command = ClusterCommand::TouchProfile {
+        let command = ClusterCommand::User(UserCommand::TouchProfile {
             profile: wire_profile(profile),
-        };
+        });
         self.inner.request(user, command).await.map(drop)
     }
 
@@ -618,7 +618,7 @@ impl Backend for RedisBackend {
     }
 
     async fn update_settings(&self, patch: SettingsPatch) -> BackendResult<Arc<WorkspaceSettings>> {
-        let command = ClusterCommand::UpdateSettings { patch };
+        let command = ClusterCommand::Admin(AdminCommand::UpdateSettings { patch });
         let ok = self.inner.admin_request(command).await?;
         let settings = ok.settings.ok_or_else(|| {
             BackendError::Unavailable("the leader's answer lacks settings".into())
@@ -636,11 +636,11 @@ impl Backend for RedisBackend {
         name: CustomStatusName,
         status_type: DisplayedStatus,
     ) -> BackendResult<CustomStatus> {
-        let command = ClusterCommand::CreateCustomStatus {
+        let command = ClusterCommand::Admin(AdminCommand::CreateCustomStatus {
             id: self.inner.new_custom_status_id(),
             name,
             status_type,
-        };
+        });
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
@@ -650,16 +650,16 @@ impl Backend for RedisBackend {
         name: Option<CustomStatusName>,
         status_type: Option<DisplayedStatus>,
     ) -> BackendResult<CustomStatus> {
-        let command = ClusterCommand::UpdateCustomStatus {
+        let command = ClusterCommand::Admin(AdminCommand::UpdateCustomStatus {
             id: id.clone(),
             name,
             status_type,
-        };
+        });
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
     async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus> {
-        let command = ClusterCommand::DeleteCustomStatus { id: id.clone() };
+        let command = ClusterCommand::Admin(AdminCommand::DeleteCustomStatus { id: id.clone() });
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
@@ -701,7 +701,7 @@ impl Backend for RedisBackend {
     async fn enable_broadcast(&self) -> BackendResult<CapState> {
         let ok = self
             .inner
-            .admin_request(ClusterCommand::EnableBroadcast)
+            .admin_request(ClusterCommand::Admin(AdminCommand::EnableBroadcast))
             .await?;
         ok.cap
             .ok_or_else(|| BackendError::Unavailable("the leader's answer lacks the cap".into()))
@@ -822,7 +822,7 @@ impl Inner {
     async fn announce_start(&self) {
         let node = self.config.node_id.clone();
         for shard in 0..self.config.shards {
-            let command = ClusterCommand::NodeStarted { node: node.clone() };
+            let command = ClusterCommand::Shard(ShardCommand::NodeStarted { node: node.clone() });
             if let Err(error) = self.append_on(shard, "", command, None).await {
                 tracing::warn!(shard, %error, "redis backend: could not announce this node's start");
             }
@@ -985,7 +985,7 @@ impl Inner {
         }
     }
 
-    /// An admin command on shard 0, then a [`ClusterCommand::Sync`] through
+    /// An admin command on shard 0, then a [`ShardCommand::Sync`] through
     /// every other shard, so that when it returns every shard applies the
     /// change (S1, C3): users elsewhere show a renamed custom status, new
     /// settings, at once. A shard whose leader does not answer in time
@@ -999,7 +999,8 @@ impl Inner {
         let syncs = (1..self.config.shards).map(|shard| async move {
             (
                 shard,
-                self.request_on(shard, "", ClusterCommand::Sync).await,
+                self.request_on(shard, "", ClusterCommand::Shard(ShardCommand::Sync))
+                    .await,
             )
         });
         for (shard, synced) in futures_util::future::join_all(syncs).await {
@@ -1065,9 +1066,9 @@ impl Inner {
         self.check_running()?;
         match profile {
             Some(p) if !(p.username.is_none() && p.name.is_none()) => {
-                let command = ClusterCommand::TouchProfile {
+                let command = ClusterCommand::User(UserCommand::TouchProfile {
                     profile: wire_profile(p),
-                };
+                });
                 self.append(user, command, None).await
             }
             _ => Ok(()),
@@ -1770,24 +1771,24 @@ impl Inner {
 // ---- Helpers ----
 
 fn connect_command(node: &str, session: &Session) -> ClusterCommand {
-    ClusterCommand::Connect {
+    ClusterCommand::User(UserCommand::Connect {
         device: session.device.clone(),
         platform: session.platform,
         conn: session.conn.0,
         node: node.to_owned(),
         profile: wire_profile(&session.profile),
-    }
+    })
 }
 
 fn disconnect_command(session: &Session, end: SocketEnd) -> ClusterCommand {
-    ClusterCommand::Disconnect {
+    ClusterCommand::User(UserCommand::Disconnect {
         device: session.device.clone(),
         conn: session.conn.0,
         end: match end {
             SocketEnd::Clean => wire::SocketEnd::Clean,
             SocketEnd::Lost => wire::SocketEnd::Lost,
         },
-    }
+    })
 }
 
 fn wire_profile(profile: &Profile) -> wire::Profile {
