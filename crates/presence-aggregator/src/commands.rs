@@ -87,7 +87,7 @@ impl ShardState {
                 engine.disconnect(user, device, (entry_node, conn), end, now)
             }
             UserCommand::SetStatus { request } => {
-                engine.apply(user, Command::SetStatus(request.into()), now)
+                engine.apply(user, Command::SetStatus(request), now)
             }
             UserCommand::UseCustomStatus { id } => engine.use_custom_status(user, &id, now),
             UserCommand::Calendar {
@@ -99,7 +99,7 @@ impl ShardState {
                 Command::Calendar {
                     event_id,
                     busy,
-                    source: source.into(),
+                    source,
                 },
                 now,
             ),

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use common::{Leader, secs};
 use presence_core::{
     CalendarSource, ChosenStatus, Command, Context, DeviceEvent, DeviceId, Disconnect,
-    IdleTimeLimit, Link, Platform, PreferencesUpdate, PublicView, SelfView, StatusRequest,
-    Timestamp, UserPresence, WorkspaceSettings,
+    IdleTimeLimit, Link, Platform, PreferencesUpdate, PublicView, SelfView, Timestamp,
+    UserPresence, WorkspaceSettings,
 };
 use presence_protocol::cluster::{
     CalendarOrigin, ClusterCommand, SocketEnd, StatusRequestBody, UserCommand,
@@ -261,11 +261,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         request: request.clone(),
                     }),
                 );
-                reference.apply(
-                    USERS[user],
-                    Command::SetStatus(StatusRequest::from(request)),
-                    ctx,
-                );
+                reference.apply(USERS[user], Command::SetStatus(request), ctx);
             }
             Op::Calendar { user, event, busy } => {
                 let event_id = format!("event-{event}");

@@ -49,9 +49,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use presence_core::{
-    CalendarSource, CapState, ChosenStatus, CustomStatus, CustomStatusId, CustomStatusName, Device,
-    DeviceEvent, DeviceId, DisplayedStatus, IdleTimeLimit, Platform, PresenceError, PublicView,
-    SelfView, StatusRequest, StatusText, Timestamp, WorkspaceSettings,
+    CapState, CustomStatus, CustomStatusId, CustomStatusName, Device, DeviceEvent, DeviceId,
+    DisplayedStatus, IdleTimeLimit, Platform, PresenceError, PublicView, SelfView, StatusText,
+    WorkspaceSettings,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -163,64 +163,15 @@ pub use presence_core::Profile;
 pub use presence_core::SocketEnd;
 
 /// Where a calendar event comes from (K2): `{"device": "desktop"}` or
-/// `"integration"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CalendarOrigin {
-    Device(Platform),
-    Integration,
-}
+/// `"integration"`. The type is `presence-core`'s; this name stays for
+/// the cluster code.
+pub use presence_core::CalendarSource as CalendarOrigin;
 
-impl From<CalendarSource> for CalendarOrigin {
-    fn from(source: CalendarSource) -> Self {
-        match source {
-            CalendarSource::Device(platform) => Self::Device(platform),
-            CalendarSource::Integration => Self::Integration,
-        }
-    }
-}
-
-impl From<CalendarOrigin> for CalendarSource {
-    fn from(origin: CalendarOrigin) -> Self {
-        match origin {
-            CalendarOrigin::Device(platform) => Self::Device(platform),
-            CalendarOrigin::Integration => Self::Integration,
-        }
-    }
-}
-
-/// [`StatusRequest`] on the wire. `text` keeps its three states: absent
-/// (keep), `""` (clear), a string (set, validated by the leader).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusRequestBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<ChosenStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    /// Milliseconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Timestamp>,
-}
-
-impl From<StatusRequest> for StatusRequestBody {
-    fn from(r: StatusRequest) -> Self {
-        Self {
-            status: r.status,
-            text: r.text,
-            expires_at: r.expires_at,
-        }
-    }
-}
-
-impl From<StatusRequestBody> for StatusRequest {
-    fn from(r: StatusRequestBody) -> Self {
-        Self {
-            status: r.status,
-            text: r.text,
-            expires_at: r.expires_at,
-        }
-    }
-}
+/// A status request (T1–T6, I2) on the wire: `text` keeps its three
+/// states, absent (keep), `""` (clear), a string (set, validated by the
+/// leader). The type is `presence-core`'s; this name stays for the
+/// cluster code.
+pub use presence_core::StatusRequest as StatusRequestBody;
 
 /// A change of the workspace settings, already validated by the gateway
 /// (the idle floor, S2); the type lives in `presence-core`.

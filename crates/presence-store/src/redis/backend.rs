@@ -95,8 +95,8 @@ use presence_core::{
     StatusRequest, Timestamp, UserPresence, WorkspaceSettings,
 };
 use presence_protocol::cluster::{
-    self as wire, AdminCommand, CalendarOrigin, ClusterCommand, CommandOk, CommandResult,
-    ControlMessage, NodeMessage, ShardCommand, StoredSelf, StoredView, UpdateMessage, UserCommand,
+    self as wire, AdminCommand, ClusterCommand, CommandOk, CommandResult, ControlMessage,
+    NodeMessage, ShardCommand, StoredSelf, StoredView, UpdateMessage, UserCommand,
 };
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::JoinHandle;
@@ -414,7 +414,7 @@ impl Backend for RedisBackend {
         let command = ClusterCommand::User(UserCommand::Calendar {
             event_id,
             busy,
-            source: CalendarOrigin::from(source),
+            source,
         });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
@@ -438,9 +438,7 @@ impl Backend for RedisBackend {
         request: StatusRequest,
     ) -> BackendResult<SelfSnapshot> {
         self.inner.touch_profile_quietly(user, profile).await?;
-        let command = ClusterCommand::User(UserCommand::SetStatus {
-            request: request.into(),
-        });
+        let command = ClusterCommand::User(UserCommand::SetStatus { request });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
     }
