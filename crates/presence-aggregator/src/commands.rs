@@ -35,10 +35,8 @@ impl ShardState {
     /// only needs an answer: entries are applied in order).
     fn apply_shard_wide(&mut self, command: ShardCommand, now: Timestamp) -> CommandOk {
         if let ShardCommand::NodeStarted { node } = command {
-            tracing::info!(
-                node,
-                "gateway node restarted; removing the devices of its previous run"
-            );
+            // The devices of its previous run are gone (logged by the
+            // engine when there are any).
             self.engine.expire_nodes(&[node], now);
         }
         CommandOk::default()
