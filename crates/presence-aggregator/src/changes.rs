@@ -1,6 +1,8 @@
 //! What a shard leader must commit after applying commands or time:
-//! [`ShardChanges`]. It is plain data, built by [`crate::ShardState`] and
-//! written by the Redis runner in one fenced script.
+//! [`ShardChanges`]. It is plain data, built by [`crate::ShardState`] from
+//! the engine's [`presence_engine::Changes`] ([`ShardChanges::from_engine`]:
+//! the same changes in the shapes Redis stores and publishes) and written
+//! by the Redis runner in one fenced script.
 //!
 //! Per user it holds *final values*, not a log: the new user document, the
 //! new value of each changed device (or its deletion), each heartbeat
@@ -11,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use presence_core::{CustomStatus, CustomStatusId, DeviceId, Timestamp, WorkspaceSettings};
+use presence_engine::{Announcement, Changes, Engine};
 use presence_protocol::cluster::{
     ControlMessage, ReplacedMessage, ReplyMessage, StoredCounts, StoredDevice, StoredSelf,
     StoredView, StreamId, UpdateMessage,
@@ -75,6 +78,97 @@ pub struct ClusterChanges {
 }
 
 impl ShardChanges {
+    /// The engine's `changes` as Redis keys and messages, with the stream
+    /// `cursor` and the `replies` of the batch. A user new to the shard
+    /// gets both views stored, so readers never have to guess what a
+    /// missing key means.
+    pub fn from_engine(
+        changes: Changes,
+        engine: &Engine,
+        cursor: Option<StreamId>,
+        replies: Vec<ReplyMessage>,
+    ) -> Self {
+        let mut out = ShardChanges {
+            cursor,
+            replies,
+            counts: changes.counts,
+            ..ShardChanges::default()
+        };
+        for (user, change) in changes.users {
+            let version = change.version;
+            let mut stored = UserChange {
+                new_user: change.new_user,
+                record: change.record,
+                devices: change
+                    .devices
+                    .into_iter()
+                    .map(|(id, device)| {
+                        let device = device.map(|d| StoredDevice {
+                            node: d.owner.node.to_string(),
+                            conn: d.owner.conn,
+                            device: d.device,
+                        });
+                        (id, device)
+                    })
+                    .collect(),
+                heartbeats: change.heartbeats,
+                view: change.public.map(|view| StoredView::new(&view, version)),
+                self_view: change.self_view.map(|view| StoredSelf { version, view }),
+            };
+            if stored.new_user {
+                if stored.view.is_none() {
+                    stored.view = engine
+                        .public_view(&user)
+                        .map(|view| StoredView::new(&view, version));
+                }
+                if stored.self_view.is_none() {
+                    stored.self_view = engine
+                        .self_view(&user)
+                        .map(|view| StoredSelf { version, view });
+                }
+            }
+            out.users.insert(user.to_string(), stored);
+        }
+        out.notices = changes
+            .replaced
+            .into_iter()
+            .map(|r| ReplacedMessage {
+                node: r.node.to_string(),
+                user: r.user.to_string(),
+                replaced: r.conn,
+            })
+            .collect();
+        let cluster = &mut out.cluster;
+        for announcement in changes.announcements {
+            let message = match announcement {
+                Announcement::Broadcast { active } => ControlMessage::Broadcast { active },
+                Announcement::Settings(settings) => {
+                    cluster.settings = Some(settings.clone());
+                    ControlMessage::SettingsChanged { settings }
+                }
+                Announcement::CustomStatus(status) => {
+                    cluster
+                        .custom_statuses
+                        .insert(status.id.clone(), Some(status.clone()));
+                    ControlMessage::CustomStatusesChanged {
+                        changed: vec![status],
+                        deleted: Vec::new(),
+                    }
+                }
+                Announcement::CustomStatusDeleted(id) => {
+                    cluster.custom_statuses.insert(id.clone(), None);
+                    ControlMessage::CustomStatusesChanged {
+                        changed: Vec::new(),
+                        deleted: vec![id],
+                    }
+                }
+            };
+            cluster.control.push(message);
+        }
+        cluster.cap = changes.cap;
+        out
+    }
+
     /// Whether there is nothing to commit at all.
     pub fn is_empty(&self) -> bool {
         self.cursor.is_none()

@@ -2,22 +2,26 @@
 //!
 //! In cluster mode (DESIGN §2, `docs/cluster.md`) each shard of users has
 //! one aggregator leader. Gateways append commands to the shard's Redis
-//! stream; the leader applies them with `presence-core` and commits what
+//! stream; the leader applies them with `presence-engine` (the same
+//! per-shard state machine the embedded backend drives) and commits what
 //! changed in one fenced script. This crate is everything in between that
 //! does not touch Redis or a runtime:
 //!
-//! - [`ShardState`] (`shard.rs`): the shard's users, devices, socket
-//!   owners, node index and timers in memory. Stream entries, time,
-//!   lapsed heartbeats, dead nodes, settings and custom status changes go
-//!   in; [`ShardChanges`] come out.
-//! - [`ShardChanges`] (`changes.rs`): the final values to write (user
-//!   documents, devices, heartbeat members, views, cursor, cluster-wide
-//!   state) and the messages to publish (updates, replies, control).
-//! - [`CapOwner`] (`cap.rs`): the presence cap (X1–X5) run by shard 0's
-//!   leader over the live nodes' connection counts.
+//! - [`ShardState`] (`shard.rs`): a shard's [`presence_engine::Engine`]
+//!   (users, devices, socket owners, node index, timers, counts, and on
+//!   shard 0 the cap, [`CapOwner`]) plus what only a leader has: the
+//!   stream cursor, loading from Redis, answers to requests and their
+//!   retries. Stream entries, time, lapsed heartbeats, dead nodes,
+//!   settings and custom status changes go in; [`ShardChanges`] come out.
+//! - `commands.rs`: the stream's user, admin and shard-wide commands
+//!   applied to the engine, each kind by its own handler.
+//! - [`ShardChanges`] (`changes.rs`): the engine's changes in Redis shapes,
+//!   the final values to write (user documents, devices, heartbeat
+//!   members, views, cursor, cluster-wide state) and the messages to
+//!   publish (updates, replies, control).
 //!
-//! Those three are deterministic given `now`, so they are tested without
-//! Redis, clocks or sleeps. The async runner drives them against Redis:
+//! Those are deterministic given `now`, so they are tested without Redis,
+//! clocks or sleeps. The async runner drives them against Redis:
 //!
 //! - [`Aggregator::start`] (`runner.rs`): competes for every shard's lease
 //!   and runs a leader for each shard it holds; [`AggregatorHandle`] stops
@@ -75,8 +79,8 @@
 //! lost one.
 #![forbid(unsafe_code)]
 
-mod cap;
 mod changes;
+mod commands;
 mod holdoff;
 mod leader;
 mod redis_codec;
@@ -85,8 +89,8 @@ mod runner;
 mod shard;
 mod stats;
 
-pub use cap::CapOwner;
 pub use changes::{ClusterChanges, ShardChanges, UserChange};
+pub use presence_engine::CapOwner;
 pub use redis_codec::commit_batches;
 pub use runner::{Aggregator, AggregatorConfig, AggregatorHandle};
 pub use shard::{LoadedUser, ShardConfig, ShardLoad, ShardState};

@@ -77,7 +77,7 @@ pub(crate) async fn stored_outcomes(
 
 #[cfg(test)]
 mod tests {
-    use presence_protocol::cluster::{ClusterCommand, StreamEntry, StreamId};
+    use presence_protocol::cluster::{ClusterCommand, StreamEntry, StreamId, UserCommand};
 
     use super::ids_to_look_up;
 
@@ -87,9 +87,9 @@ mod tests {
     ) -> (StreamId, Result<StreamEntry, super::EntryError>) {
         let entry = StreamEntry {
             user: "alice".into(),
-            command: ClusterCommand::UseCustomStatus {
+            command: ClusterCommand::User(UserCommand::UseCustomStatus {
                 id: presence_core::CustomStatusId::try_from("x").unwrap(),
-            },
+            }),
             node: "gw-1".into(),
             reply: reply.map(str::to_owned),
             retry,

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use common::Leader;
 use presence_core::{CapState, WorkspaceSettings};
-use presence_protocol::cluster::{ClusterCommand, ControlMessage, SettingsPatch};
+use presence_protocol::cluster::{AdminCommand, ClusterCommand, ControlMessage, SettingsPatch};
 
 fn observe(leader: &mut Leader, counts: &[(&str, u64)], live: &[&str]) {
     let counts: Vec<(String, u64)> = counts.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect();
@@ -62,7 +62,10 @@ fn x4_enable_is_refused_until_below_the_cap_then_announced() {
     let mut leader = Leader::with_settings(settings_with_cap(10));
     observe(&mut leader, &[("n1", 20)], &["n1"]);
     assert_eq!(
-        leader.refused("admin", ClusterCommand::EnableBroadcast),
+        leader.refused(
+            "admin",
+            ClusterCommand::Admin(AdminCommand::EnableBroadcast)
+        ),
         "broadcast_enable_refused"
     );
     observe(&mut leader, &[("n1", 3)], &["n1"]);
@@ -70,7 +73,10 @@ fn x4_enable_is_refused_until_below_the_cap_then_announced() {
         !leader.state.cap().unwrap().enabled,
         "never re-enables by itself"
     );
-    let ok = leader.ok("admin", ClusterCommand::EnableBroadcast);
+    let ok = leader.ok(
+        "admin",
+        ClusterCommand::Admin(AdminCommand::EnableBroadcast),
+    );
     assert!(ok.cap.unwrap().enabled);
     assert_eq!(
         leader.store.control.last(),
@@ -96,12 +102,12 @@ fn x1_lowering_the_cap_in_the_settings_disables_at_once() {
     observe(&mut leader, &[("n1", 8)], &["n1"]);
     let ok = leader.ok(
         "admin",
-        ClusterCommand::UpdateSettings {
+        ClusterCommand::Admin(AdminCommand::UpdateSettings {
             patch: SettingsPatch {
                 cap: Some(5),
                 ..SettingsPatch::default()
             },
-        },
+        }),
     );
     assert!(!ok.cap.unwrap().enabled);
     assert!(

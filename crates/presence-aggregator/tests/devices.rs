@@ -6,7 +6,7 @@ mod common;
 
 use common::{Leader, dev, shown};
 use presence_core::{DisplayedStatus, SelfStatus};
-use presence_protocol::cluster::{ClusterCommand, CommandResult, SocketEnd};
+use presence_protocol::cluster::{ClusterCommand, CommandResult, SocketEnd, UserCommand};
 
 /// Chooses `chosen` for alice, then connects the devices of `spec`: space
 /// separated `platform@node`, each optionally followed by `:event` (one
@@ -278,12 +278,14 @@ fn connect_records_the_profile_once() {
         username: Some("alice".into()),
         name: Some("Alice".into()),
     };
-    let connect = |conn| ClusterCommand::Connect {
-        device: dev("d1"),
-        platform: presence_core::Platform::Web,
-        conn,
-        node: "n1".into(),
-        profile: profile.clone(),
+    let connect = |conn| {
+        ClusterCommand::User(UserCommand::Connect {
+            device: dev("d1"),
+            platform: presence_core::Platform::Web,
+            conn,
+            node: "n1".into(),
+            profile: profile.clone(),
+        })
     };
     leader.ok("alice", connect(1));
     let record = leader.last.users["alice"]
@@ -299,9 +301,9 @@ fn connect_records_the_profile_once() {
     // An empty profile never erases the stored one.
     leader.ok(
         "alice",
-        ClusterCommand::TouchProfile {
+        ClusterCommand::User(UserCommand::TouchProfile {
             profile: Default::default(),
-        },
+        }),
     );
     assert!(leader.last.users.is_empty());
 }

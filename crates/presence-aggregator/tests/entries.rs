@@ -5,7 +5,9 @@ mod common;
 
 use common::{Leader, status};
 use presence_core::DisplayedStatus;
-use presence_protocol::cluster::{ClusterCommand, CommandResult, StreamEntry, StreamId};
+use presence_protocol::cluster::{
+    ClusterCommand, CommandResult, StreamEntry, StreamId, UserCommand,
+};
 
 /// One `XADD` per change: a status change whose token carried a profile
 /// is one stream entry, and the leader records both in the same step (one
@@ -16,9 +18,9 @@ fn a_status_change_records_the_profile_its_entry_carries() {
     leader.connect("alice", "d1", "web");
     let entry = StreamEntry {
         user: "alice".into(),
-        command: ClusterCommand::SetStatus {
+        command: ClusterCommand::User(UserCommand::SetStatus {
             request: status(Some("busy"), Some("Presenting")),
-        },
+        }),
         node: "n1".into(),
         reply: Some("r-profile".into()),
         retry: false,

@@ -13,10 +13,12 @@ use std::collections::BTreeMap;
 use common::{Leader, secs};
 use presence_core::{
     CalendarSource, ChosenStatus, Command, Context, DeviceEvent, DeviceId, Disconnect,
-    IdleTimeLimit, Link, Platform, PreferencesUpdate, PublicView, SelfView, StatusRequest,
-    Timestamp, UserPresence, WorkspaceSettings,
+    IdleTimeLimit, Link, Platform, PreferencesUpdate, PublicView, SelfView, Timestamp,
+    UserPresence, WorkspaceSettings,
 };
-use presence_protocol::cluster::{CalendarOrigin, ClusterCommand, SocketEnd, StatusRequestBody};
+use presence_protocol::cluster::{
+    CalendarOrigin, ClusterCommand, SocketEnd, StatusRequestBody, UserCommand,
+};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -157,13 +159,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 leader.run_on(
                     NODES[node],
                     user,
-                    ClusterCommand::Connect {
+                    ClusterCommand::User(UserCommand::Connect {
                         device: device.clone(),
                         platform,
                         conn,
                         node: NODES[node].to_owned(),
                         profile: Default::default(),
-                    },
+                    }),
                 );
                 reference.apply(
                     user,
@@ -188,10 +190,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (user, device) = (USERS[user], DeviceId::try_from(DEVICES[device]).unwrap());
                 leader.run(
                     user,
-                    ClusterCommand::DeviceEvent {
+                    ClusterCommand::User(UserCommand::DeviceEvent {
                         device: device.clone(),
                         event,
-                    },
+                    }),
                 );
                 reference.apply(user, Command::DeviceEvent { device, event }, ctx);
             }
@@ -215,7 +217,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 leader.run_on(
                     NODES[node],
                     user,
-                    ClusterCommand::Disconnect {
+                    ClusterCommand::User(UserCommand::Disconnect {
                         device: device.clone(),
                         conn,
                         end: if clean {
@@ -223,7 +225,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         } else {
                             SocketEnd::Lost
                         },
-                    },
+                    }),
                 );
                 let connected = entry
                     .0
@@ -255,25 +257,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 leader.run(
                     USERS[user],
-                    ClusterCommand::SetStatus {
+                    ClusterCommand::User(UserCommand::SetStatus {
                         request: request.clone(),
-                    },
+                    }),
                 );
-                reference.apply(
-                    USERS[user],
-                    Command::SetStatus(StatusRequest::from(request)),
-                    ctx,
-                );
+                reference.apply(USERS[user], Command::SetStatus(request), ctx);
             }
             Op::Calendar { user, event, busy } => {
                 let event_id = format!("event-{event}");
                 leader.run(
                     USERS[user],
-                    ClusterCommand::Calendar {
+                    ClusterCommand::User(UserCommand::Calendar {
                         event_id: event_id.clone(),
                         busy,
                         source: CalendarOrigin::Integration,
-                    },
+                    }),
                 );
                 reference.apply(
                     USERS[user],
@@ -294,10 +292,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let limit = limit.and_then(|s| IdleTimeLimit::new(s).ok());
                 leader.run(
                     USERS[user],
-                    ClusterCommand::SetPreferences {
+                    ClusterCommand::User(UserCommand::SetPreferences {
                         auto_away,
                         idle_time_limit: limit,
-                    },
+                    }),
                 );
                 reference.apply(
                     USERS[user],

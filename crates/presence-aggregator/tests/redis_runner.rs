@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use presence_core::{ChosenStatus, DeviceEvent, DeviceId, DisplayedStatus};
 use presence_protocol::cluster::{
-    ClusterCommand, CommandResult, ControlMessage, ReplyMessage, UpdateMessage,
+    AdminCommand, ClusterCommand, CommandResult, ControlMessage, ReplyMessage, UpdateMessage,
+    UserCommand,
 };
 use presence_store::redis::{Keys, RedisClient};
 use presence_testkit::{RedisServer, wait_until};
@@ -313,7 +314,7 @@ async fn x1_x5_cap_across_nodes_disables_and_enable_is_refused_until_below() {
         S,
         "admin",
         "n1",
-        ClusterCommand::EnableBroadcast,
+        ClusterCommand::Admin(AdminCommand::EnableBroadcast),
         Some("e1"),
     )
     .await;
@@ -343,7 +344,7 @@ async fn x1_x5_cap_across_nodes_disables_and_enable_is_refused_until_below() {
         S,
         "admin",
         "n1",
-        ClusterCommand::EnableBroadcast,
+        ClusterCommand::Admin(AdminCommand::EnableBroadcast),
         Some("e2"),
     )
     .await;
@@ -417,10 +418,10 @@ async fn measure_throughput(users: usize, events: usize, floor: f64) -> f64 {
                     } else {
                         DeviceEvent::Active
                     };
-                    ClusterCommand::DeviceEvent {
+                    ClusterCommand::User(UserCommand::DeviceEvent {
                         device: DeviceId::try_from("web").unwrap(),
                         event,
-                    }
+                    })
                 };
                 append(&client, 1, &user, "g1", command, None).await;
             }
@@ -505,7 +506,7 @@ async fn k1_a_settings_change_applies_at_once_on_every_shard() {
         calendar_integration: Some(true),
         ..Default::default()
     };
-    let update = ClusterCommand::UpdateSettings { patch };
+    let update = ClusterCommand::Admin(AdminCommand::UpdateSettings { patch });
     append(&client, S, "admin", "g1", update, Some("settings")).await;
     let (_, payload) = next_message(&mut subscriber, WAIT).await;
     let reply: ReplyMessage = serde_json::from_str(&payload).unwrap();
@@ -513,11 +514,11 @@ async fn k1_a_settings_change_applies_at_once_on_every_shard() {
     assert!(matches!(reply.result, CommandResult::Ok(_)), "{reply:?}");
 
     // Sent right after the answer, to another shard: already enabled.
-    let calendar = ClusterCommand::Calendar {
+    let calendar = ClusterCommand::User(UserCommand::Calendar {
         event_id: "standup".to_owned(),
         busy: true,
         source: presence_protocol::cluster::CalendarOrigin::Integration,
-    };
+    });
     append(&client, S, &user, "g1", calendar, Some("calendar")).await;
     let (_, payload) = next_message(&mut subscriber, WAIT).await;
     let reply: ReplyMessage = serde_json::from_str(&payload).unwrap();

@@ -13,6 +13,7 @@ use presence_aggregator::{LoadedUser, ShardConfig, ShardLoad, ShardState};
 use presence_core::{ChosenStatus, Timestamp, UserPresence, WorkspaceSettings};
 use presence_protocol::cluster::{
     CalendarOrigin, ClusterCommand, CommandResult, StatusRequestBody, StreamEntry, StreamId,
+    UserCommand,
 };
 use presence_store::{Profile, UserRecord};
 
@@ -27,21 +28,21 @@ fn settings() -> WorkspaceSettings {
 }
 
 fn set_status(status: ChosenStatus, text: &str) -> ClusterCommand {
-    ClusterCommand::SetStatus {
+    ClusterCommand::User(UserCommand::SetStatus {
         request: StatusRequestBody {
             status: Some(status),
             text: Some(text.into()),
             expires_at: None,
         },
-    }
+    })
 }
 
 fn calendar(busy: bool) -> ClusterCommand {
-    ClusterCommand::Calendar {
+    ClusterCommand::User(UserCommand::Calendar {
         event_id: "standup".into(),
         busy,
         source: CalendarOrigin::Integration,
-    }
+    })
 }
 
 /// (name, the request that is retried, a later change of the same user).

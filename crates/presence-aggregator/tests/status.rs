@@ -12,7 +12,8 @@ use presence_core::{
     Timestamp, WorkspaceSettings,
 };
 use presence_protocol::cluster::{
-    CalendarOrigin, ClusterCommand, CommandResult, ControlMessage, SettingsPatch, StatusRequestBody,
+    AdminCommand, CalendarOrigin, ClusterCommand, CommandResult, ControlMessage, SettingsPatch,
+    StatusRequestBody, UserCommand,
 };
 
 fn id(s: &str) -> CustomStatusId {
@@ -154,10 +155,10 @@ fn s1_preference_change_replies_with_the_new_self_view() {
     leader.connect("alice", "d1", "web");
     let ok = leader.ok(
         "alice",
-        ClusterCommand::SetPreferences {
+        ClusterCommand::User(UserCommand::SetPreferences {
             auto_away: Some(false),
             idle_time_limit: Some(IdleTimeLimit::new(600).unwrap()),
-        },
+        }),
     );
     let me = ok.me.expect("a self view");
     assert!(!me.view.preferences.auto_away);
@@ -178,10 +179,10 @@ fn s1_changed_defaults_reevaluate_every_user_with_new_versions() {
     // Bob chose his own preference; the default does not apply to him.
     leader.ok(
         "bob",
-        ClusterCommand::SetPreferences {
+        ClusterCommand::User(UserCommand::SetPreferences {
             auto_away: Some(true),
             idle_time_limit: None,
-        },
+        }),
     );
     assert_eq!(leader.shown("alice"), DisplayedStatus::Away);
     let version = leader.store.view("alice").unwrap().version;
@@ -210,7 +211,10 @@ fn s1_t5_update_settings_on_shard_0_is_stored_announced_and_applied() {
         allow_custom_status_text: Some(false),
         ..SettingsPatch::default()
     };
-    let ok = leader.ok("admin", ClusterCommand::UpdateSettings { patch });
+    let ok = leader.ok(
+        "admin",
+        ClusterCommand::Admin(AdminCommand::UpdateSettings { patch }),
+    );
     let settings = ok.settings.expect("the new settings");
     assert!(!settings.default_auto_away);
     assert_eq!(leader.state.settings(), &settings);
@@ -250,11 +254,11 @@ fn admin_commands_are_refused_outside_shard_0() {
     let mut leader = Leader::with_config(config, WorkspaceSettings::default());
     assert!(leader.state.cap().is_none(), "only shard 0 owns the cap");
     for command in [
-        ClusterCommand::EnableBroadcast,
-        ClusterCommand::UpdateSettings {
+        ClusterCommand::Admin(AdminCommand::EnableBroadcast),
+        ClusterCommand::Admin(AdminCommand::UpdateSettings {
             patch: SettingsPatch::default(),
-        },
-        ClusterCommand::DeleteCustomStatus { id: id("x") },
+        }),
+        ClusterCommand::Admin(AdminCommand::DeleteCustomStatus { id: id("x") }),
     ] {
         assert_eq!(leader.refused("admin", command), "wrong_shard");
     }
@@ -272,9 +276,9 @@ fn user_commands_for_another_shards_user_are_refused() {
     assert_eq!(
         leader.refused(
             &stranger,
-            ClusterCommand::SetStatus {
+            ClusterCommand::User(UserCommand::SetStatus {
                 request: status(Some("busy"), None)
-            }
+            })
         ),
         "wrong_shard"
     );
@@ -289,10 +293,12 @@ fn c1_c2_c3_custom_statuses_on_shard_0() {
     let mut leader = Leader::new();
     leader.connect("alice", "d1", "web");
     leader.connect("bob", "d1", "web");
-    let create = |n: &str, t| ClusterCommand::CreateCustomStatus {
-        id: id(n),
-        name: name(n),
-        status_type: t,
+    let create = |n: &str, t| {
+        ClusterCommand::Admin(AdminCommand::CreateCustomStatus {
+            id: id(n),
+            name: name(n),
+            status_type: t,
+        })
     };
     leader.ok("admin", create("Lunch", DisplayedStatus::Away));
     assert_eq!(
@@ -301,21 +307,27 @@ fn c1_c2_c3_custom_statuses_on_shard_0() {
     );
     assert!(leader.store.custom_statuses.contains_key("Lunch"));
     // C2: selecting one sets the mapped presence and the name as text.
-    leader.ok("alice", ClusterCommand::UseCustomStatus { id: id("Lunch") });
+    leader.ok(
+        "alice",
+        ClusterCommand::User(UserCommand::UseCustomStatus { id: id("Lunch") }),
+    );
     assert_eq!(leader.shown("alice"), DisplayedStatus::Away);
     assert_eq!(text(&leader, "alice").as_deref(), Some("Lunch"));
     assert_eq!(
-        leader.refused("bob", ClusterCommand::UseCustomStatus { id: id("nope") }),
+        leader.refused(
+            "bob",
+            ClusterCommand::User(UserCommand::UseCustomStatus { id: id("nope") })
+        ),
         "custom_status_not_found"
     );
     // C3: a rename and remap reaches its users, and only them.
     let ok = leader.ok(
         "admin",
-        ClusterCommand::UpdateCustomStatus {
+        ClusterCommand::Admin(AdminCommand::UpdateCustomStatus {
             id: id("Lunch"),
             name: Some(name("Long lunch")),
             status_type: Some(DisplayedStatus::Busy),
-        },
+        }),
     );
     assert_eq!(ok.custom_status.unwrap().name.as_str(), "Long lunch");
     assert_eq!(leader.shown("alice"), DisplayedStatus::Busy);
@@ -329,7 +341,7 @@ fn c1_c2_c3_custom_statuses_on_shard_0() {
     // C3: deleting leaves the presence and the name as plain text.
     leader.ok(
         "admin",
-        ClusterCommand::DeleteCustomStatus { id: id("Lunch") },
+        ClusterCommand::Admin(AdminCommand::DeleteCustomStatus { id: id("Lunch") }),
     );
     assert_eq!(leader.shown("alice"), DisplayedStatus::Busy);
     assert_eq!(text(&leader, "alice").as_deref(), Some("Long lunch"));
@@ -363,7 +375,10 @@ fn c3_other_shards_replicate_changes_and_deletions() {
     let mut leader = Leader::from_store(config, store);
     let alice = &common::user_in_shard(1, 2);
     leader.connect(alice, "d1", "web");
-    leader.ok(alice, ClusterCommand::UseCustomStatus { id: id("cs1") });
+    leader.ok(
+        alice,
+        ClusterCommand::User(UserCommand::UseCustomStatus { id: id("cs1") }),
+    );
     assert_eq!(leader.shown(alice), DisplayedStatus::Away);
     // As announced on the control channel by shard 0.
     leader.custom_changed(custom("cs1", "Gym", DisplayedStatus::Offline));
@@ -398,9 +413,15 @@ fn c3_sync_applies_every_difference_once() {
     );
     leader.commit(changes);
     leader.connect("alice", "d1", "web");
-    leader.ok("alice", ClusterCommand::UseCustomStatus { id: id("a") });
+    leader.ok(
+        "alice",
+        ClusterCommand::User(UserCommand::UseCustomStatus { id: id("a") }),
+    );
     leader.connect("bob", "d1", "web");
-    leader.ok("bob", ClusterCommand::UseCustomStatus { id: id("b") });
+    leader.ok(
+        "bob",
+        ClusterCommand::User(UserCommand::UseCustomStatus { id: id("b") }),
+    );
     // "a" renamed, "b" deleted, missed on pub/sub; the runner re-reads.
     let changes = leader.state.sync_custom_statuses(
         vec![custom("a", "Gym time", DisplayedStatus::Away)],
@@ -425,10 +446,12 @@ fn k2_calendar_busy_until_the_last_event_ends() {
     };
     let mut leader = Leader::with_settings(settings);
     leader.connect("alice", "d1", "desktop");
-    let calendar = |event: &str, busy| ClusterCommand::Calendar {
-        event_id: event.to_owned(),
-        busy,
-        source: CalendarOrigin::Integration,
+    let calendar = |event: &str, busy| {
+        ClusterCommand::User(UserCommand::Calendar {
+            event_id: event.to_owned(),
+            busy,
+            source: CalendarOrigin::Integration,
+        })
     };
     leader.ok("alice", calendar("e1", true));
     leader.ok("alice", calendar("e2", true));
@@ -437,10 +460,10 @@ fn k2_calendar_busy_until_the_last_event_ends() {
     assert_eq!(leader.shown("alice"), DisplayedStatus::Busy);
     let ok = leader.ok("alice", calendar("e2", false));
     assert_eq!(ok.me.unwrap().view.status, SelfStatus::Online);
-    let web = ClusterCommand::Calendar {
+    let web = ClusterCommand::User(UserCommand::Calendar {
         event_id: "e3".into(),
         busy: true,
         source: CalendarOrigin::Device(presence_core::Platform::Web),
-    };
+    });
     assert_eq!(leader.refused("alice", web), "unsupported_event");
 }

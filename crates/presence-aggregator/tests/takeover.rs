@@ -8,6 +8,7 @@ use presence_aggregator::ShardChanges;
 use presence_core::{DisplayedStatus, Timestamp};
 use presence_protocol::cluster::{
     ClusterCommand, CommandResult, EntryError, INVALID_COMMAND, SocketEnd, StreamEntry, StreamId,
+    UserCommand,
 };
 
 /// A shard with some history: several users, devices on two nodes, a
@@ -135,21 +136,21 @@ fn replies_carry_the_self_view_after_each_command_and_errors_in_order() {
         vec![
             (
                 "alice",
-                ClusterCommand::SetStatus {
+                ClusterCommand::User(UserCommand::SetStatus {
                     request: status(Some("busy"), None),
-                },
+                }),
             ),
             (
                 "alice",
-                ClusterCommand::SetStatus {
+                ClusterCommand::User(UserCommand::SetStatus {
                     request: status(None, Some(&long)),
-                },
+                }),
             ),
             (
                 "alice",
-                ClusterCommand::SetStatus {
+                ClusterCommand::User(UserCommand::SetStatus {
                     request: status(Some("away"), None),
-                },
+                }),
             ),
         ],
     );
@@ -183,13 +184,13 @@ fn cursor_follows_the_last_entry_and_bad_entries_are_skipped_and_answered() {
     let mut leader = Leader::new();
     let good = StreamEntry {
         user: "alice".into(),
-        command: ClusterCommand::Connect {
+        command: ClusterCommand::User(UserCommand::Connect {
             device: dev("d1"),
             platform: presence_core::Platform::Web,
             conn: 1,
             node: "n1".into(),
             profile: Default::default(),
-        },
+        }),
         node: "n1".into(),
         reply: None,
         retry: false,
@@ -221,11 +222,11 @@ fn cursor_follows_the_last_entry_and_bad_entries_are_skipped_and_answered() {
     // A batch of entries that change nothing still moves the cursor.
     let noop = StreamEntry {
         user: "alice".into(),
-        command: ClusterCommand::Disconnect {
+        command: ClusterCommand::User(UserCommand::Disconnect {
             device: dev("d1"),
             conn: 99,
             end: SocketEnd::Clean,
-        },
+        }),
         node: "n1".into(),
         reply: None,
         retry: false,

@@ -16,11 +16,13 @@
 #![forbid(unsafe_code)]
 
 mod cap;
+mod counts;
 mod custom;
 mod device;
 mod device_map;
 mod error;
 mod ids;
+mod profile;
 mod settings;
 mod status;
 mod text;
@@ -28,6 +30,7 @@ mod time;
 mod user;
 
 pub use cap::{CapState, CapTransition};
+pub use counts::StatusCounts;
 pub use custom::{CustomStatus, CustomStatusRegistry};
 pub use device::{AwayReason, Device, DeviceEvent, DeviceStatus, IdleSource, Link};
 pub use device_map::DeviceMap;
@@ -36,6 +39,7 @@ pub use ids::{
     CustomStatusId, DeviceId, IdError, IdKind, IdProblem, MAX_CUSTOM_STATUS_ID_CHARS,
     MAX_DEVICE_ID_CHARS, MAX_USER_ID_CHARS, UserId,
 };
+pub use profile::Profile;
 pub use settings::{
     DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,
     MAX_EXPIRY_DAYS, MAX_IDLE_TIME_LIMIT_SECS, MIN_IDLE_TIME_LIMIT_SECS, Preferences,
@@ -50,6 +54,6 @@ pub use time::Timestamp;
 pub use user::{
     CalendarClaims, CalendarSource, Command, Context, Disconnect, DurableState,
     MAX_CALENDAR_EVENT_ID_CHARS, MAX_CALENDAR_EVENTS, MAX_RESTORE_DEPTH, ManualState, Outcome,
-    PreferencesUpdate, PublicView, SelfView, StatusLayer, StatusRequest, Temporary, UserPresence,
-    next_version,
+    PreferencesUpdate, PublicView, SelfView, SocketEnd, StatusLayer, StatusRequest, Temporary,
+    UserPresence, next_version,
 };

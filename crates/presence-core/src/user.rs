@@ -93,12 +93,18 @@ pub struct DurableState {
     pub public_version: u64,
 }
 
-/// A user's request to change their status (T1–T6, I2).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A user's request to change their status (T1–T6, I2). On the cluster
+/// wire `text` keeps its three states: absent (keep), `""` (clear), a
+/// string (set, validated when applied); `expires_at` is milliseconds
+/// since the Unix epoch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ChosenStatus>,
     /// Raw text as the client sent it; `Some("")` clears the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
 }
 
@@ -127,9 +133,25 @@ pub enum Disconnect {
     Lost { grace_until: Timestamp },
 }
 
+/// How a socket ended (D7), as a gateway reports it; the engine turns it
+/// into a [`Disconnect`] with the grace period. On the wire `"clean"` or
+/// `"lost"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketEnd {
+    /// `bye`, or a close frame from the client: the device is removed at
+    /// once.
+    Clean,
+    /// The socket dropped or went silent: the device shows `away` for the
+    /// grace period, measured from when the change is applied.
+    Lost,
+}
+
 /// Where a calendar event comes from (K2): a desktop app's Outlook
 /// integration, or a server-side integration through the REST API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// On the cluster wire `{"device": "desktop"}` or `"integration"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CalendarSource {
     Device(Platform),
     Integration,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use presence_core::{CapState, Platform, SelfStatus};
+use presence_core::{CapState, Platform, StatusCounts};
 use presence_protocol::ws::MessageType;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -69,31 +69,6 @@ const DELIVERY_BUCKETS: [f64; 15] = [
 const STORE_WRITE_BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
-
-/// How many connected users show each status, for `presence_users`.
-/// Offline users are not counted: the set of known users is unbounded and
-/// not this gauge's business.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UsersByStatus {
-    pub online: i64,
-    pub away: i64,
-    pub busy: i64,
-    pub invisible: i64,
-}
-
-impl UsersByStatus {
-    /// Counts one user with the status they see of themselves; `Offline`
-    /// (no connected device) is ignored.
-    pub fn add(&mut self, status: SelfStatus) {
-        match status {
-            SelfStatus::Online => self.online += 1,
-            SelfStatus::Away => self.away += 1,
-            SelfStatus::Busy => self.busy += 1,
-            SelfStatus::Invisible => self.invisible += 1,
-            SelfStatus::Offline => {}
-        }
-    }
-}
 
 /// Why watched users were read again from stored state:
 /// `gateway_lagged` (this process's update receiver fell behind),
@@ -354,12 +329,12 @@ impl Metrics {
     }
 
     /// Sets every `presence_users{status}` series at once.
-    pub fn set_users(&self, users: &UsersByStatus) {
+    pub fn set_users(&self, users: &StatusCounts) {
         let [online, away, busy, invisible] = &self.users;
-        online.set(users.online);
-        away.set(users.away);
-        busy.set(users.busy);
-        invisible.set(users.invisible);
+        online.set(saturating_i64(users.online));
+        away.set(saturating_i64(users.away));
+        busy.set(saturating_i64(users.busy));
+        invisible.set(saturating_i64(users.invisible));
     }
 
     /// `presence_ws_messages_total{type}` for a client message's `type`
@@ -540,7 +515,7 @@ mod tests {
         for platform in Platform::ALL {
             metrics.connections(platform).inc();
         }
-        metrics.set_users(&UsersByStatus {
+        metrics.set_users(&StatusCounts {
             online: 4,
             away: 3,
             busy: 2,
@@ -725,28 +700,6 @@ mod tests {
                 "{series} missing from:\n{rendered}"
             );
         }
-    }
-
-    #[test]
-    fn users_by_status_counts_connected_users_only() {
-        let mut users = UsersByStatus::default();
-        for status in [
-            SelfStatus::Online,
-            SelfStatus::Online,
-            SelfStatus::Away,
-            SelfStatus::Busy,
-            SelfStatus::Invisible,
-            SelfStatus::Offline,
-        ] {
-            users.add(status);
-        }
-        let expected = UsersByStatus {
-            online: 2,
-            away: 1,
-            busy: 1,
-            invisible: 1,
-        };
-        assert_eq!(users, expected);
     }
 
     #[test]

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::app::App;
-use crate::metrics::UsersByStatus;
 
 /// The operational routes; `/metrics` only when `with_metrics` (a node
 /// with a separate metrics listener keeps it off the public port).
@@ -49,12 +48,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     if let Ok(counts) = app.backend.status_counts().await {
-        app.metrics.set_users(&UsersByStatus {
-            online: counts.online as i64,
-            away: counts.away as i64,
-            busy: counts.busy as i64,
-            invisible: counts.invisible as i64,
-        });
+        app.metrics.set_users(&counts);
     }
     if let Ok(cap) = app.backend.cap_state().await {
         app.metrics.set_cap(&cap);

@@ -50,9 +50,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use presence_core::{
-    CalendarSource, CapState, ChosenStatus, CustomStatus, CustomStatusId, CustomStatusName, Device,
-    DeviceEvent, DeviceId, DisplayedStatus, IdleTimeLimit, Platform, PresenceError, PublicView,
-    SelfView, StatusRequest, StatusText, Timestamp, WorkspaceSettings,
+    CapState, CustomStatus, CustomStatusId, CustomStatusName, Device, DeviceEvent, DeviceId,
+    DisplayedStatus, IdleTimeLimit, Platform, PresenceError, PublicView, SelfView, StatusText,
+    WorkspaceSettings,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -159,104 +159,50 @@ impl<'de> Deserialize<'de> for StreamId {
     }
 }
 
-/// What a user's token said about them (username, display name). Empty
-/// profiles never overwrite a stored one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
+/// What a user's token said about them; the type lives in `presence-core`.
+pub use presence_core::Profile;
 
-impl Profile {
-    pub fn is_empty(&self) -> bool {
-        self.username.is_none() && self.name.is_none()
-    }
-}
-
-/// How a socket ended (D7): `"clean"` or `"lost"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SocketEnd {
-    /// `bye` or a close frame: the device is removed at once.
-    Clean,
-    /// The socket dropped: the device shows `away` for the grace period,
-    /// which the leader measures from when it applies the command.
-    Lost,
-}
+/// How a socket ended (D7): `"clean"` or `"lost"` (defined in
+/// `presence-core`).
+pub use presence_core::SocketEnd;
 
 /// Where a calendar event comes from (K2): `{"device": "desktop"}` or
-/// `"integration"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CalendarOrigin {
-    Device(Platform),
-    Integration,
-}
+/// `"integration"`. The type is `presence-core`'s; this name stays for
+/// the cluster code.
+pub use presence_core::CalendarSource as CalendarOrigin;
 
-impl From<CalendarSource> for CalendarOrigin {
-    fn from(source: CalendarSource) -> Self {
-        match source {
-            CalendarSource::Device(platform) => Self::Device(platform),
-            CalendarSource::Integration => Self::Integration,
-        }
-    }
-}
-
-impl From<CalendarOrigin> for CalendarSource {
-    fn from(origin: CalendarOrigin) -> Self {
-        match origin {
-            CalendarOrigin::Device(platform) => Self::Device(platform),
-            CalendarOrigin::Integration => Self::Integration,
-        }
-    }
-}
-
-/// [`StatusRequest`] on the wire. `text` keeps its three states: absent
-/// (keep), `""` (clear), a string (set, validated by the leader).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusRequestBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<ChosenStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    /// Milliseconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Timestamp>,
-}
-
-impl From<StatusRequest> for StatusRequestBody {
-    fn from(r: StatusRequest) -> Self {
-        Self {
-            status: r.status,
-            text: r.text,
-            expires_at: r.expires_at,
-        }
-    }
-}
-
-impl From<StatusRequestBody> for StatusRequest {
-    fn from(r: StatusRequestBody) -> Self {
-        Self {
-            status: r.status,
-            text: r.text,
-            expires_at: r.expires_at,
-        }
-    }
-}
+/// A status request (T1–T6, I2) on the wire: `text` keeps its three
+/// states, absent (keep), `""` (clear), a string (set, validated by the
+/// leader). The type is `presence-core`'s; this name stays for the
+/// cluster code.
+pub use presence_core::StatusRequest as StatusRequestBody;
 
 /// A change of the workspace settings, already validated by the gateway
 /// (the idle floor, S2); the type lives in `presence-core`.
 pub use presence_core::SettingsPatch;
 
-/// Everything a gateway can ask a shard leader. The user is the
-/// [`StreamEntry::user`]; the admin commands (see [`Self::is_admin`]) go
-/// to shard 0's stream, whose leader owns the cluster-wide settings,
-/// custom statuses and presence cap.
+/// Everything a gateway can ask a shard leader, in three kinds that are
+/// handled differently: a [`UserCommand`] about the entry's user, on the
+/// user's shard; an [`AdminCommand`] on shard 0, whose leader owns the
+/// cluster-wide settings, custom statuses and presence cap; a
+/// [`ShardCommand`] about a whole shard, on any shard.
+///
+/// The kinds are a Rust distinction only: on the wire every command is one
+/// flat JSON object tagged with `"type"`, as it always was, so entries
+/// appended by an older build decode unchanged (no version field).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ClusterCommand {
+    User(UserCommand),
+    Admin(AdminCommand),
+    Shard(ShardCommand),
+}
+
+/// A command about one user (the [`StreamEntry::user`]), applied by the
+/// leader of the user's shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClusterCommand {
+pub enum UserCommand {
     /// D1: a new socket `conn` on gateway `node`; replaces a device with
     /// the same id.
     Connect {
@@ -298,15 +244,22 @@ pub enum ClusterCommand {
     },
     /// Records the profile a token carried.
     TouchProfile { profile: Profile },
-    /// Admin, shard 0: S1, T5, I2, K1, X1.
+}
+
+/// A cluster-wide admin command, handled by shard 0's leader whatever the
+/// entry's user (the admin's id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AdminCommand {
+    /// S1, T5, I2, K1, X1.
     UpdateSettings { patch: SettingsPatch },
-    /// Admin, shard 0: C1. The gateway picks the id.
+    /// C1. The gateway picks the id.
     CreateCustomStatus {
         id: CustomStatusId,
         name: CustomStatusName,
         status_type: DisplayedStatus,
     },
-    /// Admin, shard 0: C1, C3.
+    /// C1, C3.
     UpdateCustomStatus {
         id: CustomStatusId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,37 +267,113 @@ pub enum ClusterCommand {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status_type: Option<DisplayedStatus>,
     },
-    /// Admin, shard 0: C1, C3.
+    /// C1, C3.
     DeleteCustomStatus { id: CustomStatusId },
-    /// Admin, shard 0: X4.
+    /// X4.
     EnableBroadcast,
-    /// Any shard: gateway `node` (re)started and holds no sockets yet, so
-    /// every device a previous run of it registered here is gone (H2
-    /// without waiting for the node lease to lapse). The entry's user is
-    /// empty.
+}
+
+/// A command about a whole shard, for any shard; the entry's user is
+/// empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ShardCommand {
+    /// Gateway `node` (re)started and holds no sockets yet, so every
+    /// device a previous run of it registered here is gone (H2 without
+    /// waiting for the node lease to lapse).
     NodeStarted { node: String },
-    /// Any shard: answered once the leader has applied every entry before
-    /// it, including the cluster-wide settings and custom statuses it
-    /// re-reads before each batch (S1, C3). A gateway sends it to every
-    /// other shard after an admin change, so the change is visible
-    /// everywhere when the admin's request returns. The entry's user is
-    /// empty.
+    /// Answered once the leader has applied every entry before it,
+    /// including the cluster-wide settings and custom statuses it re-reads
+    /// before each batch (S1, C3). A gateway sends it to every other shard
+    /// after an admin change, so the change is visible everywhere when the
+    /// admin's request returns.
     Sync,
 }
 
-impl ClusterCommand {
-    /// Whether this is a cluster-wide admin command, handled by shard 0's
-    /// leader whatever the entry's user.
-    pub fn is_admin(&self) -> bool {
-        matches!(
-            self,
-            Self::UpdateSettings { .. }
-                | Self::CreateCustomStatus { .. }
-                | Self::UpdateCustomStatus { .. }
-                | Self::DeleteCustomStatus { .. }
-                | Self::EnableBroadcast
-        )
+impl From<UserCommand> for ClusterCommand {
+    fn from(command: UserCommand) -> Self {
+        Self::User(command)
     }
+}
+
+impl From<AdminCommand> for ClusterCommand {
+    fn from(command: AdminCommand) -> Self {
+        Self::Admin(command)
+    }
+}
+
+impl From<ShardCommand> for ClusterCommand {
+    fn from(command: ShardCommand) -> Self {
+        Self::Shard(command)
+    }
+}
+
+impl ClusterCommand {
+    /// Whether this is a cluster-wide admin command, for shard 0.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Self::Admin(_))
+    }
+
+    /// Whether the command is about the shard rather than one user (the
+    /// entry's user is empty).
+    pub fn is_shard_wide(&self) -> bool {
+        matches!(self, Self::Shard(_))
+    }
+
+    /// The `"type"` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::User(c) => c.kind(),
+            Self::Admin(c) => c.kind(),
+            Self::Shard(c) => c.kind(),
+        }
+    }
+
+    /// Decodes a command's JSON: its `"type"` says which kind it is, then
+    /// only that kind is decoded (so an error names the real problem, a
+    /// missing field or a bad value, not "no kind matched").
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let tag: Tag<'_> = serde_json::from_str(json)?;
+        if UserCommand::KINDS.contains(&&*tag.kind) {
+            serde_json::from_str(json).map(Self::User)
+        } else if AdminCommand::KINDS.contains(&&*tag.kind) {
+            serde_json::from_str(json).map(Self::Admin)
+        } else if ShardCommand::KINDS.contains(&&*tag.kind) {
+            serde_json::from_str(json).map(Self::Shard)
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "unknown command type `{}`",
+                tag.kind
+            )))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        let json = value.to_string();
+        Self::from_json(&json).map_err(serde::de::Error::custom)
+    }
+}
+
+impl UserCommand {
+    /// The `"type"` tags of user commands (every [`Self::kind`]).
+    pub const KINDS: &[&str] = &[
+        "connect",
+        "device_event",
+        "disconnect",
+        "set_status",
+        "use_custom_status",
+        "calendar",
+        "set_preferences",
+        "touch_profile",
+    ];
 
     /// The `"type"` tag, for logs and metrics.
     pub fn kind(&self) -> &'static str {
@@ -357,21 +386,42 @@ impl ClusterCommand {
             Self::Calendar { .. } => "calendar",
             Self::SetPreferences { .. } => "set_preferences",
             Self::TouchProfile { .. } => "touch_profile",
+        }
+    }
+}
+
+impl AdminCommand {
+    /// The `"type"` tags of admin commands (every [`Self::kind`]).
+    pub const KINDS: &[&str] = &[
+        "update_settings",
+        "create_custom_status",
+        "update_custom_status",
+        "delete_custom_status",
+        "enable_broadcast",
+    ];
+
+    /// The `"type"` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
             Self::UpdateSettings { .. } => "update_settings",
             Self::CreateCustomStatus { .. } => "create_custom_status",
             Self::UpdateCustomStatus { .. } => "update_custom_status",
             Self::DeleteCustomStatus { .. } => "delete_custom_status",
             Self::EnableBroadcast => "enable_broadcast",
+        }
+    }
+}
+
+impl ShardCommand {
+    /// The `"type"` tags of shard-wide commands (every [`Self::kind`]).
+    pub const KINDS: &[&str] = &["node_started", "sync"];
+
+    /// The `"type"` tag, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
             Self::NodeStarted { .. } => "node_started",
             Self::Sync => "sync",
         }
-    }
-
-    /// Whether the command is about the shard rather than one user (the
-    /// entry's user is empty): [`NodeStarted`](Self::NodeStarted),
-    /// [`Sync`](Self::Sync).
-    pub fn is_shard_wide(&self) -> bool {
-        matches!(self, Self::NodeStarted { .. } | Self::Sync)
     }
 }
 
@@ -469,7 +519,7 @@ impl StreamEntry {
         let node = node.ok_or(EntryError::MissingField("n"))?;
         let command = command.ok_or(EntryError::MissingField("c"))?;
         let retry = attempt.as_deref() == Some("retry");
-        let decoded = serde_json::from_str(&command).and_then(|command| {
+        let decoded = ClusterCommand::from_json(&command).and_then(|command| {
             let profile = profile
                 .as_deref()
                 .map(serde_json::from_str::<Profile>)
@@ -611,15 +661,10 @@ pub struct ReplyMessage {
 /// How many of a shard's users show each status, `presence:{s}:counts`:
 /// kept by the shard's leader in the same commit as the views, so the
 /// cluster-wide counts (A3's online count, the `presence_users` gauge) are
-/// a read of `S` small keys rather than a scan of every user.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredCounts {
-    pub online: u64,
-    pub away: u64,
-    pub busy: u64,
-    /// Connected but invisible (shown offline).
-    pub invisible: u64,
-}
+/// a read of `S` small keys rather than a scan of every user. The type is
+/// `presence-core`'s [`presence_core::StatusCounts`]; this name stays for
+/// the cluster code that reads and writes the key.
+pub use presence_core::StatusCounts as StoredCounts;
 
 /// A notice to one gateway on its channel `presence:{s}:node:<node>`, `{"node",
 /// "replaced", "user"}`: its socket `replaced` of `user` was replaced by a

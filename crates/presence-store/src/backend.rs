@@ -37,14 +37,8 @@ pub struct Session {
     pub profile: Profile,
 }
 
-/// How a socket ended (D7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketEnd {
-    /// `bye`, or a close frame from the client: remove the device now.
-    Clean,
-    /// The socket dropped or went silent: `away` for the grace period.
-    Lost,
-}
+/// How a socket ended (D7; defined in `presence-core`).
+pub use presence_core::SocketEnd;
 
 /// What others see of one user, with its version (W3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,23 +95,8 @@ pub enum Update {
 /// A change to the workspace settings (defined in `presence-core`).
 pub use presence_core::SettingsPatch;
 
-/// How many users show each displayed status, for the `presence_users`
-/// gauge and the online count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatusCounts {
-    pub online: u64,
-    pub away: u64,
-    pub busy: u64,
-    /// Connected but invisible (A3): not counted online.
-    pub invisible: u64,
-}
-
-impl StatusCounts {
-    /// The online count of the API: everyone shown as not offline.
-    pub fn online_total(&self) -> u64 {
-        self.online + self.away + self.busy
-    }
-}
+/// How many users show each status (defined in `presence-core`).
+pub use presence_core::StatusCounts;
 
 #[derive(Debug, Error)]
 pub enum BackendError {

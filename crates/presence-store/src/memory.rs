@@ -1,36 +1,45 @@
 //! The embedded backend: every role in one process (DESIGN §2 "Embedded
-//! default"). Users live in sharded in-memory maps; each change runs the
-//! `presence-core` rules under the user's shard lock, publishes the result
-//! on the update channel and, when the chosen state changed, is written to
-//! the [`DurableStore`] before the caller gets its answer (M3).
+//! default"), as a thin driver of `presence-engine`.
 //!
-//! Time-driven transitions (idle timers, grace periods, expiries) run on one
-//! scheduler task that wakes at the earliest `next_deadline` of any user.
+//! One [`Engine`] holds every user (like a cluster with one shard, whose
+//! engine also owns the workspace settings, custom statuses and cap).
+//! Each request locks it, calls it at the clock's `now`, closes the batch
+//! and turns the [`Changes`] into effects while still holding the lock:
+//! updates on the broadcast channel, and writes to the [`DurableStore`]
+//! that the caller awaits before it answers when durable state changed
+//! (M3). Time-driven transitions (idle timers, grace periods, expiries)
+//! run on one timer task that sleeps until the engine's next deadline.
 //!
-//! **Architecture Invariant:** updates of one user are published while that
-//! user's shard lock is held, so they leave in version order.
+//! Why one engine and not one per lock shard: the engine must see every
+//! user to re-evaluate settings and fan out custom statuses, and it owns
+//! the cap; with several, each of those would be replicated across them
+//! (what the cluster does over Redis, for reasons the embedded mode does
+//! not have). A request holds the lock for microseconds; the only reads
+//! that walk every user are the admin and Rocket.Chat directory listings.
+//!
+//! **Architecture Invariant:** updates are published while the engine's
+//! lock is held, so the updates of one user leave in version order.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use presence_core::{
-    CalendarSource, CapState, CapTransition, ChosenStatus, Command, Context, CustomStatus,
-    CustomStatusId, CustomStatusName, CustomStatusRegistry, DeviceEvent, DeviceId, Disconnect,
-    DisplayedStatus, PreferencesUpdate, PresenceError, SelfStatus, StatusRequest, Timestamp,
+    CalendarSource, CapState, ChosenStatus, Command, CustomStatus, CustomStatusId,
+    CustomStatusName, DeviceEvent, DisplayedStatus, PreferencesUpdate, StatusRequest, Timestamp,
     UserPresence, WorkspaceSettings, next_version,
 };
+use presence_engine::{Announcement, CapOwner, Changes, Engine, EngineConfig, RestoredUser};
 use tokio::sync::{Notify, broadcast};
 
 use crate::backend::{
-    Backend, BackendError, BackendResult, ConnId, ConnectInfo, PresenceSnapshot, SelfSnapshot,
-    Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
+    Backend, BackendError, BackendResult, ConnectInfo, PresenceSnapshot, SelfSnapshot, Session,
+    SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
 };
-use crate::durable::{DurableStore, PersistedCap, Profile, UserRecord, Write, WriteTicket};
+use crate::durable::{DurableStore, PersistedCap, Profile, Write, WriteTicket};
 
 /// A source of wall-clock time; tests may substitute their own.
 pub trait Clock: Send + Sync + 'static {
@@ -58,8 +67,6 @@ pub struct MemoryConfig {
     /// Capacity of the update channel; receivers that fall further behind
     /// get `Lagged` and must resync.
     pub update_channel_capacity: usize,
-    /// Number of user shards (locks).
-    pub shards: usize,
 }
 
 impl Default for MemoryConfig {
@@ -67,7 +74,6 @@ impl Default for MemoryConfig {
         Self {
             disconnect_grace: Duration::from_secs(30),
             update_channel_capacity: 65_536,
-            shards: 64,
         }
     }
 }
@@ -78,82 +84,35 @@ pub struct MemoryBackend {
     inner: Arc<Inner>,
 }
 
+/// The one gateway node of the embedded mode, as the engine's socket
+/// owners name it.
+const LOCAL_NODE: &str = "local";
+
 struct Inner {
-    config: MemoryConfig,
     clock: Arc<dyn Clock>,
     store: Arc<dyn DurableStore>,
-    shards: Box<[Mutex<UserShard>]>,
-    hasher: std::collections::hash_map::RandomState,
-    settings: RwLock<Arc<WorkspaceSettings>>,
-    custom: Mutex<CustomStatusRegistry>,
-    cap: Mutex<CapState>,
-    connections: AtomicU64,
-    usernames: RwLock<HashMap<String, Arc<str>>>,
-    counts: [AtomicI64; 4],
+    state: Mutex<State>,
     updates: broadcast::Sender<Update>,
-    timers: Mutex<BTreeSet<(Timestamp, Arc<str>)>>,
     timer_wakeup: Notify,
     stopped: AtomicBool,
     next_custom_id: AtomicU64,
 }
 
-type UserShard = HashMap<Arc<str>, UserEntry>;
-
-struct UserEntry {
-    presence: UserPresence,
-    profile: Profile,
-    /// The live socket of each device; a disconnect from another socket
-    /// (one that was replaced) is ignored.
-    /// (A user has few devices: a vector is smaller than a map.)
-    conns: Vec<(DeviceId, ConnId)>,
-    /// The deadline this user is queued at in `timers`, if any.
-    scheduled: Option<Timestamp>,
-    /// When the public view last changed.
-    changed_at: Timestamp,
-    /// The public status last counted in `counts`.
-    counted: Option<Counted>,
-}
-
-impl UserEntry {
-    /// What others see of this user, with the public version (I3: it
-    /// moves only when the public view does).
-    fn snapshot(&self, id: &Arc<str>, settings: &WorkspaceSettings) -> PresenceSnapshot {
-        PresenceSnapshot {
-            user: id.clone(),
-            view: self.presence.public_view(settings),
-            version: self.presence.durable.public_version,
-        }
-    }
-
-    fn listing(&self, id: &Arc<str>, settings: &WorkspaceSettings) -> UserListing {
-        UserListing {
-            presence: self.snapshot(id, settings),
-            profile: self.profile.clone(),
-        }
-    }
-
-    fn new() -> Self {
-        Self {
-            presence: UserPresence::default(),
-            profile: Profile::default(),
-            conns: Vec::new(),
-            scheduled: None,
-            changed_at: Timestamp::default(),
-            counted: None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Counted {
-    Online = 0,
-    Away = 1,
-    Busy = 2,
-    Invisible = 3,
+/// Everything behind the lock.
+struct State {
+    engine: Engine,
+    /// The workspace settings as handed to callers (the engine's).
+    settings: Arc<WorkspaceSettings>,
+    /// Open sockets, for the cap (X1).
+    connections: u64,
+    /// Username → user id (Rocket.Chat looks users up by name).
+    usernames: HashMap<String, Arc<str>>,
+    /// The deadline the timer task sleeps until, if it sleeps on one.
+    armed: Option<Timestamp>,
 }
 
 impl MemoryBackend {
-    /// Loads the durable data from `store` and starts the scheduler task.
+    /// Loads the durable data from `store` and starts the timer task.
     /// Must be called inside a tokio runtime.
     pub fn start(
         config: MemoryConfig,
@@ -162,45 +121,30 @@ impl MemoryBackend {
     ) -> BackendResult<MemoryBackend> {
         let snapshot = store.load()?;
         let settings = snapshot.settings.unwrap_or_default();
-        let mut cap = CapState::new(settings.cap);
-        if let Some(persisted) = snapshot.cap {
-            cap.enabled = persisted.cap_enabled;
-            cap.peak = persisted.peak;
-        }
-        let shards = (0..config.shards.max(1))
-            .map(|_| Mutex::new(HashMap::new()))
-            .collect();
-        let (updates, _) = broadcast::channel(config.update_channel_capacity.max(16));
-        let next_custom_id = snapshot.custom_statuses.len() as u64;
-        let inner = Arc::new(Inner {
-            config,
-            clock,
-            store,
-            shards,
-            hasher: Default::default(),
-            settings: RwLock::new(Arc::new(settings)),
-            custom: Mutex::new(CustomStatusRegistry::from_statuses(
-                snapshot.custom_statuses,
-            )),
-            cap: Mutex::new(cap),
-            connections: AtomicU64::new(0),
-            usernames: RwLock::new(HashMap::new()),
-            counts: Default::default(),
-            updates,
-            timers: Mutex::new(BTreeSet::new()),
-            timer_wakeup: Notify::new(),
-            stopped: AtomicBool::new(false),
-            next_custom_id: AtomicU64::new(next_custom_id),
+        let stored_cap = snapshot.cap.map(|persisted| CapState {
+            enabled: persisted.cap_enabled,
+            peak: persisted.peak,
+            ..CapState::new(settings.cap)
         });
-        let now = inner.clock.now();
-        let settings = inner.settings();
+        let cap = CapOwner::restore(stored_cap, settings.cap);
+        let next_custom_id = snapshot.custom_statuses.len() as u64;
+        let engine_config = EngineConfig {
+            disconnect_grace: config.disconnect_grace,
+            heartbeat_timeout: None,
+        };
+        let mut engine = Engine::new(
+            engine_config,
+            settings.clone(),
+            snapshot.custom_statuses,
+            Some(cap),
+        );
+        let now = clock.now();
+        let mut usernames = HashMap::new();
         for (id, record) in snapshot.users {
-            let id: Arc<str> = Arc::from(id);
             if let Some(username) = &record.profile.username {
-                inner.usernames.write().insert(username.clone(), id.clone());
+                usernames.insert(username.clone(), Arc::from(id.as_str()));
             }
-            let mut presence = UserPresence::from_durable(record.state);
-            let durable = &mut presence.durable;
+            let mut durable = record.state;
             // Data stored before public versions existed: the version
             // watchers last saw is at most the user's version.
             if durable.public_version == 0 {
@@ -223,192 +167,88 @@ impl MemoryBackend {
             // tell: the public version follows the clock in microseconds.
             // (The record's `updated_at` also moves on private changes.)
             let public_ms = i64::try_from(durable.public_version / 1000).unwrap_or(i64::MAX);
-            let mut entry = UserEntry {
-                presence,
+            let restored = RestoredUser {
+                durable,
                 profile: record.profile,
-                conns: Vec::new(),
-                scheduled: None,
+                devices: Vec::new(),
+                committed: None,
                 changed_at: Timestamp::from_millis(public_ms.min(now.as_millis())),
-                counted: None,
             };
-            // Expiries that passed while we were down take effect now.
-            let outcome = entry.presence.advance(Context {
-                now,
-                settings: &settings,
-            });
-            let mut shard = inner.shard(&id).lock();
-            inner.schedule(&id, &mut entry, &settings);
-            if outcome.durable_changed {
-                // Best effort: the expiry is recomputed on the next start too.
-                drop(inner.store.write(vec![inner.user_write(&id, &entry, now)]));
-            }
-            shard.insert(id, entry);
+            engine.restore(&id, restored);
         }
+        // Expiries that passed while we were down take effect now.
+        engine.advance_everyone(now);
+        let (updates, _) = broadcast::channel(config.update_channel_capacity.max(16));
+        let inner = Arc::new(Inner {
+            clock,
+            store,
+            state: Mutex::new(State {
+                engine,
+                settings: Arc::new(settings),
+                connections: 0,
+                usernames,
+                armed: None,
+            }),
+            updates,
+            timer_wakeup: Notify::new(),
+            stopped: AtomicBool::new(false),
+            next_custom_id: AtomicU64::new(next_custom_id),
+        });
+        // Best effort: an expiry is recomputed on the next start too.
+        drop(inner.with_engine(|_, _| ()).1);
         let backend = MemoryBackend { inner };
         tokio::spawn(backend.clone().run_timers());
         Ok(backend)
     }
 
+    /// The timer task: sleeps until the engine's next deadline (or a
+    /// wake-up because an earlier one appeared), then advances the engine.
     async fn run_timers(self) {
         let inner = &self.inner;
         while !inner.stopped.load(Ordering::Acquire) {
-            let head = inner.timers.lock().first().map(|(t, _)| *t);
             let now = inner.clock.now();
-            match head {
+            let next = {
+                let mut state = inner.state.lock();
+                let next = state.engine.next_deadline();
+                state.armed = next.filter(|at| *at > now);
+                next
+            };
+            match next {
                 None => inner.timer_wakeup.notified().await,
                 Some(at) if at > now => {
-                    let wait = at.saturating_since(now);
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = tokio::time::sleep(at.saturating_since(now)) => {}
                         () = inner.timer_wakeup.notified() => {}
                     }
                 }
                 Some(_) => {
-                    let due: Vec<(Timestamp, Arc<str>)> = {
-                        let mut timers = inner.timers.lock();
-                        let mut due = Vec::new();
-                        while let Some(first) = timers.first() {
-                            if first.0 > now {
-                                break;
-                            }
-                            due.push(timers.pop_first().expect("checked above"));
-                        }
-                        due
-                    };
-                    for (at, user) in due {
-                        if let Err(e) = self.fire_timer(at, &user).await {
-                            tracing::warn!(error = %e, "timer transition failed to persist");
-                        }
+                    let ((), ticket) = inner.with_engine(|state, now| state.engine.advance(now));
+                    if let Err(e) = await_ticket(ticket).await {
+                        tracing::warn!(error = %e, "timer transition failed to persist");
                     }
                 }
             }
         }
     }
 
-    async fn fire_timer(&self, at: Timestamp, user: &Arc<str>) -> BackendResult<()> {
-        let ticket = {
-            let mut shard = self.inner.shard(user).lock();
-            let Some(entry) = shard.get_mut(user) else {
-                return Ok(());
-            };
-            if entry.scheduled != Some(at) {
-                return Ok(()); // A stale duplicate; the entry was rescheduled.
-            }
-            entry.scheduled = None;
-            let settings = self.inner.settings();
-            let now = self.inner.clock.now();
-            let ctx = Context {
-                now,
-                settings: &settings,
-            };
-            let outcome = entry.presence.advance(ctx);
-            self.inner
-                .after_change(user, entry, &outcome, &settings, now)
-        };
-        await_ticket(ticket).await
-    }
-
-    /// Runs `command` for `user` and returns what the user now sees.
+    /// Runs `command` for `user` (recording the token's `profile` first)
+    /// and returns what the user now sees.
     async fn run(
         &self,
         user: &str,
         profile: Option<&Profile>,
         command: Command,
     ) -> BackendResult<SelfSnapshot> {
-        let (snapshot, ticket) = self.inner.with_user(user, profile, |inner, id, entry| {
-            let settings = inner.settings();
-            let now = inner.clock.now();
-            let outcome = entry.presence.apply(
-                command,
-                Context {
-                    now,
-                    settings: &settings,
-                },
-            )?;
-            let ticket = inner.after_change(id, entry, &outcome, &settings, now);
-            Ok((inner.self_snapshot(id, entry, &settings), ticket))
-        })?;
+        let (result, ticket) = self.inner.with_engine(|state, now| {
+            if let Some(profile) = profile {
+                state.note_profile(user, profile);
+            }
+            state.engine.apply(user, command, now)?;
+            Ok::<_, BackendError>(state.self_snapshot(user))
+        });
+        let me = result?;
         await_ticket(ticket).await?;
-        Ok(snapshot)
-    }
-
-    /// Applies `f` to every user that `matches`, as one admin operation.
-    async fn for_users(
-        &self,
-        matches: impl Fn(&UserPresence) -> bool,
-        command: impl Fn() -> Command,
-    ) -> BackendResult<()> {
-        let settings = self.inner.settings();
-        let now = self.inner.clock.now();
-        let mut tickets = Vec::new();
-        for shard in self.inner.shards.iter() {
-            let mut shard = shard.lock();
-            for (id, entry) in shard.iter_mut() {
-                if !matches(&entry.presence) {
-                    continue;
-                }
-                let ctx = Context {
-                    now,
-                    settings: &settings,
-                };
-                if let Ok(outcome) = entry.presence.apply(command(), ctx) {
-                    tickets.push(self.inner.after_change(id, entry, &outcome, &settings, now));
-                }
-            }
-        }
-        for ticket in tickets {
-            await_ticket(ticket).await?;
-        }
-        Ok(())
-    }
-
-    /// Re-evaluates every user after a settings change: defaults of the
-    /// preferences may have moved (S1), which changes idle devices.
-    fn reevaluate_all(&self, old: &WorkspaceSettings, new: &WorkspaceSettings) {
-        let now = self.inner.clock.now();
-        for shard in self.inner.shards.iter() {
-            let mut shard = shard.lock();
-            for (id, entry) in shard.iter_mut() {
-                let before_public = entry.presence.public_view(old);
-                let before_self = entry.presence.self_view(old);
-                let public_version = entry.presence.durable.public_version;
-                let mut outcome = entry.presence.advance(Context { now, settings: new });
-                outcome.public_changed |= outcome.public != before_public;
-                outcome.self_changed |= entry.presence.self_view(new) != before_self;
-                if outcome.changed() && outcome.version == entry.presence.durable.version {
-                    let bumped = next_version(entry.presence.durable.version, now);
-                    entry.presence.durable.version = bumped;
-                    outcome.version = bumped;
-                }
-                if outcome.public_changed && outcome.public_version == public_version {
-                    let bumped = next_version(public_version, now);
-                    entry.presence.durable.public_version = bumped;
-                    outcome.public_version = bumped;
-                }
-                drop(self.inner.after_change(id, entry, &outcome, new, now));
-            }
-        }
-    }
-
-    fn publish_cap(
-        &self,
-        transition: Option<CapTransition>,
-        cap: &CapState,
-    ) -> Option<WriteTicket> {
-        let transition = transition?;
-        let active = transition == CapTransition::Enabled;
-        tracing::info!(
-            active,
-            count = cap.count,
-            cap = cap.cap,
-            "presence broadcast {}",
-            if active { "enabled" } else { "disabled" }
-        );
-        let _ = self.inner.updates.send(Update::Broadcast { active });
-        Some(self.inner.store.write(vec![Write::Cap(PersistedCap {
-            cap_enabled: cap.enabled,
-            peak: cap.peak,
-        })]))
+        Ok(me)
     }
 
     fn new_custom_id(&self) -> CustomStatusId {
@@ -422,52 +262,38 @@ impl MemoryBackend {
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn connect(&self, session: &Session) -> BackendResult<ConnectInfo> {
-        let count = self.inner.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        let (transition, cap) = {
-            let mut cap = self.inner.cap.lock();
-            (cap.observe_count(count), *cap)
-        };
-        let cap_ticket = self.publish_cap(transition, &cap);
-        let command = Command::Connect {
-            device: session.device.clone(),
-            platform: session.platform,
-        };
-        let result =
-            self.inner
-                .with_user(&session.user, Some(&session.profile), |inner, id, entry| {
-                    let settings = inner.settings();
-                    let now = inner.clock.now();
-                    let ctx = Context {
-                        now,
-                        settings: &settings,
-                    };
-                    let outcome = entry.presence.apply(command, ctx)?;
-                    entry.conns.retain(|(d, _)| *d != session.device);
-                    entry.conns.push((session.device.clone(), session.conn));
-                    let ticket = inner.after_change(id, entry, &outcome, &settings, now);
-                    Ok((inner.self_snapshot(id, entry, &settings), ticket))
-                });
-        let (me, ticket) = match result {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.inner.connections.fetch_sub(1, Ordering::AcqRel);
-                return Err(e);
+        let (result, ticket) = self.inner.with_engine(|state, now| {
+            state.connections += 1;
+            state.engine.observe_connections(state.connections);
+            state.note_profile(&session.user, &session.profile);
+            let connected = state.engine.connect(
+                &session.user,
+                session.device.clone(),
+                session.platform,
+                (LOCAL_NODE, session.conn.0),
+                &Profile::default(),
+                now,
+            );
+            if connected.is_err() {
+                state.connections -= 1;
             }
-        };
+            connected.map(|()| {
+                let me = state.self_snapshot(&session.user);
+                let active = state.engine.cap().is_none_or(|cap| cap.enabled);
+                (me, state.settings.clone(), active)
+            })
+        });
+        let (me, settings, presence_active) = result?;
         // The device is registered; if its durable write failed, take it
         // back out so a refused connect leaves no ghost device or count.
-        let written = match await_ticket(ticket).await {
-            Ok(()) => await_ticket(cap_ticket).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
+        if let Err(e) = await_ticket(ticket).await {
             let _ = self.disconnect(session, SocketEnd::Clean).await;
             return Err(e);
         }
         Ok(ConnectInfo {
             me,
-            settings: self.inner.settings(),
-            presence_active: cap.enabled,
+            settings,
+            presence_active,
         })
     }
 
@@ -495,53 +321,22 @@ impl Backend for MemoryBackend {
     }
 
     async fn disconnect(&self, session: &Session, end: SocketEnd) -> BackendResult<()> {
-        // Saturating: a second disconnect of one socket must not wrap the
-        // count to u64::MAX (which would disable the broadcast).
-        let _ = self
-            .inner
-            .connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(1))
-            });
-        {
-            let mut cap = self.inner.cap.lock();
-            let count = self.inner.connections.load(Ordering::Acquire);
-            cap.observe_count(count);
-        }
-        let grace = self.inner.config.disconnect_grace;
-        let result = self
-            .inner
-            .with_user(&session.user, None, |inner, id, entry| {
-                let live = (session.device.clone(), session.conn);
-                if !entry.conns.contains(&live) {
-                    return Ok(None); // Replaced by a newer socket of the same device.
-                }
-                entry.conns.retain(|c| *c != live);
-                let settings = inner.settings();
-                let now = inner.clock.now();
-                let how = match end {
-                    SocketEnd::Clean => Disconnect::Clean,
-                    SocketEnd::Lost => Disconnect::Lost {
-                        grace_until: now + grace,
-                    },
-                };
-                let command = Command::Disconnect {
-                    device: session.device.clone(),
-                    how,
-                };
-                let ctx = Context {
-                    now,
-                    settings: &settings,
-                };
-                let outcome = entry.presence.apply(command, ctx)?;
-                Ok(inner.after_change(id, entry, &outcome, &settings, now))
-            });
-        match result {
-            Ok(ticket) => await_ticket(ticket).await,
-            // The device already left (its grace ended, or it was removed).
-            Err(BackendError::Rule(PresenceError::UnknownDevice { .. })) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let (result, ticket) = self.inner.with_engine(|state, now| {
+            // Saturating: a second disconnect of one socket must not wrap
+            // the count to u64::MAX (which would disable the broadcast).
+            state.connections = state.connections.saturating_sub(1);
+            state.engine.observe_connections(state.connections);
+            // A replaced socket, or a device that already left, is ignored.
+            state.engine.disconnect(
+                &session.user,
+                session.device.clone(),
+                (LOCAL_NODE, session.conn.0),
+                end,
+                now,
+            )
+        });
+        result?;
+        await_ticket(ticket).await
     }
 
     async fn set_status(
@@ -559,9 +354,16 @@ impl Backend for MemoryBackend {
         profile: Option<&Profile>,
         id: &CustomStatusId,
     ) -> BackendResult<SelfSnapshot> {
-        let custom = self.inner.custom.lock().get(id)?.clone();
-        self.run(user, profile, Command::UseCustomStatus(custom))
-            .await
+        let (result, ticket) = self.inner.with_engine(|state, now| {
+            if let Some(profile) = profile {
+                state.note_profile(user, profile);
+            }
+            state.engine.use_custom_status(user, id, now)?;
+            Ok::<_, BackendError>(state.self_snapshot(user))
+        });
+        let me = result?;
+        await_ticket(ticket).await?;
+        Ok(me)
     }
 
     async fn set_preferences(
@@ -573,67 +375,38 @@ impl Backend for MemoryBackend {
     }
 
     async fn self_state(&self, user: &str) -> BackendResult<SelfSnapshot> {
-        let settings = self.inner.settings();
-        let shard = self.inner.shard(user).lock();
-        Ok(match shard.get_key_value(user) {
-            Some((id, entry)) => self.inner.self_snapshot(id, entry, &settings),
-            None => {
-                let presence = UserPresence::default();
-                SelfSnapshot {
-                    user: Arc::from(user),
-                    view: presence.self_view(&settings),
-                    version: 0,
-                }
-            }
-        })
+        Ok(self.inner.state.lock().self_snapshot(user))
     }
 
     async fn touch_profile(&self, user: &str, profile: &Profile) -> BackendResult<()> {
-        let ticket = self
+        let ((), ticket) = self
             .inner
-            .with_user(user, Some(profile), |_, _, _| Ok(()))
-            .map(|()| None::<WriteTicket>)?;
+            .with_engine(|state, _| state.note_profile(user, profile));
         await_ticket(ticket).await
     }
 
     async fn presence(&self, users: &[Arc<str>]) -> BackendResult<Vec<PresenceSnapshot>> {
-        let settings = self.inner.settings();
+        let state = self.inner.state.lock();
         Ok(users
             .iter()
-            .map(|user| {
-                let shard = self.inner.shard(user).lock();
-                match shard.get(user) {
-                    Some(entry) => entry.snapshot(user, &settings),
-                    None => UserEntry::new().snapshot(user, &settings),
-                }
-            })
+            .map(|user| state.presence_snapshot(user))
             .collect())
     }
 
     async fn list_not_offline(&self, ids: Option<&[Arc<str>]>) -> BackendResult<Vec<UserListing>> {
-        let settings = self.inner.settings();
-        let listing = |id: &Arc<str>, entry: &UserEntry| {
-            let listing = entry.listing(id, &settings);
+        let state = self.inner.state.lock();
+        let listing = |id: &str| {
+            let listing = state.listing(id)?;
             (listing.presence.view.status != DisplayedStatus::Offline).then_some(listing)
         };
-        let mut out = Vec::new();
-        match ids {
-            Some(ids) => {
-                for id in ids {
-                    let shard = self.inner.shard(id).lock();
-                    if let Some(l) = shard.get(id).and_then(|e| listing(id, e)) {
-                        out.push(l);
-                    }
-                }
-            }
-            None => {
-                for shard in self.inner.shards.iter() {
-                    let shard = shard.lock();
-                    out.extend(shard.iter().filter_map(|(id, e)| listing(id, e)));
-                }
-            }
-        }
-        Ok(out)
+        Ok(match ids {
+            Some(ids) => ids.iter().filter_map(|id| listing(id)).collect(),
+            None => state
+                .engine
+                .each_user()
+                .filter_map(|user| listing(user.id))
+                .collect(),
+        })
     }
 
     async fn list_changed_since(
@@ -641,67 +414,40 @@ impl Backend for MemoryBackend {
         since: Timestamp,
         except: &str,
     ) -> BackendResult<Vec<UserListing>> {
-        let settings = self.inner.settings();
-        let mut out = Vec::new();
-        for shard in self.inner.shards.iter() {
-            let shard = shard.lock();
-            for (id, entry) in shard.iter() {
-                if entry.changed_at < since || &**id == except {
-                    continue;
-                }
-                out.push(entry.listing(id, &settings));
-            }
-        }
-        Ok(out)
+        let state = self.inner.state.lock();
+        Ok(state
+            .engine
+            .each_user()
+            .filter(|user| user.changed_at >= since && &**user.id != except)
+            .filter_map(|user| state.listing(user.id))
+            .collect())
     }
 
     async fn user_by_username(&self, username: &str) -> BackendResult<Option<Arc<str>>> {
-        Ok(self.inner.usernames.read().get(username).cloned())
+        Ok(self.inner.state.lock().usernames.get(username).cloned())
     }
 
     async fn status_counts(&self) -> BackendResult<StatusCounts> {
-        let get = |c: Counted| self.inner.counts[c as usize].load(Ordering::Relaxed).max(0) as u64;
-        Ok(StatusCounts {
-            online: get(Counted::Online),
-            away: get(Counted::Away),
-            busy: get(Counted::Busy),
-            invisible: get(Counted::Invisible),
-        })
+        Ok(self.inner.state.lock().engine.counts())
     }
 
     async fn settings(&self) -> BackendResult<Arc<WorkspaceSettings>> {
-        Ok(self.inner.settings())
+        Ok(self.inner.state.lock().settings.clone())
     }
 
     async fn update_settings(&self, patch: SettingsPatch) -> BackendResult<Arc<WorkspaceSettings>> {
-        let (old, new) = {
-            let mut guard = self.inner.settings.write();
-            let old = guard.clone();
-            let new = Arc::new(patch.apply_to(&old));
-            *guard = new.clone();
-            (old, new)
-        };
-        let (transition, cap) = {
-            let mut cap = self.inner.cap.lock();
-            (cap.set_cap(new.cap), *cap)
-        };
-        let cap_ticket = self.publish_cap(transition, &cap);
-        let ticket = self
-            .inner
-            .store
-            .write(vec![Write::Settings((*new).clone())]);
-        self.reevaluate_all(&old, &new);
-        let _ = self.inner.updates.send(Update::Settings(new.clone()));
-        ticket.await?;
-        await_ticket(cap_ticket).await?;
-        Ok(new)
+        let ((), ticket) = self.inner.with_engine(|state, now| {
+            state.engine.update_settings(&patch, now);
+        });
+        await_ticket(ticket).await?;
+        Ok(self.inner.state.lock().settings.clone())
     }
 
     async fn custom_statuses(&self) -> BackendResult<Vec<CustomStatus>> {
-        Ok(self
-            .inner
-            .custom
-            .lock()
+        let state = self.inner.state.lock();
+        Ok(state
+            .engine
+            .custom_statuses()
             .list()
             .into_iter()
             .cloned()
@@ -714,17 +460,13 @@ impl Backend for MemoryBackend {
         status_type: DisplayedStatus,
     ) -> BackendResult<CustomStatus> {
         let id = self.new_custom_id();
-        let now = self.inner.clock.now();
-        let (status, ticket) = {
-            let mut registry = self.inner.custom.lock();
-            let status = registry.create(id, name, status_type, now)?;
-            let ticket = self
-                .inner
-                .store
-                .write(vec![Write::CustomStatus(status.clone())]);
-            (status, ticket)
-        };
-        ticket.await?;
+        let (status, ticket) = self.inner.with_engine(|state, now| {
+            state
+                .engine
+                .create_custom_status(id, name, status_type, now)
+        });
+        let status = status?;
+        await_ticket(ticket).await?;
         Ok(status)
     }
 
@@ -734,59 +476,36 @@ impl Backend for MemoryBackend {
         name: Option<CustomStatusName>,
         status_type: Option<DisplayedStatus>,
     ) -> BackendResult<CustomStatus> {
-        let now = self.inner.clock.now();
-        let (status, ticket) = {
-            let mut registry = self.inner.custom.lock();
-            let status = registry.update(id, name, status_type, now)?;
-            let ticket = self
-                .inner
-                .store
-                .write(vec![Write::CustomStatus(status.clone())]);
-            (status, ticket)
-        };
-        ticket.await?;
-        let changed = status.clone();
-        self.for_users(
-            |p| p.uses_custom_status(id),
-            || Command::CustomStatusChanged(changed.clone()),
-        )
-        .await?;
+        let (status, ticket) = self.inner.with_engine(|state, now| {
+            state
+                .engine
+                .update_custom_status(id, name, status_type, now)
+        });
+        let status = status?;
+        await_ticket(ticket).await?;
         Ok(status)
     }
 
     async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus> {
-        let (status, ticket) = {
-            let mut registry = self.inner.custom.lock();
-            let status = registry.delete(id)?;
-            let ticket = self
-                .inner
-                .store
-                .write(vec![Write::DeleteCustomStatus(id.clone())]);
-            (status, ticket)
-        };
-        ticket.await?;
-        self.for_users(
-            |p| p.uses_custom_status(id),
-            || Command::CustomStatusDeleted(id.clone()),
-        )
-        .await?;
+        let (status, ticket) = self
+            .inner
+            .with_engine(|state, now| state.engine.delete_custom_status(id, now));
+        let status = status?;
+        await_ticket(ticket).await?;
         Ok(status)
     }
 
     async fn cap_state(&self) -> BackendResult<CapState> {
-        let mut cap = self.inner.cap.lock();
-        cap.count = self.inner.connections.load(Ordering::Acquire);
-        Ok(*cap)
+        let state = self.inner.state.lock();
+        Ok(state.cap())
     }
 
     async fn enable_broadcast(&self) -> BackendResult<CapState> {
-        let (transition, cap) = {
-            let mut cap = self.inner.cap.lock();
-            let count = self.inner.connections.load(Ordering::Acquire);
-            cap.observe_count(count);
-            (cap.request_enable()?, *cap)
-        };
-        await_ticket(self.publish_cap(transition, &cap)).await?;
+        let (result, ticket) = self
+            .inner
+            .with_engine(|state, _| state.engine.enable_broadcast().map(|_| state.cap()));
+        let cap = result?;
+        await_ticket(ticket).await?;
         Ok(cap)
     }
 
@@ -801,11 +520,8 @@ impl Backend for MemoryBackend {
     async fn shutdown(&self) {
         self.inner.stopped.store(true, Ordering::Release);
         self.inner.timer_wakeup.notify_one();
-        let cap = *self.inner.cap.lock();
-        let ticket = self.inner.store.write(vec![Write::Cap(PersistedCap {
-            cap_enabled: cap.enabled,
-            peak: cap.peak,
-        })]);
+        let cap = self.inner.state.lock().cap();
+        let ticket = self.inner.store.write(vec![Write::Cap(persisted(&cap))]);
         if let Err(e) = ticket.await {
             tracing::warn!(error = %e, "could not persist the cap state at shutdown");
         }
@@ -813,148 +529,183 @@ impl Backend for MemoryBackend {
 }
 
 impl Inner {
-    fn settings(&self) -> Arc<WorkspaceSettings> {
-        self.settings.read().clone()
-    }
-
-    fn shard(&self, user: &str) -> &Mutex<UserShard> {
-        &self.shards[(self.hasher.hash_one(user) as usize) % self.shards.len()]
-    }
-
-    /// Runs `f` on `user`'s entry under its shard lock, creating the entry
-    /// if needed, and records a changed profile.
-    fn with_user<R>(
+    /// Runs `f` on the engine under the lock at the clock's `now`, then
+    /// closes the batch and applies its changes (still under the lock).
+    /// Returns `f`'s result and the ticket of the writes to await before
+    /// answering, if any.
+    fn with_engine<R>(
         &self,
-        user: &str,
-        profile: Option<&Profile>,
-        f: impl FnOnce(&Inner, &Arc<str>, &mut UserEntry) -> BackendResult<R>,
-    ) -> BackendResult<R> {
-        let mut shard = self.shard(user).lock();
-        let id = match shard.get_key_value(user) {
-            Some((id, _)) => id.clone(),
-            None => {
-                let id: Arc<str> = Arc::from(user);
-                shard.insert(id.clone(), UserEntry::new());
-                id
-            }
-        };
-        let entry = shard.get_mut(user).expect("present above");
-        if let Some(profile) = profile
-            && (profile.username.is_some() || profile.name.is_some())
-            && entry.profile != *profile
-        {
-            if let Some(old) = &entry.profile.username {
-                // The old name may have moved to another user since.
-                let mut usernames = self.usernames.write();
-                if usernames.get(old) == Some(&id) {
-                    usernames.remove(old);
-                }
-            }
-            if let Some(new) = &profile.username {
-                self.usernames.write().insert(new.clone(), id.clone());
-            }
-            entry.profile = profile.clone();
-            let now = self.clock.now();
-            drop(self.store.write(vec![self.user_write(&id, entry, now)]));
-        }
-        f(self, &id, entry)
-    }
-
-    /// Publishes, counts, persists and reschedules after a change. Returns
-    /// the write ticket to await before acknowledging, if anything durable
-    /// changed. Call with the user's shard lock held.
-    fn after_change(
-        &self,
-        id: &Arc<str>,
-        entry: &mut UserEntry,
-        outcome: &presence_core::Outcome,
-        settings: &WorkspaceSettings,
-        now: Timestamp,
-    ) -> Option<WriteTicket> {
-        if outcome.public_changed {
-            entry.changed_at = now;
-            let _ = self.updates.send(Update::Presence {
-                snapshot: Arc::new(PresenceSnapshot {
-                    user: id.clone(),
-                    view: outcome.public.clone(),
-                    version: outcome.public_version,
-                }),
-                changed_at: SystemTime::now(),
-            });
-        }
-        if outcome.self_changed {
-            let _ = self.updates.send(Update::SelfState(Arc::new(
-                self.self_snapshot(id, entry, settings),
-            )));
-        }
-        if outcome.changed() {
-            self.recount(entry, settings);
-        }
-        self.schedule(id, entry, settings);
-        outcome
-            .durable_changed
-            .then(|| self.store.write(vec![self.user_write(id, entry, now)]))
-    }
-
-    fn recount(&self, entry: &mut UserEntry, settings: &WorkspaceSettings) {
-        let view = entry.presence.self_view(settings);
-        let now = match view.status {
-            SelfStatus::Online => Some(Counted::Online),
-            SelfStatus::Away => Some(Counted::Away),
-            SelfStatus::Busy => Some(Counted::Busy),
-            SelfStatus::Invisible => Some(Counted::Invisible),
-            SelfStatus::Offline => None,
-        };
-        if now != entry.counted {
-            if let Some(old) = entry.counted {
-                self.counts[old as usize].fetch_sub(1, Ordering::Relaxed);
-            }
-            if let Some(new) = now {
-                self.counts[new as usize].fetch_add(1, Ordering::Relaxed);
-            }
-            entry.counted = now;
-        }
-    }
-
-    fn schedule(&self, id: &Arc<str>, entry: &mut UserEntry, settings: &WorkspaceSettings) {
-        let Some(deadline) = entry.presence.next_deadline(settings) else {
-            return;
-        };
-        if entry.scheduled.is_some_and(|s| s <= deadline) {
-            return; // An earlier wake-up is queued; it reschedules then.
-        }
-        entry.scheduled = Some(deadline);
-        let mut timers = self.timers.lock();
-        let earliest = timers.first().is_none_or(|(t, _)| deadline < *t);
-        timers.insert((deadline, id.clone()));
-        drop(timers);
-        if earliest {
+        f: impl FnOnce(&mut State, Timestamp) -> R,
+    ) -> (R, Option<WriteTicket>) {
+        let mut state = self.state.lock();
+        let now = self.clock.now();
+        let result = f(&mut state, now);
+        let changes = state.engine.finish(now);
+        let ticket = self.apply_changes(&mut state, changes);
+        let next = state.engine.next_deadline();
+        if next.is_some_and(|at| state.armed.is_none_or(|armed| at < armed)) {
+            state.armed = next;
             self.timer_wakeup.notify_one();
         }
+        (result, ticket)
     }
 
-    fn self_snapshot(
-        &self,
-        id: &Arc<str>,
-        entry: &UserEntry,
-        settings: &WorkspaceSettings,
-    ) -> SelfSnapshot {
-        SelfSnapshot {
-            user: id.clone(),
-            view: entry.presence.self_view(settings),
-            version: entry.presence.durable.version,
+    /// Publishes the updates of `changes` and submits their writes. Writes
+    /// of durable state (M3) come back as a ticket to await; a record that
+    /// only holds a new profile is written without waiting.
+    fn apply_changes(&self, state: &mut State, changes: Changes) -> Option<WriteTicket> {
+        let mut awaited = Vec::new();
+        let mut unawaited = Vec::new();
+        let mut settings = None;
+        for announcement in &changes.announcements {
+            match announcement {
+                Announcement::Broadcast { active } => {
+                    let _ = self.updates.send(Update::Broadcast { active: *active });
+                    awaited.push(Write::Cap(persisted(&state.cap())));
+                }
+                Announcement::Settings(new) => {
+                    let new = Arc::new(new.clone());
+                    state.settings = new.clone();
+                    awaited.push(Write::Settings((*new).clone()));
+                    settings = Some(new);
+                }
+                Announcement::CustomStatus(status) => {
+                    awaited.push(Write::CustomStatus(status.clone()));
+                }
+                Announcement::CustomStatusDeleted(id) => {
+                    awaited.push(Write::DeleteCustomStatus(id.clone()));
+                }
+            }
+        }
+        for (id, change) in changes.users {
+            if let Some(view) = change.public {
+                let _ = self.updates.send(Update::Presence {
+                    snapshot: Arc::new(PresenceSnapshot {
+                        user: id.clone(),
+                        view,
+                        version: change.public_version,
+                    }),
+                    changed_at: SystemTime::now(),
+                });
+            }
+            if let Some(view) = change.self_view {
+                let _ = self.updates.send(Update::SelfState(Arc::new(SelfSnapshot {
+                    user: id.clone(),
+                    view,
+                    version: change.version,
+                })));
+            }
+            if let Some(record) = change.record {
+                let write = Write::User {
+                    id: id.to_string(),
+                    record,
+                };
+                if change.durable_changed {
+                    awaited.push(write);
+                } else {
+                    unawaited.push(write);
+                }
+            }
+        }
+        if let Some(settings) = settings {
+            let _ = self.updates.send(Update::Settings(settings));
+        }
+        if !unawaited.is_empty() {
+            drop(self.store.write(unawaited));
+        }
+        (!awaited.is_empty()).then(|| self.store.write(awaited))
+    }
+}
+
+impl State {
+    /// Records the profile a token carried and keeps the username index.
+    fn note_profile(&mut self, user: &str, profile: &Profile) {
+        let old = self
+            .engine
+            .user(user)
+            .and_then(|u| u.profile.username.clone());
+        self.engine.touch_profile(user, profile);
+        let Some(entry) = self.engine.user(user) else {
+            return;
+        };
+        let new = entry.profile.username.clone();
+        if new == old {
+            return;
+        }
+        let id = entry.id.clone();
+        if let Some(old) = old
+            && self.usernames.get(&old) == Some(&id)
+        {
+            // The old name may have moved to another user since.
+            self.usernames.remove(&old);
+        }
+        if let Some(new) = new {
+            self.usernames.insert(new, id);
         }
     }
 
-    fn user_write(&self, id: &Arc<str>, entry: &UserEntry, now: Timestamp) -> Write {
-        Write::User {
-            id: id.to_string(),
-            record: UserRecord {
-                state: entry.presence.durable.clone(),
-                profile: entry.profile.clone(),
-                updated_at: now,
+    /// What `user` sees of themselves (defaults for an unknown user).
+    fn self_snapshot(&self, user: &str) -> SelfSnapshot {
+        let settings = self.engine.settings();
+        match self.engine.user(user) {
+            Some(u) => SelfSnapshot {
+                user: u.id.clone(),
+                view: u.presence.self_view(settings),
+                version: u.presence.durable.version,
+            },
+            None => SelfSnapshot {
+                user: Arc::from(user),
+                view: UserPresence::default().self_view(settings),
+                version: 0,
             },
         }
+    }
+
+    /// What others see of `user`, with the public version (I3: it moves
+    /// only when the public view does).
+    fn presence_snapshot(&self, user: &Arc<str>) -> PresenceSnapshot {
+        let settings = self.engine.settings();
+        match self.engine.user(user) {
+            Some(u) => PresenceSnapshot {
+                user: user.clone(),
+                view: u.presence.public_view(settings),
+                version: u.presence.durable.public_version,
+            },
+            None => PresenceSnapshot {
+                user: user.clone(),
+                view: UserPresence::default().public_view(settings),
+                version: 0,
+            },
+        }
+    }
+
+    fn listing(&self, user: &str) -> Option<UserListing> {
+        let u = self.engine.user(user)?;
+        Some(UserListing {
+            presence: PresenceSnapshot {
+                user: u.id.clone(),
+                view: u.presence.public_view(self.engine.settings()),
+                version: u.presence.durable.public_version,
+            },
+            profile: u.profile.clone(),
+        })
+    }
+
+    /// X5: the cap with the current count.
+    fn cap(&self) -> CapState {
+        let mut cap = self
+            .engine
+            .cap()
+            .unwrap_or_else(|| CapState::new(self.settings.cap));
+        cap.count = self.connections;
+        cap
+    }
+}
+
+fn persisted(cap: &CapState) -> PersistedCap {
+    PersistedCap {
+        cap_enabled: cap.enabled,
+        peak: cap.peak,
     }
 }
 

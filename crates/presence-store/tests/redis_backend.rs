@@ -14,8 +14,8 @@ use presence_core::{
     StatusRequest, StatusText, Timestamp, UserPresence, WorkspaceSettings,
 };
 use presence_protocol::cluster::{
-    self as wire, ClusterCommand, CommandOk, CommandResult, ControlMessage, ReplyMessage,
-    StoredSelf, StoredView, UpdateMessage,
+    self as wire, AdminCommand, ClusterCommand, CommandOk, CommandResult, ControlMessage,
+    ReplyMessage, ShardCommand, StoredSelf, StoredView, UpdateMessage, UserCommand,
 };
 use presence_store::redis::{
     Keys, RedisBackend, RedisBackendConfig, RedisClient, StreamId, heartbeat_member, shard_of,
@@ -69,7 +69,10 @@ async fn next_entry(
         *after = entry.id;
         let decoded = wire::StreamEntry::from_fields(entry.fields.clone()).unwrap();
         // Every shard first hears that the node started (H2).
-        if !matches!(decoded.command, ClusterCommand::NodeStarted { .. }) {
+        if !matches!(
+            decoded.command,
+            ClusterCommand::Shard(ShardCommand::NodeStarted { .. })
+        ) {
             return (decoded, entry.id);
         }
     }
@@ -176,7 +179,7 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
     let (entry, _) = next_entry(&client, shard, &mut after).await;
     assert_eq!(entry.user, user);
     assert_eq!(entry.node, NODE);
-    let ClusterCommand::SetStatus { request } = &entry.command else {
+    let ClusterCommand::User(UserCommand::SetStatus { request }) = &entry.command else {
         panic!("expected set_status, got {:?}", entry.command);
     };
     assert_eq!(request.status, Some(ChosenStatus::Busy));
@@ -208,7 +211,10 @@ async fn commands_land_in_the_users_shard_with_a_reply_id() {
     });
     let mut after0 = StreamId::default();
     let (entry, _) = next_entry(&client, 0, &mut after0).await;
-    assert_eq!(entry.command, ClusterCommand::EnableBroadcast);
+    assert_eq!(
+        entry.command,
+        ClusterCommand::Admin(AdminCommand::EnableBroadcast)
+    );
     let cap = presence_core::CapState::new(200);
     let reply = ReplyMessage {
         node: NODE.into(),
@@ -309,7 +315,10 @@ async fn a_status_change_and_its_profile_are_one_stream_entry() {
     let mut after = StreamId::default();
     let (entry, _) = next_entry(&client, shard, &mut after).await;
     assert!(
-        matches!(entry.command, ClusterCommand::SetStatus { .. }),
+        matches!(
+            entry.command,
+            ClusterCommand::User(UserCommand::SetStatus { .. })
+        ),
         "the first entry is the change itself, got {:?}",
         entry.command
     );
@@ -346,10 +355,10 @@ async fn refusals_keep_their_code_and_silence_times_out_to_backend_unavailable()
     let (entry, _) = next_entry(&client, shard, &mut after).await;
     assert_eq!(
         entry.command,
-        ClusterCommand::DeviceEvent {
+        ClusterCommand::User(UserCommand::DeviceEvent {
             device: DeviceId::try_from("d1").unwrap(),
             event: DeviceEvent::Lock
-        }
+        })
     );
     let reply = ReplyMessage {
         node: NODE.into(),
@@ -661,7 +670,7 @@ async fn h2_a_lapsed_node_lease_registers_every_device_again() {
     let mut registered = Vec::new();
     for _ in 0..2 {
         let (entry, _) = next_entry(&client, 0, &mut after).await;
-        let ClusterCommand::Connect { conn, node, .. } = entry.command else {
+        let ClusterCommand::User(UserCommand::Connect { conn, node, .. }) = entry.command else {
             panic!("expected a connect, got {:?}", entry.command);
         };
         assert_eq!(node, NODE);
@@ -881,7 +890,8 @@ async fn h3_redis_down_fails_fast_and_recovers_after_restart() {
         |read| {
             read.as_ref().is_ok_and(|entries| {
                 entries.iter().any(|(user, command)| {
-                    user == "heidi" && matches!(command, ClusterCommand::Connect { .. })
+                    user == "heidi"
+                        && matches!(command, ClusterCommand::User(UserCommand::Connect { .. }))
                 })
             })
         },
@@ -907,11 +917,11 @@ async fn shutdown_deregisters_devices_and_refuses_calls() {
     let last = wire::StreamEntry::from_fields(entries.last().unwrap().fields.clone()).unwrap();
     assert_eq!(
         last.command,
-        ClusterCommand::Disconnect {
+        ClusterCommand::User(UserCommand::Disconnect {
             device: DeviceId::try_from("web").unwrap(),
             conn: 3,
             end: wire::SocketEnd::Clean
-        }
+        })
     );
     assert!(!backend.ready().await);
     let error = backend.self_state("ivan").await.unwrap_err();
@@ -971,20 +981,20 @@ async fn an_unanswered_connect_is_taken_back() {
         .collect();
     assert_eq!(
         commands[0],
-        ClusterCommand::NodeStarted { node: NODE.into() }
+        ClusterCommand::Shard(ShardCommand::NodeStarted { node: NODE.into() })
     );
     let commands = &commands[1..];
     assert!(matches!(
         commands[0],
-        ClusterCommand::Connect { conn: 42, .. }
+        ClusterCommand::User(UserCommand::Connect { conn: 42, .. })
     ));
     assert_eq!(
         commands[1],
-        ClusterCommand::Disconnect {
+        ClusterCommand::User(UserCommand::Disconnect {
             device: DeviceId::try_from("web").unwrap(),
             conn: 42,
             end: wire::SocketEnd::Clean
-        }
+        })
     );
     backend.shutdown().await;
 }

@@ -18,7 +18,7 @@ use presence_core::{
 use presence_protocol::cluster::{
     ClusterCommand, CommandOk, CommandResult, ControlMessage, ReplyMessage, SocketEnd,
     StatusRequestBody, StoredCounts, StoredDevice, StoredSelf, StoredView, StreamEntry, StreamId,
-    UpdateMessage, heartbeat_member, split_heartbeat_member,
+    UpdateMessage, UserCommand, heartbeat_member, split_heartbeat_member,
 };
 use presence_store::UserRecord;
 
@@ -416,13 +416,13 @@ impl Leader {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.conn_nodes.insert(conn, node.to_owned());
-        let command = ClusterCommand::Connect {
+        let command = ClusterCommand::User(UserCommand::Connect {
             device: dev(device),
             platform: platform(platform_name),
             conn,
             node: node.to_owned(),
             profile: Default::default(),
-        };
+        });
         match self.run_on(node, user, command) {
             CommandResult::Ok(_) => conn,
             CommandResult::Error(e) => panic!("connect failed: {}", e.code),
@@ -436,10 +436,10 @@ impl Leader {
     pub fn event(&mut self, user: &str, device: &str, name: &str) -> CommandResult {
         self.run(
             user,
-            ClusterCommand::DeviceEvent {
+            ClusterCommand::User(UserCommand::DeviceEvent {
                 device: dev(device),
                 event: event(name),
-            },
+            }),
         )
     }
 
@@ -450,11 +450,11 @@ impl Leader {
             .get(&conn)
             .cloned()
             .unwrap_or_else(|| "n1".to_owned());
-        let command = ClusterCommand::Disconnect {
+        let command = ClusterCommand::User(UserCommand::Disconnect {
             device: dev(device),
             conn,
             end,
-        };
+        });
         match self.run_on(&node, user, command) {
             CommandResult::Ok(_) => {}
             CommandResult::Error(e) => panic!("{user}: {} ({})", e.code, e.message),
@@ -462,7 +462,10 @@ impl Leader {
     }
 
     pub fn set(&mut self, user: &str, request: StatusRequestBody) -> CommandResult {
-        self.run(user, ClusterCommand::SetStatus { request })
+        self.run(
+            user,
+            ClusterCommand::User(UserCommand::SetStatus { request }),
+        )
     }
 
     pub fn choose(&mut self, user: &str, name: &str) {

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use presence_aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
 use presence_core::{DeviceId, Platform};
 use presence_protocol::cluster::{
-    ClusterCommand, Profile, SocketEnd, StatusRequestBody, StoredView, StreamEntry, shard_of,
+    ClusterCommand, Profile, SocketEnd, StatusRequestBody, StoredView, StreamEntry, UserCommand,
+    shard_of,
 };
 use presence_store::redis::{
     Backoff, RedisClient, RedisConfig, RedisSubscriber, StreamId, SubscriberEvent,
@@ -105,31 +106,31 @@ pub async fn append(
 }
 
 pub fn connect_cmd(device: &str, node: &str, conn: u64) -> ClusterCommand {
-    ClusterCommand::Connect {
+    ClusterCommand::User(UserCommand::Connect {
         device: DeviceId::try_from(device).unwrap(),
         platform: Platform::Web,
         conn,
         node: node.to_owned(),
         profile: Profile::default(),
-    }
+    })
 }
 
 pub fn disconnect_cmd(device: &str, conn: u64) -> ClusterCommand {
-    ClusterCommand::Disconnect {
+    ClusterCommand::User(UserCommand::Disconnect {
         device: DeviceId::try_from(device).unwrap(),
         conn,
         end: SocketEnd::Clean,
-    }
+    })
 }
 
 pub fn set_status_cmd(status: presence_core::ChosenStatus, text: Option<&str>) -> ClusterCommand {
-    ClusterCommand::SetStatus {
+    ClusterCommand::User(UserCommand::SetStatus {
         request: StatusRequestBody {
             status: Some(status),
             text: text.map(str::to_owned),
             expires_at: None,
         },
-    }
+    })
 }
 
 /// The stored view of `user`, if any.

@@ -29,7 +29,7 @@
 
 mod error;
 mod layout;
-mod memory;
+mod memory_store;
 mod record;
 mod redb_store;
 mod ticket;
@@ -39,7 +39,7 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use layout::SCHEMA_VERSION;
-pub use memory::MemoryStore;
+pub use memory_store::MemoryStore;
 pub use record::{PersistedCap, Profile, Snapshot, UserRecord, Write};
 pub use redb_store::{FILE_NAME, RedbOptions, RedbStore};
 pub use ticket::WriteTicket;

@@ -3,29 +3,11 @@
 //! are JSON, so a record written by an older build still decodes when a
 //! field is added with a default.
 
-use presence_core::{CustomStatus, CustomStatusId, DurableState, Timestamp, WorkspaceSettings};
+pub use presence_core::Profile;
+use presence_core::{CustomStatus, CustomStatusId, WorkspaceSettings};
+/// The user record is the engine's output (defined in `presence-engine`).
+pub use presence_engine::UserRecord;
 use serde::{Deserialize, Serialize};
-
-/// Everything durable about one user (M3).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserRecord {
-    /// Chosen status, text, expiry chain, calendar claims, preferences and
-    /// the presence version (W3).
-    pub state: DurableState,
-    #[serde(default)]
-    pub profile: Profile,
-    /// When the service last changed this record.
-    pub updated_at: Timestamp,
-}
-
-/// What the user's token last said about them, for display.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
 
 /// The part of the presence cap (X1–X5) that must survive restarts. The
 /// enabled flag above all: X4 says broadcasting never re-enables itself, so

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use presence_protocol::cluster::ClusterCommand;
+use presence_protocol::cluster::{ClusterCommand, ShardCommand};
 
 use crate::backend::{ConnId, Session};
 use crate::redis::error::RedisError;
@@ -118,7 +118,7 @@ impl Inner {
     pub(super) async fn announce_start(&self) {
         let node = self.config.node_id.clone();
         for shard in 0..self.config.shards {
-            let command = ClusterCommand::NodeStarted { node: node.clone() };
+            let command = ClusterCommand::Shard(ShardCommand::NodeStarted { node: node.clone() });
             if let Err(error) = self.append_on(shard, "", command, None).await {
                 tracing::warn!(shard, %error, "redis backend: could not announce this node's start");
             }

@@ -14,7 +14,7 @@ use presence_core::{
     WorkspaceSettings,
 };
 use presence_protocol::cluster::{
-    self as wire, CalendarOrigin, ClusterCommand, CommandOk, StoredSelf,
+    self as wire, AdminCommand, ClusterCommand, CommandOk, StoredSelf, UserCommand,
 };
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -79,10 +79,10 @@ impl Backend for RedisBackend {
     }
 
     async fn device_event(&self, session: &Session, event: DeviceEvent) -> BackendResult<()> {
-        let command = ClusterCommand::DeviceEvent {
+        let command = ClusterCommand::User(UserCommand::DeviceEvent {
             device: session.device.clone(),
             event,
-        };
+        });
         self.inner.request(&session.user, command).await.map(drop)
     }
 
@@ -93,11 +93,11 @@ impl Backend for RedisBackend {
         busy: bool,
         source: CalendarSource,
     ) -> BackendResult<SelfSnapshot> {
-        let command = ClusterCommand::Calendar {
+        let command = ClusterCommand::User(UserCommand::Calendar {
             event_id,
             busy,
-            source: CalendarOrigin::from(source),
-        };
+            source,
+        });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
     }
@@ -120,9 +120,7 @@ impl Backend for RedisBackend {
         profile: Option<&Profile>,
         request: StatusRequest,
     ) -> BackendResult<SelfSnapshot> {
-        let command = ClusterCommand::SetStatus {
-            request: request.into(),
-        };
+        let command = ClusterCommand::User(UserCommand::SetStatus { request });
         let ok = self
             .inner
             .request_with_profile(user, command, profile)
@@ -136,7 +134,7 @@ impl Backend for RedisBackend {
         profile: Option<&Profile>,
         id: &CustomStatusId,
     ) -> BackendResult<SelfSnapshot> {
-        let command = ClusterCommand::UseCustomStatus { id: id.clone() };
+        let command = ClusterCommand::User(UserCommand::UseCustomStatus { id: id.clone() });
         let ok = self
             .inner
             .request_with_profile(user, command, profile)
@@ -149,10 +147,10 @@ impl Backend for RedisBackend {
         user: &str,
         update: PreferencesUpdate,
     ) -> BackendResult<SelfSnapshot> {
-        let command = ClusterCommand::SetPreferences {
+        let command = ClusterCommand::User(UserCommand::SetPreferences {
             auto_away: update.auto_away,
             idle_time_limit: update.idle_time_limit,
-        };
+        });
         let ok = self.inner.request(user, command).await?;
         self_snapshot(user, ok)
     }
@@ -188,9 +186,9 @@ impl Backend for RedisBackend {
     }
 
     async fn touch_profile(&self, user: &str, profile: &Profile) -> BackendResult<()> {
-        let command = ClusterCommand::TouchProfile {
+        let command = ClusterCommand::User(UserCommand::TouchProfile {
             profile: wire_profile(profile),
-        };
+        });
         self.inner.request(user, command).await.map(drop)
     }
 
@@ -303,7 +301,7 @@ impl Backend for RedisBackend {
     }
 
     async fn update_settings(&self, patch: SettingsPatch) -> BackendResult<Arc<WorkspaceSettings>> {
-        let command = ClusterCommand::UpdateSettings { patch };
+        let command = ClusterCommand::Admin(AdminCommand::UpdateSettings { patch });
         let ok = self.inner.admin_request(command).await?;
         let settings = ok.settings.ok_or_else(|| {
             BackendError::Unavailable("the leader's answer lacks settings".into())
@@ -321,11 +319,11 @@ impl Backend for RedisBackend {
         name: CustomStatusName,
         status_type: DisplayedStatus,
     ) -> BackendResult<CustomStatus> {
-        let command = ClusterCommand::CreateCustomStatus {
+        let command = ClusterCommand::Admin(AdminCommand::CreateCustomStatus {
             id: self.inner.new_custom_status_id(),
             name,
             status_type,
-        };
+        });
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
@@ -335,16 +333,16 @@ impl Backend for RedisBackend {
         name: Option<CustomStatusName>,
         status_type: Option<DisplayedStatus>,
     ) -> BackendResult<CustomStatus> {
-        let command = ClusterCommand::UpdateCustomStatus {
+        let command = ClusterCommand::Admin(AdminCommand::UpdateCustomStatus {
             id: id.clone(),
             name,
             status_type,
-        };
+        });
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
     async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus> {
-        let command = ClusterCommand::DeleteCustomStatus { id: id.clone() };
+        let command = ClusterCommand::Admin(AdminCommand::DeleteCustomStatus { id: id.clone() });
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
@@ -392,7 +390,7 @@ impl Backend for RedisBackend {
     async fn enable_broadcast(&self) -> BackendResult<CapState> {
         let ok = self
             .inner
-            .admin_request(ClusterCommand::EnableBroadcast)
+            .admin_request(ClusterCommand::Admin(AdminCommand::EnableBroadcast))
             .await?;
         ok.cap
             .ok_or_else(|| BackendError::Unavailable("the leader's answer lacks the cap".into()))
@@ -453,24 +451,24 @@ impl Backend for RedisBackend {
 // ---- Helpers ----
 
 pub(super) fn connect_command(node: &str, session: &Session) -> ClusterCommand {
-    ClusterCommand::Connect {
+    ClusterCommand::User(UserCommand::Connect {
         device: session.device.clone(),
         platform: session.platform,
         conn: session.conn.0,
         node: node.to_owned(),
         profile: wire_profile(&session.profile),
-    }
+    })
 }
 
 pub(super) fn disconnect_command(session: &Session, end: SocketEnd) -> ClusterCommand {
-    ClusterCommand::Disconnect {
+    ClusterCommand::User(UserCommand::Disconnect {
         device: session.device.clone(),
         conn: session.conn.0,
         end: match end {
             SocketEnd::Clean => wire::SocketEnd::Clean,
             SocketEnd::Lost => wire::SocketEnd::Lost,
         },
-    }
+    })
 }
 
 pub(super) fn wire_profile(profile: &Profile) -> wire::Profile {

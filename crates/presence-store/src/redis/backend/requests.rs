@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use presence_core::CustomStatusId;
-use presence_protocol::cluster::{self as wire, ClusterCommand, CommandOk, CommandResult};
+use presence_protocol::cluster::{
+    self as wire, ClusterCommand, CommandOk, CommandResult, ShardCommand,
+};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, BackendResult};
@@ -192,7 +194,7 @@ impl Inner {
         }
     }
 
-    /// An admin command on shard 0, then a [`ClusterCommand::Sync`] through
+    /// An admin command on shard 0, then a [`ShardCommand::Sync`] through
     /// every other shard, so that when it returns every shard applies the
     /// change (S1, C3): users elsewhere show a renamed custom status, new
     /// settings, at once. A shard whose leader does not answer in time
@@ -206,7 +208,8 @@ impl Inner {
         let syncs = (1..self.config.shards).map(|shard| async move {
             (
                 shard,
-                self.request_on(shard, "", ClusterCommand::Sync, None).await,
+                self.request_on(shard, "", ClusterCommand::Shard(ShardCommand::Sync), None)
+                    .await,
             )
         });
         for (shard, synced) in futures_util::future::join_all(syncs).await {

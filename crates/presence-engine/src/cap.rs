@@ -1,13 +1,14 @@
-//! The presence cap in cluster mode (X1–X5), owned by shard 0's leader.
+//! The presence cap (X1–X5) as the engine owns it: `presence-core`'s
+//! [`CapState`] plus what was last persisted.
 //!
-//! Every gateway writes its open socket count to `presence:conns` and
-//! keeps its node lease in `presence:nodes`. The cap owner sums the counts
-//! of the nodes whose lease is live — a crashed gateway's last count must
-//! not hold the broadcast off forever — and runs `presence-core`'s
-//! [`CapState`] over the sum. The state is stored in `presence:cap` (as
-//! [`CapState`] JSON: cap, count, peak, enabled) so a new owner resumes
-//! with the same enabled flag and peak (X4: a restart never re-enables the
-//! broadcast) and admins on any node can read it (X5).
+//! Exactly one engine owns the cap: the embedded backend's (which counts
+//! its own sockets, [`CapOwner::observe_count`]) or, in cluster mode, shard
+//! 0's leader, which sums the counts every gateway stores with its node
+//! lease ([`CapOwner::observe`]) — only of nodes whose lease is live, so a
+//! crashed gateway's last count cannot hold the broadcast off forever. The
+//! state is persisted (`presence:cap`, or the embedded store's cap record)
+//! so a new owner resumes with the same enabled flag and peak (X4: a
+//! restart never re-enables the broadcast), and admins can read it (X5).
 
 use std::collections::BTreeSet;
 
@@ -58,6 +59,12 @@ impl CapOwner {
             .filter(|(node, _)| live_nodes.contains(node))
             .map(|(_, count)| *count)
             .fold(0u64, u64::saturating_add);
+        self.state.observe_count(count)
+    }
+
+    /// X1, X2: records the connection count of a single process (the
+    /// embedded backend counts its own sockets).
+    pub fn observe_count(&mut self, count: u64) -> Option<CapTransition> {
         self.state.observe_count(count)
     }
 
