@@ -90,9 +90,12 @@ async fn metrics_count_real_traffic_without_user_ids_in_labels() {
     for secret in ["metrics-alice", "metrics-watcher", "a1", "Quarterly"] {
         assert!(!metrics.contains(secret), "{secret} leaked into /metrics");
     }
+    // Ours, or the standard process collector's (open files, memory, CPU).
+    assert!(sample(&metrics, "process_open_fds") >= 1.0);
+    assert!(metrics.contains("presence_build_info{"));
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
         assert!(
-            line.starts_with("presence_"),
+            line.starts_with("presence_") || line.starts_with("process_"),
             "metric without prefix: {line}"
         );
     }
