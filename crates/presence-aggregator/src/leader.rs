@@ -277,7 +277,7 @@ impl Leader<'_> {
             shard,
             shards: config.shards,
             disconnect_grace: config.disconnect_grace,
-            heartbeat_timeout: config.heartbeat_timeout,
+            device_timeout: config.device_timeout,
         };
         let (state, changes) = ShardState::load(shard_config, load, wall_now());
         self.commit(changes).await?;

@@ -39,7 +39,7 @@ pub struct AggregatorConfig {
     /// settings and custom statuses then (default 2 s).
     pub sweep_interval: Duration,
     /// H1: the heartbeat deadline a new device gets (default 30 s).
-    pub heartbeat_timeout: Duration,
+    pub device_timeout: Duration,
     /// D7: how long a device whose socket dropped shows `away`
     /// (default 30 s).
     pub disconnect_grace: Duration,
@@ -68,7 +68,7 @@ impl AggregatorConfig {
             shards,
             lease_ttl: Duration::from_secs(3),
             sweep_interval: Duration::from_secs(2),
-            heartbeat_timeout: Duration::from_secs(30),
+            device_timeout: Duration::from_secs(30),
             disconnect_grace: Duration::from_secs(30),
             batch_size: 500,
             trim_interval: Duration::from_secs(5),

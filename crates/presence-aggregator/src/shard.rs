@@ -55,7 +55,7 @@ pub struct ShardConfig {
     pub disconnect_grace: Duration,
     /// H1: the heartbeat deadline the leader gives a device it adds; the
     /// gateways move it on with every refresh.
-    pub heartbeat_timeout: Duration,
+    pub device_timeout: Duration,
 }
 
 impl Default for ShardConfig {
@@ -64,7 +64,7 @@ impl Default for ShardConfig {
             shard: 0,
             shards: 1,
             disconnect_grace: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(30),
+            device_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -134,7 +134,7 @@ impl ShardState {
         let cap = (config.shard == 0).then(|| CapOwner::restore(stored_cap, settings.cap));
         let engine_config = EngineConfig {
             disconnect_grace: config.disconnect_grace,
-            heartbeat_timeout: Some(config.heartbeat_timeout),
+            device_timeout: Some(config.device_timeout),
         };
         Self {
             config,

@@ -217,7 +217,7 @@ async fn a5_h1_a_device_whose_heartbeat_lapses_is_removed() {
     let client = connect(&server).await;
     register_node(&client, "g1", Duration::from_secs(60), 1).await;
     let mut config = aggregator_config("agg", 1);
-    config.heartbeat_timeout = Duration::from_millis(400);
+    config.device_timeout = Duration::from_millis(400);
     let aggregator = start(&server, config).await;
     wait_held(&aggregator, 1, WAIT).await;
 

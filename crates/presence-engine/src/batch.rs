@@ -96,7 +96,7 @@ impl Engine {
                 .heartbeats
                 .insert(device, None);
         }
-        let hb_deadline = self.config.heartbeat_timeout.map(|t| now + t);
+        let hb_deadline = self.config.device_timeout.map(|t| now + t);
         for (id, before) in batch.touched {
             let Some(entry) = self.users.get_mut(&id) else {
                 continue;

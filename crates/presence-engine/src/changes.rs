@@ -54,7 +54,7 @@ pub struct UserChange {
     /// it.
     pub devices: BTreeMap<DeviceId, Option<OwnedDevice>>,
     /// Heartbeat deadlines (A5, H1; only with
-    /// [`crate::EngineConfig::heartbeat_timeout`]): `Some` sets one for a
+    /// [`crate::EngineConfig::device_timeout`]): `Some` sets one for a
     /// device that (re)connected, `None` drops the device's. A device in
     /// its grace period (D7) is timed by the engine instead.
     pub heartbeats: BTreeMap<DeviceId, Option<Timestamp>>,

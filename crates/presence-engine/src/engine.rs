@@ -37,14 +37,14 @@ pub struct EngineConfig {
     /// H1: the heartbeat deadline given to a device that (re)connects, in
     /// [`crate::UserChange::heartbeats`]. `None` when sockets live in the
     /// same process and need no heartbeats (the embedded backend).
-    pub heartbeat_timeout: Option<Duration>,
+    pub device_timeout: Option<Duration>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             disconnect_grace: Duration::from_secs(30),
-            heartbeat_timeout: None,
+            device_timeout: None,
         }
     }
 }

@@ -20,7 +20,7 @@ const GRACE: Duration = Duration::from_secs(30);
 fn engine(heartbeats: bool) -> Engine {
     let config = EngineConfig {
         disconnect_grace: GRACE,
-        heartbeat_timeout: heartbeats.then_some(Duration::from_secs(30)),
+        device_timeout: heartbeats.then_some(Duration::from_secs(30)),
     };
     Engine::new(
         config,
@@ -135,7 +135,7 @@ fn h2_a_dead_node_loses_its_devices_and_no_others() {
 }
 
 #[test]
-fn h1_without_a_heartbeat_timeout_no_deadlines_are_handed_out() {
+fn h1_without_a_device_timeout_no_deadlines_are_handed_out() {
     let mut engine = engine(false);
     connect(&mut engine, "eve", "d", "n1", 1, T0);
     assert!(engine.finish(T0).users["eve"].heartbeats.is_empty());

@@ -130,7 +130,7 @@ impl MemoryBackend {
         let next_custom_id = snapshot.custom_statuses.len() as u64;
         let engine_config = EngineConfig {
             disconnect_grace: config.disconnect_grace,
-            heartbeat_timeout: None,
+            device_timeout: None,
         };
         let mut engine = Engine::new(
             engine_config,

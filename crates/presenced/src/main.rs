@@ -238,7 +238,7 @@ async fn cluster_backend(
     let grace: Duration = args.disconnect_grace.map_or(heartbeat_timeout, Into::into);
     let aggregator = (args.role != Role::Gateway).then(|| {
         let config = AggregatorConfig {
-            heartbeat_timeout: device_timeout,
+            device_timeout,
             disconnect_grace: grace,
             // H4: sweeps wait this long after a Redis outage (every node
             // runs with the same refresh flags; each refresh also renews
@@ -250,7 +250,7 @@ async fn cluster_backend(
     });
     let config = RedisBackendConfig {
         heartbeat_interval: refresh,
-        heartbeat_timeout: device_timeout,
+        device_timeout,
         node_lease_ttl,
         ..RedisBackendConfig::new(node_id.clone(), args.shards)
     };

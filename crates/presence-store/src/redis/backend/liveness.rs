@@ -144,7 +144,7 @@ impl Inner {
             members
         };
         self.refresh_lease(now).await?;
-        let deadline = now + duration_ms(self.config.heartbeat_timeout);
+        let deadline = now + duration_ms(self.config.device_timeout);
         for (shard, mut members) in members {
             members.sort_unstable();
             members.dedup();

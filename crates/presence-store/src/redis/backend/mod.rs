@@ -155,7 +155,7 @@ pub struct RedisBackendConfig {
     pub heartbeat_interval: Duration,
     /// The heartbeat deadline written for each live device (H1). Default
     /// 30 s.
-    pub heartbeat_timeout: Duration,
+    pub device_timeout: Duration,
     /// The node lease (H2), renewed every third of it. Default 10 s: a
     /// crashed node's devices go offline for everyone within about that.
     pub node_lease_ttl: Duration,
@@ -172,7 +172,7 @@ impl RedisBackendConfig {
             shards: shards.max(1),
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(10),
-            heartbeat_timeout: Duration::from_secs(30),
+            device_timeout: Duration::from_secs(30),
             node_lease_ttl: Duration::from_secs(10),
             seen_capacity: DEFAULT_SEEN_CAPACITY,
         }
