@@ -135,6 +135,14 @@ impl SentinelCluster {
         }
     }
 
+    /// Kills sentinel `i` (`kill -9`); the others go on. Its address
+    /// stays in [`url`](Self::url), as a configured sentinel that is down.
+    pub fn kill_sentinel(&mut self, i: usize) {
+        let sentinel = &mut self.sentinels[i];
+        let _ = sentinel.child.kill();
+        let _ = sentinel.child.wait();
+    }
+
     /// The data servers, in start order (`[0]` started as the primary).
     pub fn servers(&self) -> &[RedisServer] {
         &self.servers

@@ -124,6 +124,31 @@ pub(crate) struct Failover {
     /// when leaders republish and answer there.
     subscribers: parking_lot::Mutex<Vec<(u64, SubscriberClient, Arc<AtomicU64>)>>,
     next_subscriber: AtomicU64,
+    /// Sentinel only: one entry per configured sentinel, the plain
+    /// connection the watcher asks and whether our listener on it is
+    /// subscribed to the failover events.
+    sentinels: parking_lot::Mutex<Vec<SentinelLink>>,
+    /// Set once every reachable sentinel was listened to (see
+    /// [`RedisClient::hears_sentinels`]).
+    heard_sentinels: std::sync::atomic::AtomicBool,
+}
+
+/// What a node knows of one sentinel.
+#[derive(Debug)]
+struct SentinelLink {
+    /// The connection for `SENTINEL GET-MASTER-ADDR-BY-NAME`.
+    probe: Client,
+    /// The listener's connection.
+    listener: SubscriberClient,
+    /// Whether the listener subscribed to our channels (cleared while it
+    /// reconnects).
+    subscribed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SentinelLink {
+    fn listening(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) && self.listener.is_connected()
+    }
 }
 
 impl Failover {
@@ -139,6 +164,8 @@ impl Failover {
             watched: std::sync::atomic::AtomicBool::new(false),
             subscribers: parking_lot::Mutex::new(Vec::new()),
             next_subscriber: AtomicU64::new(0),
+            sentinels: parking_lot::Mutex::new(Vec::new()),
+            heard_sentinels: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -201,6 +228,47 @@ impl RedisClient {
         let before = *checked.borrow_and_update();
         failover.wake();
         let _ = tokio::time::timeout(within, checked.wait_for(|n| *n > before + 1)).await;
+    }
+
+    /// With Sentinel: how many of the configured sentinels this node
+    /// listens to right now, out of how many (`None` without Sentinel).
+    pub fn sentinels_listened(&self) -> Option<(usize, usize)> {
+        let sentinels = self.failover().sentinels.lock();
+        if sentinels.is_empty() {
+            return None;
+        }
+        let listening = sentinels.iter().filter(|s| s.listening()).count();
+        Some((listening, sentinels.len()))
+    }
+
+    /// Whether this node hears the failover events it needs (for
+    /// `/readyz`). Without Sentinel, always. With Sentinel: once, at
+    /// start, every sentinel the node can reach (its plain connection is
+    /// up) must also be listened to, and at least one: only the sentinel
+    /// that runs a failover announces that it starts, and a node that
+    /// misses the announcement writes to the old primary after the
+    /// promotion, where another replica can still acknowledge what the new
+    /// primary never receives. Later, a sentinel that is down or
+    /// reconnecting does not make the node unready (every node would be at
+    /// once); the one-second role check and `+switch-master` from the
+    /// others still follow the failover, with a longer window.
+    pub fn hears_sentinels(&self) -> bool {
+        let failover = self.failover();
+        if failover.heard_sentinels.load(Ordering::Acquire) {
+            return true;
+        }
+        let sentinels = failover.sentinels.lock();
+        if sentinels.is_empty() {
+            return true;
+        }
+        let heard = sentinels.iter().any(SentinelLink::listening)
+            && sentinels
+                .iter()
+                .all(|s| s.listening() || !s.probe.is_connected());
+        if heard {
+            failover.heard_sentinels.store(true, Ordering::Release);
+        }
+        heard
     }
 
     /// How many primary changes this client followed.
@@ -312,28 +380,38 @@ pub(crate) fn start(
             service_name,
             ..
         } => {
-            let sentinel_clients: Vec<Client> = sentinels
-                .iter()
-                .filter_map(|host| match sentinel_builder(builder, host).build() {
-                    Ok(client) => Some(client),
+            let mut sentinel_clients = Vec::new();
+            let mut links = Vec::new();
+            for host in sentinels {
+                let built = sentinel_builder(builder, host).build().and_then(|probe| {
+                    let listener = sentinel_builder(builder, host).build_subscriber_client()?;
+                    Ok((probe, listener))
+                });
+                let (probe, listener) = match built {
+                    Ok(clients) => clients,
                     Err(error) => {
                         tracing::warn!(%error, sentinel = %host.host, "redis: no sentinel client");
-                        None
+                        continue;
                     }
-                })
-                .collect();
-            for host in sentinels {
+                };
+                let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 tasks.push(tokio::spawn(listen_to_sentinel(
-                    sentinel_builder(builder, host),
+                    listener.clone(),
+                    subscribed.clone(),
                     service_name.clone(),
                     failover.clone(),
                 )));
-            }
-            for client in &sentinel_clients {
                 // Connected in the background; a sentinel that is down is
                 // retried by fred's reconnect policy.
-                drop(client.connect());
+                drop(probe.connect());
+                links.push(SentinelLink {
+                    probe: probe.clone(),
+                    listener,
+                    subscribed,
+                });
+                sentinel_clients.push(probe);
             }
+            *failover.sentinels.lock() = links;
             Probe::Sentinel {
                 sentinels: sentinel_clients,
                 service_name: service_name.clone(),
@@ -590,18 +668,19 @@ async fn ask_sentinels(sentinels: &[Client], service_name: &str) -> Option<Serve
 /// Listens to one sentinel's events: a failover of our service that
 /// starts holds writes; `+switch-master` wakes the watcher. Resubscribes
 /// after every reconnect (fred).
-async fn listen_to_sentinel(builder: Builder, service_name: String, failover: Arc<Failover>) {
-    let client: SubscriberClient = match builder.build_subscriber_client() {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::warn!(%error, "redis: cannot listen to a sentinel");
-            return;
-        }
-    };
+async fn listen_to_sentinel(
+    client: SubscriberClient,
+    subscribed: Arc<std::sync::atomic::AtomicBool>,
+    service_name: String,
+    failover: Arc<Failover>,
+) {
     let mut messages = client.message_rx();
     let _quit = QuitOnDrop(client.clone());
     let _connection = client.connect();
     let _manager = client.manage_subscriptions();
+    // Not listening while the connection is re-established (fred
+    // resubscribes then); events missed meanwhile are made up by a check.
+    let mut reconnects = client.reconnect_rx();
     let mut channels = vec!["+switch-master"];
     channels.extend(FAILOVER_STARTS);
     loop {
@@ -612,8 +691,22 @@ async fn listen_to_sentinel(builder: Builder, service_name: String, failover: Ar
         }
         tokio::time::sleep(FOLLOW_RETRY).await;
     }
+    subscribed.store(true, Ordering::Release);
     loop {
-        match messages.recv().await {
+        let received = tokio::select! {
+            received = messages.recv() => received,
+            reconnected = reconnects.recv() => {
+                match reconnected {
+                    // Events may have been missed while it was down.
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        failover.wake();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                continue;
+            }
+        };
+        match received {
             Ok(message) => {
                 let text: String = message.value.convert().unwrap_or_default();
                 // `<name> <old ip> <old port> <new ip> <new port>`, or

@@ -400,9 +400,12 @@ impl Backend for RedisBackend {
         self.inner.updates.subscribe()
     }
 
-    /// Subscribed, connected, and the node lease was renewed within its
-    /// ttl: a connection that looks open but answers nothing (a silent
-    /// partition) fails the last test within one ttl.
+    /// Subscribed, connected, the node lease renewed within its ttl (a
+    /// connection that looks open but answers nothing, a silent partition,
+    /// fails this within one ttl), and with Sentinel, listening to the
+    /// sentinels' failover events ([`hears_sentinels`](crate::redis::RedisClient::hears_sentinels)): a
+    /// node that serves before it hears them can write to a primary that
+    /// was just failed over.
     async fn ready(&self) -> bool {
         let inner = &self.inner;
         let renewed = inner.lease_renewed_ms.load(Ordering::Acquire);
@@ -411,6 +414,7 @@ impl Backend for RedisBackend {
             && inner.subscribed.load(Ordering::Acquire)
             && inner.client.is_connected()
             && fresh
+            && inner.client.hears_sentinels()
     }
 
     async fn shutdown(&self) {
