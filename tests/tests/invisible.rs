@@ -187,7 +187,13 @@ async fn i3_a_restart_moves_nothing_others_read_about_an_invisible_user() {
     alice
         .ok(json!({"type": "set_status", "status": "invisible", "text": "Hidden"}))
         .await;
-    let carol = server.connect("carol", "carol-web", "web").await;
+    let mut carol = server.connect("carol", "carol-web", "web").await;
+    // A chosen text is durable once acknowledged (M3); a connect alone is
+    // not, and a kill -9 right after it may leave carol unknown (version
+    // 0) rather than moved.
+    carol
+        .ok(json!({"type": "set_status", "status": "online", "text": "Around"}))
+        .await;
     let bob = token("bob", false);
     let read = async |server: &Server, user: &str| {
         let path = format!("/v1/users/{user}/presence");
