@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Ws, admin_token};
-use presence_store::redis::{Keys, shard_of};
+use presence_redis::{Keys, shard_of};
 use presence_testkit::{RedisServer, resp, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;

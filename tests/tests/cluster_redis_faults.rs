@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Watcher, Ws, token};
-use presence_store::redis::{Keys, heartbeat_member, shard_of};
+use presence_redis::{Keys, heartbeat_member, shard_of};
 use presence_testkit::{RedisOptions, RedisServer, Reply, TcpProxy, resp, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use presence_e2e::{Server, ServerOptions, Watcher, Ws, token};
-use presence_store::redis::Keys;
+use presence_redis::Keys;
 use presence_testkit::{RedisCluster, RedisServer, SentinelCluster, wait_until};
 use serde_json::{Value, json};
 use tokio::time::Instant;

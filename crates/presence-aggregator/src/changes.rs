@@ -13,12 +13,12 @@
 use std::collections::BTreeMap;
 
 use presence_core::{CustomStatus, CustomStatusId, DeviceId, Timestamp, WorkspaceSettings};
+use presence_engine::UserRecord;
 use presence_engine::{Announcement, Changes, Engine};
 use presence_protocol::cluster::{
     ControlMessage, ReplacedMessage, ReplyMessage, StoredCounts, StoredDevice, StoredSelf,
     StoredView, StreamId, UpdateMessage,
 };
-use presence_store::UserRecord;
 
 /// Everything to commit after one call into a [`crate::ShardState`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presence_core::Timestamp;
 use presence_protocol::cluster::StreamEntry as Entry;
-use presence_store::redis::{CommitOutcome, RedisError, StreamId, StreamReader, lease_value};
+use presence_redis::{CommitOutcome, RedisError, StreamId, StreamReader, lease_value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -251,7 +251,7 @@ impl Leader<'_> {
     /// differs, and sweep once.
     async fn takeover(&mut self) -> Result<(ShardState, StreamId), Exit> {
         let (shard, client, config) = (self.shard, &self.ctx.client, &self.ctx.config);
-        let unavailable = |error: presence_store::redis::RedisError| {
+        let unavailable = |error: presence_redis::RedisError| {
             tracing::warn!(shard, %error, "takeover read failed");
             Exit::Failed
         };
@@ -319,7 +319,7 @@ impl Leader<'_> {
             } else {
                 Some(client.read_cluster_state().await?)
             };
-            Ok::<_, presence_store::redis::RedisError>((lapsed, nodes, cluster))
+            Ok::<_, presence_redis::RedisError>((lapsed, nodes, cluster))
         };
         let (lapsed, nodes, cluster) = match read.await {
             Ok(read) => read,
@@ -414,7 +414,7 @@ impl Leader<'_> {
         reader: &StreamReader,
         cursor: StreamId,
         block: Duration,
-    ) -> Option<Vec<presence_store::redis::StreamEntry>> {
+    ) -> Option<Vec<presence_redis::StreamEntry>> {
         let count = self.ctx.config.batch_size.max(1) as u64;
         match reader.read(self.shard, cursor, count, Some(block)).await {
             Ok(entries) => Some(entries),
@@ -585,7 +585,7 @@ fn forget_published_views(load: &mut ShardLoad) {
 /// (no changes when they equal what the shard holds).
 fn apply_cluster_state(
     state: &mut ShardState,
-    cluster: &presence_store::redis::ClusterSnapshot,
+    cluster: &presence_redis::ClusterSnapshot,
     now: Timestamp,
 ) -> ShardChanges {
     let (settings, statuses) = redis_codec::cluster_state(cluster);
@@ -667,7 +667,7 @@ fn wall_now_us() -> u64 {
 /// X1, X2 (shard 0): the cap state machine over the live nodes' counts.
 fn observe_counts(
     state: &mut ShardState,
-    nodes: &[presence_store::redis::NodeInfo],
+    nodes: &[presence_redis::NodeInfo],
     now: Timestamp,
 ) -> ShardChanges {
     let live: BTreeSet<String> = nodes.iter().map(|n| n.node.clone()).collect();

@@ -9,9 +9,9 @@
 //! effects are not all written.
 
 use presence_core::{CapState, CustomStatus, DeviceId, WorkspaceSettings};
+use presence_engine::UserRecord;
 use presence_protocol::cluster::{StoredDevice, StoredSelf, StoredView};
-use presence_store::UserRecord;
-use presence_store::redis::{ClusterSnapshot, CommitBatch, Keys, ShardSnapshot, heartbeat_member};
+use presence_redis::{ClusterSnapshot, CommitBatch, Keys, ShardSnapshot, heartbeat_member};
 
 use crate::{LoadedUser, ShardChanges, ShardLoad, UserChange};
 
@@ -235,7 +235,7 @@ fn lenient<T: serde::de::DeserializeOwned>(
 mod tests {
     use presence_core::{DisplayedStatus, PublicView};
     use presence_protocol::cluster::{StoredView, UpdateMessage};
-    use presence_store::redis::CommitOp;
+    use presence_redis::CommitOp;
 
     use super::commit_batches;
     use crate::{ShardChanges, UserChange};

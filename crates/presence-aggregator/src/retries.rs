@@ -21,7 +21,7 @@ use std::time::Duration;
 use presence_protocol::cluster::{
     CommandResult, EntryError, REPLY_OUTCOME_TTL_MS, StreamEntry, StreamId,
 };
-use presence_store::redis::{RedisClient, RedisError};
+use presence_redis::{RedisClient, RedisError};
 
 /// How long after a takeover first appends are looked up too: as long as
 /// Redis keeps an outcome.

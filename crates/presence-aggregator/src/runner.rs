@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use presence_store::redis::RedisClient;
+use presence_redis::RedisClient;
 use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

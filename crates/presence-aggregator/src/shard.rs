@@ -35,12 +35,12 @@ use presence_core::{
     CapState, CustomStatus, CustomStatusId, CustomStatusRegistry, DeviceId, PublicView, SelfView,
     Timestamp, UserPresence, WorkspaceSettings,
 };
+use presence_engine::UserRecord;
 use presence_engine::{CapOwner, Committed, Engine, EngineConfig, Owner, RestoredUser};
 use presence_protocol::cluster::{
     self, CommandResult, EntryError, INVALID_COMMAND, ReplyMessage, StoredCounts, StoredDevice,
     StoredSelf, StoredView, StreamEntry, StreamId, UserCommand,
 };
-use presence_store::UserRecord;
 
 use crate::ShardChanges;
 

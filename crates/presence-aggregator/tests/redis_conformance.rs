@@ -13,7 +13,7 @@
 //! (leases released), then starts both again on the same Redis, which is
 //! the durable store (M3).
 
-#[path = "../../presence-store/tests/conformance/mod.rs"]
+#[path = "../../presence-embedded/tests/conformance/mod.rs"]
 mod conformance;
 
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use conformance::{BackendHarness, HarnessConfig};
 use presence_aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
-use presence_store::Backend;
-use presence_store::redis::{Backoff, RedisBackend, RedisBackendConfig, RedisClient, RedisConfig};
+use presence_backend::Backend;
+use presence_redis::{Backoff, RedisBackend, RedisBackendConfig, RedisClient, RedisConfig};
 use presence_testkit::{RedisServer, wait_until};
 use tokio_util::sync::CancellationToken;
 

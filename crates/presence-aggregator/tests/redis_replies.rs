@@ -12,7 +12,7 @@ use presence_core::{ChosenStatus, DisplayedStatus};
 use presence_protocol::cluster::{
     ClusterCommand, CommandResult, REPLY_OUTCOME_TTL_MS, ReplyMessage, StreamEntry, shard_of,
 };
-use presence_store::redis::{Keys, RedisClient};
+use presence_redis::{Keys, RedisClient};
 use presence_testkit::{RedisServer, wait_until};
 use redis_support::*;
 

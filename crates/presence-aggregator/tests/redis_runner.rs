@@ -12,7 +12,7 @@ use presence_protocol::cluster::{
     AdminCommand, ClusterCommand, CommandResult, ControlMessage, ReplyMessage, UpdateMessage,
     UserCommand,
 };
-use presence_store::redis::{Keys, RedisClient};
+use presence_redis::{Keys, RedisClient};
 use presence_testkit::{RedisServer, wait_until};
 use redis_support::*;
 
@@ -467,7 +467,7 @@ fn stored_cap(server: &RedisServer) -> serde_json::Value {
     serde_json::from_str(&json).unwrap_or(serde_json::Value::Null)
 }
 
-async fn next_reply(subscriber: &mut presence_store::redis::RedisSubscriber) -> ReplyMessage {
+async fn next_reply(subscriber: &mut presence_redis::RedisSubscriber) -> ReplyMessage {
     loop {
         let (channel, payload) = next_message(subscriber, WAIT).await;
         if channel == Keys::new(0).node_channel("n1") {

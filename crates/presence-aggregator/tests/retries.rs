@@ -10,12 +10,13 @@
 use std::time::Duration;
 
 use presence_aggregator::{LoadedUser, ShardConfig, ShardLoad, ShardState};
+use presence_backend::Profile;
 use presence_core::{ChosenStatus, Timestamp, UserPresence, WorkspaceSettings};
+use presence_engine::UserRecord;
 use presence_protocol::cluster::{
     CalendarOrigin, ClusterCommand, CommandResult, StatusRequestBody, StreamEntry, StreamId,
     UserCommand,
 };
-use presence_store::{Profile, UserRecord};
 
 const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 const USER: &str = "alice";

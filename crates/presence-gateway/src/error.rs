@@ -24,10 +24,10 @@ use axum::extract::ws::Utf8Bytes;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use presence_backend::BackendError;
 use presence_core::{IdError, PresenceError};
 use presence_protocol::rocketchat::{INVALID_PARAMS, RcFailure, RcForbidden, RcUnauthorized};
 use presence_protocol::ws::ProtocolError;
-use presence_store::BackendError;
 use serde_json::json;
 
 use crate::auth::{AuthError, ReauthError};

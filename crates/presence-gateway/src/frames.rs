@@ -1,9 +1,9 @@
 //! Server → client frames, serialised once into shareable text.
 
 use axum::extract::ws::Utf8Bytes;
+use presence_backend::{ConnectInfo, PresenceSnapshot, SelfSnapshot};
 use presence_protocol::ws::{Limits, NoticeKind, PresenceUpdate, Ready, ServerMessage, Session};
 use presence_protocol::{PresenceEntry, PublicSettings, SelfState};
-use presence_store::{ConnectInfo, PresenceSnapshot, SelfSnapshot};
 
 use crate::config::GatewayConfig;
 
@@ -53,7 +53,7 @@ pub fn ack(ref_: &str) -> Utf8Bytes {
 
 pub fn ready(
     info: &ConnectInfo,
-    session: &presence_store::Session,
+    session: &presence_backend::Session,
     config: &GatewayConfig,
 ) -> Utf8Bytes {
     let ready = Ready {

@@ -23,8 +23,8 @@ use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::{Mutex, RwLock};
+use presence_backend::ConnId;
 use presence_core::DeviceId;
-use presence_store::ConnId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

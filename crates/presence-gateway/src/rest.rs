@@ -57,6 +57,7 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
 use axum::routing::{MethodRouter, any, get, patch, post, put};
 use futures_util::StreamExt;
+use presence_backend::{Profile, SelfSnapshot};
 use presence_core::{CalendarSource, CustomStatusId, CustomStatusName, StatusRequest, UserId};
 use presence_protocol::rest::{
     self as wire, AdminSetStatusRequest, BulkQueryRequest, BulkQueryResponse, CalendarRequest,
@@ -65,7 +66,6 @@ use presence_protocol::rest::{
     UseCustomStatusRequest,
 };
 use presence_protocol::{PresenceEntry, SelfState};
-use presence_store::{Profile, SelfSnapshot};
 use serde::de::DeserializeOwned;
 
 use crate::app::App;

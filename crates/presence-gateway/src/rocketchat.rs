@@ -59,6 +59,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Json, Router};
+use presence_backend::{BackendError, Profile, UserListing};
 use presence_core::{
     CustomStatus, CustomStatusId, CustomStatusName, DisplayedStatus, PresenceError, StatusRequest,
     Timestamp, UserId,
@@ -70,7 +71,6 @@ use presence_protocol::rocketchat::{
     PresenceUser, RcFailure, RcForbidden, SetStatusBody, Success, parse_body, parse_status,
     parse_status_type,
 };
-use presence_store::{BackendError, Profile, UserListing};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -924,7 +924,7 @@ mod tests {
         use crate::config::GatewayConfig;
         use crate::metrics::Metrics;
         use crate::ratelimit::{Rate, RateLimits};
-        use presence_store::{MemoryBackend, MemoryConfig, MemoryStore, SystemClock};
+        use presence_embedded::{MemoryBackend, MemoryConfig, MemoryStore, SystemClock};
 
         let backend = MemoryBackend::start(
             MemoryConfig::default(),

@@ -21,11 +21,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
+use presence_backend::{Profile, Session, SocketEnd};
 use presence_core::{CalendarSource, DeviceId, Platform, UserId};
 use presence_protocol::ws::{
     ClientFrame, ClientMessage, parse_client_message, parse_client_message_within,
 };
-use presence_store::{Profile, Session, SocketEnd};
 use serde::Deserialize;
 
 use crate::app::App;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use presence_aggregator::{AggregatorStats, StatsSnapshot};
-use presence_store::redis::ReplyStats;
+use presence_redis::ReplyStats;
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
@@ -160,7 +160,7 @@ pub fn export_redis(registry: &Registry, shards: u16) -> prometheus::Result<()> 
 /// copied into the gateway's counters once a second.
 pub fn export_resyncs(
     metrics: &presence_gateway::metrics::Metrics,
-    backend: Arc<presence_store::redis::RedisBackend>,
+    backend: Arc<presence_redis::RedisBackend>,
     shutdown: CancellationToken,
 ) {
     let lagged = metrics.resyncs.with_label_values(&["redis_lagged"]);
@@ -184,7 +184,7 @@ pub fn export_resyncs(
 /// `presence_redis_device_reregistrations_total`.
 pub fn export_replies(
     registry: &Registry,
-    backend: Arc<presence_store::redis::RedisBackend>,
+    backend: Arc<presence_redis::RedisBackend>,
     shutdown: CancellationToken,
 ) -> prometheus::Result<()> {
     let counters = ReplyCounters::register(registry)?;
@@ -254,7 +254,7 @@ impl ReplyCounters {
     }
 }
 
-/// Builds the Redis metric families from `presence_store::redis::redis_stats`
+/// Builds the Redis metric families from `presence_redis::redis_stats`
 /// on every scrape, so the histogram is exact (no copying of buckets).
 struct RedisCollector {
     descs: Vec<prometheus::core::Desc>,
@@ -292,7 +292,7 @@ impl prometheus::core::Collector for RedisCollector {
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        use presence_store::redis::{LATENCY_BOUNDS, redis_stats};
+        use presence_redis::{LATENCY_BOUNDS, redis_stats};
         use prometheus::proto::{
             Bucket, Counter, Histogram, LabelPair, Metric, MetricFamily, MetricType,
         };

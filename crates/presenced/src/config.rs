@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use presence_core::MAX_IDLE_TIME_LIMIT_SECS;
+use presence_embedded::MemoryConfig;
 use presence_gateway::auth::AuthConfig;
 use presence_gateway::config::GatewayConfig;
 use presence_gateway::ratelimit::{Rate, RateLimits};
-use presence_store::MemoryConfig;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -16,16 +16,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use presence_aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
+use presence_backend::{Backend, SettingsPatch};
+use presence_embedded::{
+    DurableStore, MemoryBackend, MemoryStore, RedbOptions, RedbStore, SystemClock,
+};
 use presence_gateway::app::App;
 use presence_gateway::auth::{self, Authenticator, MintClaims};
 use presence_gateway::budget::ConnectionBudget;
 use presence_gateway::listener;
 use presence_gateway::metrics::Metrics;
-use presence_store::redis::{RedisBackend, RedisBackendConfig, RedisClient, RedisConfig};
-use presence_store::{
-    Backend, DurableStore, MemoryBackend, MemoryStore, RedbOptions, RedbStore, SettingsPatch,
-    SystemClock,
-};
+use presence_redis::{RedisBackend, RedisBackendConfig, RedisClient, RedisConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -15,12 +15,12 @@ use presence_core::{
     CapState, ChosenStatus, CustomStatus, CustomStatusId, DeviceEvent, DeviceId, DisplayedStatus,
     Platform, PublicView, SelfStatus, SelfView, Timestamp, WorkspaceSettings,
 };
+use presence_engine::UserRecord;
 use presence_protocol::cluster::{
     ClusterCommand, CommandOk, CommandResult, ControlMessage, ReplyMessage, SocketEnd,
     StatusRequestBody, StoredCounts, StoredDevice, StoredSelf, StoredView, StreamEntry, StreamId,
     UpdateMessage, UserCommand, heartbeat_member, split_heartbeat_member,
 };
-use presence_store::UserRecord;
 
 /// Some day in November 2023.
 pub const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);

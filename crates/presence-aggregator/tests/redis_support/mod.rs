@@ -12,7 +12,7 @@ use presence_protocol::cluster::{
     ClusterCommand, Profile, SocketEnd, StatusRequestBody, StoredView, StreamEntry, UserCommand,
     shard_of,
 };
-use presence_store::redis::{
+use presence_redis::{
     Backoff, RedisClient, RedisConfig, RedisSubscriber, StreamId, SubscriberEvent,
 };
 use presence_testkit::{RedisServer, wait_until};
