@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
-use presence_store::{Backend, ConnId, Update};
+use presence_store::{Backend, ConnId, SharedRateLimits, Update};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,8 +26,12 @@ pub struct App {
     pub hub: Hub,
     pub metrics: Arc<Metrics>,
     pub config: GatewayConfig,
-    /// Per-user limits on status and status-text changes.
+    /// Per-user limits on status and status-text changes, exact on one
+    /// node.
     pub limiters: UserLimiters,
+    /// In a cluster, the same limits shared by every gateway; they then
+    /// replace `limiters`.
+    pub shared_limits: Option<Arc<dyn SharedRateLimits>>,
     /// Set on SIGTERM: `/readyz` fails and new sockets are refused.
     pub draining: AtomicBool,
     /// Cancelled when the process stops; every task listens.
@@ -42,14 +46,28 @@ pub struct App {
 }
 
 impl App {
+    /// A gateway whose per-user limits are its own (one node).
     pub fn new(
         backend: Arc<dyn Backend>,
         auth: Authenticator,
         metrics: Metrics,
         config: GatewayConfig,
     ) -> Arc<App> {
+        App::with_shared_limits(backend, None, auth, metrics, config)
+    }
+
+    /// A gateway whose per-user limits are `shared_limits` when given
+    /// (cluster mode), else its own.
+    pub fn with_shared_limits(
+        backend: Arc<dyn Backend>,
+        shared_limits: Option<Arc<dyn SharedRateLimits>>,
+        auth: Authenticator,
+        metrics: Metrics,
+        config: GatewayConfig,
+    ) -> Arc<App> {
         let app = App {
             limiters: UserLimiters::new(&config.rate_limits),
+            shared_limits,
             backend,
             auth,
             hub: Hub::new(),

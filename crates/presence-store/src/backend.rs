@@ -9,7 +9,7 @@
 //! [`Backend::presence`]; versions (W3) make that idempotent.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use presence_core::{
@@ -206,21 +206,6 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendResult<CustomStatus>;
     /// C3: its users keep their presence and the name as plain text.
     async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus>;
-
-    /// Takes one token from `user`'s rate-limit bucket `bucket`
-    /// (`capacity` tokens, one earned back every `interval`) where every
-    /// gateway of a cluster shares it: `Some(Ok(()))` if taken,
-    /// `Some(Err(wait))` if empty. `None` when the backend keeps no shared
-    /// buckets (one process: the gateway's own limiter is exact).
-    async fn take_user_token(
-        &self,
-        _bucket: &'static str,
-        _user: &str,
-        _capacity: u32,
-        _interval: Duration,
-    ) -> Option<Result<(), Duration>> {
-        None
-    }
 
     /// X5.
     async fn cap_state(&self) -> BackendResult<CapState>;

@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod durable;
 pub mod memory;
+pub mod rate_limits;
 pub mod redis;
 
 pub use backend::{
@@ -21,6 +22,7 @@ pub use backend::{
     Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
 };
 pub use memory::{Clock, MemoryBackend, MemoryConfig, SystemClock};
+pub use rate_limits::{BucketRate, SharedRateLimits};
 
 pub use durable::{
     CommitObserver, DurableStore, MemoryStore, PersistedCap, Profile, RedbOptions, RedbStore,

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::KeysInterface;
@@ -30,10 +29,6 @@ use crate::redis::keys::Keys;
 use super::directory::{ScannedUser, changed_since_version};
 use super::stored_reads::snapshot_of;
 use super::{LiveSocket, RedisBackend, decode, duration_ms, now_ms, unavailable};
-
-/// How long a shared rate-limit bucket may take to answer before the
-/// gateway's own limiter decides instead (a few round trips).
-const SHARED_LIMIT_WAIT: Duration = Duration::from_millis(250);
 
 #[async_trait]
 impl Backend for RedisBackend {
@@ -344,40 +339,6 @@ impl Backend for RedisBackend {
     async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus> {
         let command = ClusterCommand::Admin(AdminCommand::DeleteCustomStatus { id: id.clone() });
         custom_status_of(self.inner.admin_request(command).await?)
-    }
-
-    async fn take_user_token(
-        &self,
-        bucket: &'static str,
-        user: &str,
-        capacity: u32,
-        interval: Duration,
-    ) -> Option<Result<(), Duration>> {
-        let inner = &self.inner;
-        if !inner.client.is_connected() {
-            // The change cannot be made anyway; do not wait for a timeout.
-            return None;
-        }
-        let take = inner
-            .client
-            .take_token(inner.config.shards, bucket, user, capacity, interval);
-        // A Redis that does not answer at once (a silent partition) must
-        // not hold the change up: the change's own request decides soon
-        // enough whether it can be made.
-        match tokio::time::timeout(SHARED_LIMIT_WAIT, take).await {
-            Ok(Ok(None)) => Some(Ok(())),
-            Ok(Ok(Some(wait))) => Some(Err(wait)),
-            Ok(Err(error)) => {
-                // Without Redis the change itself cannot be made; the
-                // gateway's own limiter still bounds this node.
-                tracing::debug!(%error, "redis backend: shared rate limit unavailable");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("redis backend: shared rate limit too slow; using this node's");
-                None
-            }
-        }
     }
 
     async fn cap_state(&self) -> BackendResult<CapState> {

@@ -118,6 +118,7 @@ use crate::backend::{BackendError, BackendResult, ConnId, Update};
 use crate::durable::Profile;
 use crate::redis::client::RedisClient;
 use crate::redis::error::RedisError;
+use crate::redis::ratelimit::RedisRateLimits;
 
 /// Capacity of the [`Update`] broadcast channel.
 mod directory;
@@ -201,6 +202,8 @@ pub struct ReplyStats {
 pub struct RedisBackend {
     inner: Arc<Inner>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The per-user rate limits shared with every other gateway.
+    rate_limits: RedisRateLimits,
 }
 
 struct Inner {
@@ -281,6 +284,7 @@ impl RedisBackend {
     pub async fn start(client: RedisClient, config: RedisBackendConfig) -> RedisBackend {
         let (updates, _) = broadcast::channel(UPDATE_CHANNEL_CAPACITY);
         let seen_capacity = config.seen_capacity;
+        let rate_limits = RedisRateLimits::start(client.clone(), config.shards);
         let inner = Arc::new(Inner {
             client,
             config,
@@ -318,7 +322,14 @@ impl RedisBackend {
         RedisBackend {
             inner,
             tasks: Mutex::new(vec![pump, liveness, recovery]),
+            rate_limits,
         }
+    }
+
+    /// The per-user rate limits this node shares with every other gateway
+    /// of the cluster (on the same Redis connection pool).
+    pub fn rate_limits(&self) -> RedisRateLimits {
+        self.rate_limits.clone()
     }
 
     /// The node id replies are addressed to.
