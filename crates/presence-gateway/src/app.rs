@@ -23,7 +23,7 @@ use crate::ratelimit::UserLimiters;
 pub struct App {
     pub backend: Arc<dyn Backend>,
     pub auth: Authenticator,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub config: GatewayConfig,
     /// Per-user limits on status and status-text changes, exact on one
@@ -70,7 +70,7 @@ impl App {
             shared_limits,
             backend,
             auth,
-            hub: Hub::new(),
+            hub: Arc::new(Hub::new()),
             metrics: Arc::new(metrics),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -123,6 +123,8 @@ impl App {
     /// Starts the task that fans backend updates out to sockets.
     pub async fn start_dispatcher(self: &Arc<App>) {
         let app = self.clone();
+        // Updates of users no socket here wants need not even be decoded.
+        app.backend.set_interest(app.hub.clone());
         if let Ok(state) = app.backend.cap_state().await {
             app.hub.set_presence_active(state.enabled);
         }

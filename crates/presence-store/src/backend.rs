@@ -128,6 +128,16 @@ impl BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// Which users this node's sockets want updates about: the users they
+/// watch and the users they belong to. A cluster backend hears every
+/// shard's updates and decodes only those of users wanted here.
+pub trait Interest: Send + Sync + 'static {
+    /// Whether a socket here watches `user` or belongs to `user`. Must
+    /// turn true before the gateway reads what it then shows (W2, W4): a
+    /// watcher registers, then reads.
+    fn wants(&self, user: &str) -> bool;
+}
+
 /// Everything the gateway needs from the presence backend.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -212,8 +222,13 @@ pub trait Backend: Send + Sync + 'static {
     /// X4.
     async fn enable_broadcast(&self) -> BackendResult<CapState>;
 
-    /// A receiver of every change from now on.
+    /// A receiver of every change from now on (with an [`Interest`] set:
+    /// of every change of a user it wants, and every cluster-wide one).
     fn subscribe(&self) -> broadcast::Receiver<Update>;
+    /// Tells the backend which users the gateway wants updates about. A
+    /// backend may skip the others' [`Update::Presence`] and
+    /// [`Update::SelfState`]; by default it passes on everything.
+    fn set_interest(&self, _interest: Arc<dyn Interest>) {}
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> bool;
     /// Flushes durable data and stops background work.

@@ -18,8 +18,8 @@ pub mod rate_limits;
 pub mod redis;
 
 pub use backend::{
-    Backend, BackendError, BackendResult, ConnId, ConnectInfo, PresenceSnapshot, SelfSnapshot,
-    Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
+    Backend, BackendError, BackendResult, ConnId, ConnectInfo, Interest, PresenceSnapshot,
+    SelfSnapshot, Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
 };
 pub use memory::{Clock, MemoryBackend, MemoryConfig, SystemClock};
 pub use rate_limits::{BucketRate, SharedRateLimits};

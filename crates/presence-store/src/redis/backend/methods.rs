@@ -19,8 +19,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::backend::{
-    Backend, BackendError, BackendResult, ConnId, ConnectInfo, PresenceSnapshot, SelfSnapshot,
-    Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
+    Backend, BackendError, BackendResult, ConnId, ConnectInfo, Interest, PresenceSnapshot,
+    SelfSnapshot, Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
 };
 use crate::durable::Profile;
 use crate::redis::error::RedisError;
@@ -359,6 +359,10 @@ impl Backend for RedisBackend {
 
     fn subscribe(&self) -> broadcast::Receiver<Update> {
         self.inner.updates.subscribe()
+    }
+
+    fn set_interest(&self, interest: Arc<dyn Interest>) {
+        *self.inner.interest.write() = Some(interest);
     }
 
     /// Subscribed, connected, and the node lease was renewed within its

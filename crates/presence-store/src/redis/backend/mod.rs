@@ -108,13 +108,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use presence_core::{CapState, CustomStatus, Platform, WorkspaceSettings};
 use presence_protocol::cluster::CommandResult;
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::backend::{BackendError, BackendResult, ConnId, Update};
+use crate::backend::{BackendError, BackendResult, ConnId, Interest, Update};
 use crate::durable::Profile;
 use crate::redis::client::RedisClient;
 use crate::redis::error::RedisError;
@@ -230,6 +230,10 @@ struct Inner {
     seen: Mutex<SeenVersions>,
     /// This node's open sockets.
     live: Mutex<HashMap<ConnId, LiveSocket>>,
+    /// The users the gateway wants updates about; `None`: every user.
+    interest: RwLock<Option<Arc<dyn Interest>>>,
+    /// Update lines skipped without decoding: nobody here wanted them.
+    updates_skipped: AtomicU64,
     cluster: Mutex<Option<CachedCluster>>,
     subscribed: AtomicBool,
     /// Woken whenever `subscribed` turns true.
@@ -298,6 +302,8 @@ impl RedisBackend {
             append_retries: AtomicU64::new(0),
             seen: Mutex::new(SeenVersions::new(seen_capacity)),
             live: Mutex::new(HashMap::new()),
+            interest: RwLock::new(None),
+            updates_skipped: AtomicU64::new(0),
             cluster: Mutex::new(None),
             subscribed: AtomicBool::new(false),
             subscribed_changed: Notify::new(),
@@ -373,6 +379,12 @@ impl RedisBackend {
     /// (see [`RedisBackendConfig::seen_capacity`]).
     pub fn seen_users(&self) -> (usize, usize) {
         self.inner.seen.lock().sizes()
+    }
+
+    /// Updates skipped since start without being decoded, because no
+    /// socket here wanted their user ([`Backend::set_interest`](crate::Backend::set_interest)).
+    pub fn skipped_updates(&self) -> u64 {
+        self.inner.updates_skipped.load(Ordering::Relaxed)
     }
 
     /// Heartbeat `ZADD` commands sent since start (H1).
