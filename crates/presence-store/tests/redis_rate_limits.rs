@@ -17,6 +17,9 @@ use redis_support::{calls, connect, test_config};
 
 const SHARDS: u16 = 16;
 
+/// Node ids of the limiters a test starts.
+static NEXT_NODE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
 /// The status-text limit's shape: 5 tokens, one back every 12 s.
 const TEXT: BucketRate = BucketRate {
     capacity: 5,
@@ -24,7 +27,14 @@ const TEXT: BucketRate = BucketRate {
 };
 
 async fn node(server: &RedisServer) -> RedisRateLimits {
-    RedisRateLimits::start(connect(server).await, SHARDS)
+    RedisRateLimits::start(
+        connect(server).await,
+        SHARDS,
+        format!(
+            "node-{}",
+            NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+    )
 }
 
 /// Takes `n` tokens one after the other; how many were granted, and the
@@ -99,6 +109,30 @@ async fn rate_limits_hold_across_nodes_for_a_user_moving_between_them() {
         granted <= 2,
         "a grants at most what its view had: {granted}"
     );
+}
+
+/// A user whose requests alternate between nodes (a client spread over
+/// gateways, one request after the other) is limited exactly: once a node
+/// learns that another one uses the bucket too, it asks Redis on every
+/// request. `settle_now` after each request stands for the charge that
+/// request started reaching Redis before the next request arrives.
+#[tokio::test]
+async fn rate_limits_a_user_alternating_between_nodes_is_limited_exactly() {
+    let server = RedisServer::start();
+    let nodes = [
+        node(&server).await,
+        node(&server).await,
+        node(&server).await,
+    ];
+    let mut granted = 0;
+    for i in 0..12 {
+        let n = &nodes[i % nodes.len()];
+        if n.take("text", "fay", TEXT).await.is_ok() {
+            granted += 1;
+        }
+        n.settle_now().await;
+    }
+    assert_eq!(granted, 5, "the workspace-wide limit");
 }
 
 /// Floods on several nodes at once stay within the documented tolerance
@@ -200,7 +234,7 @@ async fn rate_limits_fall_back_to_the_local_view_when_redis_does_not_answer() {
     let mut config = test_config(&server);
     config.url = proxy.redis_url();
     let client = RedisClient::connect(config).await.expect("connect");
-    let a = RedisRateLimits::start(client, SHARDS);
+    let a = RedisRateLimits::start(client, SHARDS, "proxied");
     let b = node(&server).await;
 
     proxy.blackhole();

@@ -6,31 +6,40 @@
 //! of nodes. The shared bucket lives in Redis, in the user's shard slot,
 //! as one number: the instant it is full again (the generic cell rate
 //! algorithm, on Redis's clock). Asking Redis on every status change cost
-//! two script calls per text change, so each gateway instead keeps a
-//! **local view** of every bucket it uses and settles it in the
-//! background:
+//! two script calls per text change, each waited for, so each gateway
+//! instead keeps a **local view** of every bucket it uses and settles it in
+//! the background:
 //!
 //! - A request whose bucket view is *fresh* (learned from Redis within
-//!   [`VIEW_TTL`]) is decided locally at once: taken from the view, and
-//!   the token is *charged* to the shared bucket in the next settle round.
-//! - A request whose view is unknown or stale asks Redis, batched with
-//!   every other such request into the next round, which starts at once.
-//!   A refusal by the local view needs no question: other gateways only
-//!   ever add debt, so the shared bucket is at least as empty.
-//! - Every [`SETTLE_INTERVAL`], one script call per touched shard (all in
-//!   flight together) charges the tokens granted locally, grants the ones
-//!   asked for, and returns each bucket's state, which becomes the view.
+//!   [`VIEW_TTL`]) and *not shared* is decided locally at once: taken from
+//!   the view, and the token is *charged* to the shared bucket by the next
+//!   settle round, which the request starts without waiting for it.
+//! - A request whose view is unknown, stale or shared asks Redis, batched
+//!   with every other such request into the next round. A refusal by the
+//!   local view needs no question: other gateways only ever add debt, so
+//!   the shared bucket is at least as empty.
+//! - A settle round sends one script call per touched shard (all in
+//!   flight together) that charges the tokens granted locally, grants the
+//!   ones asked for, and returns each bucket's state, which becomes the
+//!   view. A round starts as soon as something is pending and the previous
+//!   round is done, so under load one round carries many requests.
+//! - The bucket in Redis remembers which gateway charged it last. A
+//!   gateway that learns another one charged it since it was last full
+//!   marks its view *shared* for [`VIEW_TTL`]: a user active on several
+//!   gateways at once is decided by Redis on each request (as before this
+//!   design), and one whose sockets all sit on one gateway, as nearly all
+//!   do, is decided locally.
 //!
 //! **Tolerance.** One gateway alone is exact: its view holds its own takes.
-//! Across gateways, a gateway admits against a view up to [`VIEW_TTL`] plus
-//! one round old, so a user whose requests reach `K` gateways *at the same
-//! time* may be admitted up to what the other `K − 1` gateways admitted in
-//! that window beyond the limit (at most `capacity` plus one token per
-//! `interval` of it, per gateway). Every granted token is charged to the
-//! shared bucket, so such an overshoot is paid back before the next token:
-//! over any longer window the workspace-wide rate is exact. Sequential use
-//! of several gateways (a user moving between nodes) is exact, since a
-//! gateway without a fresh view asks.
+//! Across gateways, a gateway that has not yet learned that a bucket is
+//! shared decides from its own view: it may grant what other gateways
+//! took since its view was learned, until its first charge after theirs
+//! comes back and tells it the bucket is shared (one Redis round trip of
+//! grants, per gateway and switch), and a gateway that asks does not see
+//! the charges of other gateways still on their way (another round trip).
+//! Every granted token is charged to the shared bucket, so an overshoot is
+//! paid back before the next token: over any longer window the
+//! workspace-wide rate is exact.
 //!
 //! **Redis slow or away.** A request that asked waits at most
 //! [`SHARED_LIMIT_WAIT`] for its round, then is decided from the local
@@ -60,15 +69,15 @@ use super::keys::{Keys, shard_of};
 use super::scripts::SETTLE_RATE_BUCKETS;
 use crate::rate_limits::{BucketRate, SharedRateLimits};
 
-/// How often tokens granted from local views are charged to Redis.
-pub const SETTLE_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a view learned from Redis is trusted for decisions without
-/// asking again.
+/// asking again, and how long a bucket found shared is decided by Redis.
 pub const VIEW_TTL: Duration = Duration::from_secs(2);
 /// How long a request that asked Redis waits before deciding locally.
 pub const SHARED_LIMIT_WAIT: Duration = Duration::from_millis(250);
 /// Buckets per script call (Lua's `unpack` has a stack limit).
 const KEYS_PER_CALL: usize = 500;
+/// Pause before the next round after a round failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
 /// How often views that carry no information are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -97,6 +106,8 @@ pub struct RateLimitStats {
 struct Limits {
     client: RedisClient,
     shards: u16,
+    /// This gateway's node id, stored with the buckets it charges.
+    node: String,
     /// Views per user, then per bucket name (a user has one or two).
     views: Mutex<HashMap<Arc<str>, Vec<View>>>,
     /// Wakes the settle task for a request that asks Redis.
@@ -119,6 +130,9 @@ struct View {
     full_at: Instant,
     /// When Redis last told the bucket's state (`None`: never).
     learned_at: Option<Instant>,
+    /// Until when another gateway is known to use the bucket too: every
+    /// request asks Redis meanwhile.
+    shared_until: Option<Instant>,
     /// Tokens granted from the view and not yet sent to Redis, and when
     /// the first of them was granted.
     charged: u32,
@@ -154,15 +168,19 @@ struct Settled {
     granted: u32,
     /// Time until the bucket is full again.
     debt: Duration,
+    /// Another gateway charged the bucket since it was last full.
+    shared: bool,
 }
 
 impl RedisRateLimits {
-    /// Starts the settle task on the current tokio runtime; `shards` is the
-    /// cluster's shard count (buckets live in their user's shard slot).
-    pub fn start(client: RedisClient, shards: u16) -> RedisRateLimits {
+    /// Starts the settle task on the current tokio runtime for gateway
+    /// `node`; `shards` is the cluster's shard count (buckets live in their
+    /// user's shard slot).
+    pub fn start(client: RedisClient, shards: u16, node: impl Into<String>) -> RedisRateLimits {
         let inner = Arc::new(Limits {
             client,
             shards: shards.max(1),
+            node: node.into(),
             views: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             round: tokio::sync::Mutex::new(()),
@@ -175,8 +193,8 @@ impl RedisRateLimits {
         RedisRateLimits { inner }
     }
 
-    /// Runs one settle round now (tests; the background task does this on
-    /// its own every [`SETTLE_INTERVAL`]).
+    /// Runs one settle round now (tests; the background task runs one as
+    /// soon as anything is pending).
     pub async fn settle_now(&self) {
         self.inner.settle_round().await;
     }
@@ -214,11 +232,16 @@ impl SharedRateLimits for RedisRateLimits {
         let asked = {
             let mut views = limits.views.lock();
             let view = view_of(&mut views, user, bucket, rate, now);
-            if !reachable || view.is_fresh(now) {
+            if !reachable || view.decides_alone(now) {
                 // Without Redis the change cannot be made anyway; the view
                 // still bounds this node. Charged either way: settled once
                 // Redis answers.
-                return view.take_local(now, true);
+                let taken = view.take_local(now, true);
+                drop(views);
+                if taken.is_ok() {
+                    limits.wake.notify_one();
+                }
+                return taken;
             }
             // A refusal of the view holds for the shared bucket too.
             view.check(now)?;
@@ -290,7 +313,7 @@ impl Limits {
         let answers = futures_util::future::join_all(
             calls
                 .iter()
-                .map(|(shard, items)| self.client.settle_rate_buckets(*shard, items)),
+                .map(|(shard, items)| self.client.settle_rate_buckets(&self.node, *shard, items)),
         )
         .await;
         let failed = answers.iter().any(Result::is_err);
@@ -369,6 +392,7 @@ impl View {
             rate,
             full_at: now,
             learned_at: None,
+            shared_until: None,
             charged: 0,
             charged_since: now,
             waiters: Vec::new(),
@@ -379,6 +403,12 @@ impl View {
     fn is_fresh(&self, now: Instant) -> bool {
         self.learned_at
             .is_some_and(|at| now.saturating_duration_since(at) < VIEW_TTL)
+    }
+
+    /// Whether this node may decide without asking: a fresh view of a
+    /// bucket no other gateway is known to use.
+    fn decides_alone(&self, now: Instant) -> bool {
+        self.is_fresh(now) && self.shared_until.is_none_or(|until| until <= now)
     }
 
     /// `Ok` if the view has a token at `now`, else how long until it has.
@@ -442,6 +472,9 @@ fn apply(views: &mut HashMap<Arc<str>, Vec<View>>, p: Pending, s: Settled, sent_
     }
     view.full_at = full_at;
     view.learned_at = Some(sent_at);
+    if s.shared {
+        view.shared_until = Some(sent_at + VIEW_TTL);
+    }
     view.in_round = false;
     // A refused request waits for the token after the granted ones.
     let burst = interval * p.rate.capacity.max(1);
@@ -477,27 +510,31 @@ fn restore(views: &mut HashMap<Arc<str>, Vec<View>>, p: Pending, now: Instant) {
     }
 }
 
-/// The background task: a round every [`SETTLE_INTERVAL`] while tokens are
-/// charged, and at once when a request asks.
+/// The background task: a round as soon as anything is pending and the
+/// previous round is done.
 async fn run_settler(limits: Weak<Limits>) {
     let mut last_sweep = Instant::now();
     loop {
         let Some(strong) = limits.upgrade() else {
             return;
         };
-        let wait = if strong.has_pending() {
-            SETTLE_INTERVAL
+        if !strong.has_pending() {
+            // Holding only a weak reference while asleep lets the limiter
+            // drop.
+            let wake = strong.wake.clone();
+            drop(strong);
+            let _woken_or_timed_out = tokio::time::timeout(SWEEP_INTERVAL, wake.notified()).await;
         } else {
-            SWEEP_INTERVAL
-        };
-        // Holding only a weak reference while asleep lets the limiter drop.
-        let wake = strong.wake.clone();
-        drop(strong);
-        let _woken_or_timed_out = tokio::time::timeout(wait, wake.notified()).await;
+            drop(strong);
+        }
         let Some(strong) = limits.upgrade() else {
             return;
         };
         strong.settle_round().await;
+        if strong.redis_slow.load(Ordering::Acquire) {
+            // Charges stay pending while Redis fails: retry, not spin.
+            tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+        }
         let now = Instant::now();
         if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
             strong.sweep(now);
@@ -507,15 +544,18 @@ async fn run_settler(limits: Weak<Limits>) {
 }
 
 impl RedisClient {
-    /// One `settle_rate_buckets` call for `items`, all of `shard`.
+    /// One `settle_rate_buckets` call for `items`, all of `shard`, as
+    /// gateway `node`.
     async fn settle_rate_buckets(
         &self,
+        node: &str,
         shard: u16,
         items: &[Pending],
     ) -> Result<Vec<Settled>, RedisError> {
         let keys = Keys::new(shard);
         let mut names = Vec::with_capacity(items.len());
-        let mut args = Vec::with_capacity(items.len() * 5);
+        let mut args = Vec::with_capacity(1 + items.len() * 5);
+        args.push(node.to_owned());
         for p in items {
             names.push(keys.rate(p.bucket, &p.user));
             args.push(micros(p.rate.interval).max(1).to_string());
@@ -528,7 +568,7 @@ impl RedisClient {
         let numbers: Vec<u64> = reply
             .convert()
             .map_err(|e| RedisError::protocol(format!("settle_rate_buckets answered {e}")))?;
-        if numbers.len() != items.len() * 2 {
+        if numbers.len() != items.len() * 3 {
             return Err(RedisError::protocol(format!(
                 "settle_rate_buckets answered {} numbers for {} buckets",
                 numbers.len(),
@@ -536,10 +576,11 @@ impl RedisClient {
             )));
         }
         Ok(numbers
-            .chunks_exact(2)
-            .map(|pair| Settled {
-                granted: u32::try_from(pair[0]).unwrap_or(u32::MAX),
-                debt: Duration::from_micros(pair[1]),
+            .chunks_exact(3)
+            .map(|answer| Settled {
+                granted: u32::try_from(answer[0]).unwrap_or(u32::MAX),
+                debt: Duration::from_micros(answer[1]),
+                shared: answer[2] == 1,
             })
             .collect())
     }

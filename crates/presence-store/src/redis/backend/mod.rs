@@ -288,7 +288,8 @@ impl RedisBackend {
     pub async fn start(client: RedisClient, config: RedisBackendConfig) -> RedisBackend {
         let (updates, _) = broadcast::channel(UPDATE_CHANNEL_CAPACITY);
         let seen_capacity = config.seen_capacity;
-        let rate_limits = RedisRateLimits::start(client.clone(), config.shards);
+        let rate_limits =
+            RedisRateLimits::start(client.clone(), config.shards, config.node_id.clone());
         let inner = Arc::new(Inner {
             client,
             config,
