@@ -17,7 +17,7 @@ use presence_engine::UserRecord;
 use presence_engine::{Announcement, Changes, Engine};
 use presence_protocol::cluster::{
     ControlMessage, ReplacedMessage, ReplyMessage, StoredCounts, StoredDevice, StoredSelf,
-    StoredView, StreamId, UpdateMessage,
+    StoredView, StreamId, UpdateMessage, encode_update_batch,
 };
 
 /// Everything to commit after one call into a [`crate::ShardState`].
@@ -209,6 +209,28 @@ impl ShardChanges {
             .filter_map(|(user, change)| change.update_message(user, epoch))
             .collect()
     }
+}
+
+/// The one message a commit publishes on `presence:{s}:updates` for
+/// `users` (a commit batch's share of the changes): every changed view,
+/// stamped with the leader's lease `epoch` and the commit time, in one
+/// batch payload (`presence_protocol::cluster::encode_update_batch`), or
+/// `None` when no view changed. One message per commit, not per user:
+/// one `PUBLISH` for Redis to run and fan out, one message per gateway.
+pub fn update_batch<'a>(
+    users: impl IntoIterator<Item = (&'a str, &'a UserChange)>,
+    epoch: u64,
+    committed_at_us: u64,
+) -> Option<String> {
+    let updates: Vec<UpdateMessage> = users
+        .into_iter()
+        .filter_map(|(user, change)| change.update_message(user, epoch))
+        .map(|update| UpdateMessage {
+            committed_at_us: Some(committed_at_us),
+            ..update
+        })
+        .collect();
+    (!updates.is_empty()).then(|| encode_update_batch(&updates))
 }
 
 impl UserChange {

@@ -13,6 +13,7 @@ use presence_engine::UserRecord;
 use presence_protocol::cluster::{StoredDevice, StoredSelf, StoredView};
 use presence_redis::{ClusterSnapshot, CommitBatch, Keys, ShardSnapshot, heartbeat_member};
 
+use crate::changes::update_batch;
 use crate::{LoadedUser, ShardChanges, ShardLoad, UserChange};
 
 /// Why a stored value cannot be loaded.
@@ -44,11 +45,9 @@ pub fn commit_batches(
         for (user, change) in chunk {
             write_user(&mut batch, &keys, user, change);
         }
-        for (user, change) in chunk {
-            if let Some(mut update) = change.update_message(user, epoch) {
-                update.committed_at_us = Some(committed_at_us);
-                batch.publish(keys.updates_channel(), to_json(&update));
-            }
+        let users = chunk.iter().map(|(user, change)| (user.as_str(), *change));
+        if let Some(updates) = update_batch(users, epoch, committed_at_us) {
+            batch.publish(keys.updates_channel(), updates);
         }
         if i == last {
             write_tail(&mut batch, &keys, changes);
@@ -234,14 +233,15 @@ fn lenient<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use presence_core::{DisplayedStatus, PublicView};
-    use presence_protocol::cluster::{StoredView, UpdateMessage};
+    use presence_protocol::cluster::{StoredView, decode_update_batch};
     use presence_redis::CommitOp;
 
     use super::commit_batches;
     use crate::{ShardChanges, UserChange};
 
     /// W1: every update a commit publishes carries the commit time, in
-    /// every batch of a change split over several.
+    /// every batch of a change split over several; each commit publishes
+    /// its users' updates in one message.
     #[test]
     fn w1_every_published_update_carries_the_commit_time() {
         let mut changes = ShardChanges::default();
@@ -260,18 +260,21 @@ mod tests {
         }
         let batches = commit_batches(2, 5, 1_700_000_000_000_123, &changes, 2);
         assert_eq!(batches.len(), 2, "three users, two per batch");
-        let mut published = 0;
+        let (mut messages, mut published) = (0, 0);
         for batch in &batches {
             for op in batch.ops() {
                 let CommitOp::Publish { message, .. } = op else {
                     continue;
                 };
-                let update: UpdateMessage = serde_json::from_str(message).expect("an update");
-                assert_eq!(update.committed_at_us, Some(1_700_000_000_000_123));
-                assert_eq!(update.epoch, 5);
-                published += 1;
+                let updates = decode_update_batch(message).expect("a batch of updates");
+                for update in &updates {
+                    assert_eq!(update.committed_at_us, Some(1_700_000_000_000_123));
+                    assert_eq!(update.epoch, 5);
+                }
+                messages += 1;
+                published += updates.len();
             }
         }
-        assert_eq!(published, 3);
+        assert_eq!((messages, published), (2, 3), "one message per batch");
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use presence_core::{ChosenStatus, DeviceEvent, DeviceId, DisplayedStatus};
 use presence_protocol::cluster::{
     AdminCommand, ClusterCommand, CommandResult, ControlMessage, ReplyMessage, UpdateMessage,
-    UserCommand,
+    UserCommand, decode_update_batch,
 };
 use presence_redis::{Keys, RedisClient};
 use presence_testkit::{RedisServer, wait_until};
@@ -64,13 +64,14 @@ async fn one_aggregator_takes_every_shard_and_publishes_updates_and_replies() {
     while !done(&last_public, &replies) {
         let (channel, payload) = next_message(&mut subscriber, WAIT).await;
         if channel.ends_with(":updates") {
-            let update: UpdateMessage = serde_json::from_str(&payload).unwrap();
-            versions
-                .entry(update.user.clone())
-                .or_default()
-                .push(update.version);
-            if let Some(public) = update.public {
-                last_public.insert(update.user, public.status);
+            for update in decode_update_batch(&payload).unwrap() {
+                versions
+                    .entry(update.user.clone())
+                    .or_default()
+                    .push(update.version);
+                if let Some(public) = update.public {
+                    last_public.insert(update.user, public.status);
+                }
             }
         } else {
             let reply: ReplyMessage = serde_json::from_str(&payload).unwrap();
@@ -170,7 +171,7 @@ async fn h2_deposed_leader_commit_is_rejected() {
         .unwrap();
     append(&client, 1, "alice", "g1", connect_cmd("d", "g1", 1), None).await;
     let (_, first) = next_message(&mut subscriber, WAIT).await;
-    let first: UpdateMessage = serde_json::from_str(&first).unwrap();
+    let first: UpdateMessage = only_update(&first);
     assert_eq!(first.epoch, old_epoch);
 
     // The old leader pauses right before its next commit, renewing
@@ -194,7 +195,7 @@ async fn h2_deposed_leader_commit_is_rejected() {
 
     // Watchers saw only the successor's write for the busy status.
     let (_, payload) = next_message(&mut subscriber, WAIT).await;
-    let update: UpdateMessage = serde_json::from_str(&payload).unwrap();
+    let update: UpdateMessage = only_update(&payload);
     assert_eq!(update.epoch, new_epoch, "only the new leader writes");
     assert!(update.version > first.version);
     assert_eq!(update.public.map(|p| p.status), Some(DisplayedStatus::Busy));
@@ -528,4 +529,11 @@ async fn k1_a_settings_change_applies_at_once_on_every_shard() {
         other => panic!("the calendar command was refused: {other:?}"),
     }
     aggregator.shutdown().await;
+}
+
+/// The one update a commit of one user's change published.
+fn only_update(payload: &str) -> UpdateMessage {
+    let mut updates = decode_update_batch(payload).unwrap();
+    assert_eq!(updates.len(), 1, "one user changed: {payload}");
+    updates.remove(0)
 }

@@ -8,8 +8,12 @@
 //! Receivers that lag must resynchronise the users they watch with
 //! [`Backend::presence`]; versions (W3) make that idempotent.
 
+pub mod rate_limits;
+
+pub use rate_limits::{BucketRate, SharedRateLimits};
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use presence_core::{
@@ -130,6 +134,16 @@ impl BackendError {
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
+/// Which users this node's sockets want updates about: the users they
+/// watch and the users they belong to. A cluster backend hears every
+/// shard's updates and decodes only those of users wanted here.
+pub trait Interest: Send + Sync + 'static {
+    /// Whether a socket here watches `user` or belongs to `user`. Must
+    /// turn true before the gateway reads what it then shows (W2, W4): a
+    /// watcher registers, then reads.
+    fn wants(&self, user: &str) -> bool;
+}
+
 /// Everything the gateway needs from the presence backend.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -209,28 +223,18 @@ pub trait Backend: Send + Sync + 'static {
     /// C3: its users keep their presence and the name as plain text.
     async fn delete_custom_status(&self, id: &CustomStatusId) -> BackendResult<CustomStatus>;
 
-    /// Takes one token from `user`'s rate-limit bucket `bucket`
-    /// (`capacity` tokens, one earned back every `interval`) where every
-    /// gateway of a cluster shares it: `Some(Ok(()))` if taken,
-    /// `Some(Err(wait))` if empty. `None` when the backend keeps no shared
-    /// buckets (one process: the gateway's own limiter is exact).
-    async fn take_user_token(
-        &self,
-        _bucket: &'static str,
-        _user: &str,
-        _capacity: u32,
-        _interval: Duration,
-    ) -> Option<Result<(), Duration>> {
-        None
-    }
-
     /// X5.
     async fn cap_state(&self) -> BackendResult<CapState>;
     /// X4.
     async fn enable_broadcast(&self) -> BackendResult<CapState>;
 
-    /// A receiver of every change from now on.
+    /// A receiver of every change from now on (with an [`Interest`] set:
+    /// of every change of a user it wants, and every cluster-wide one).
     fn subscribe(&self) -> broadcast::Receiver<Update>;
+    /// Tells the backend which users the gateway wants updates about. A
+    /// backend may skip the others' [`Update::Presence`] and
+    /// [`Update::SelfState`]; by default it passes on everything.
+    fn set_interest(&self, _interest: Arc<dyn Interest>) {}
     /// Whether the backend can serve requests (for `/readyz`).
     async fn ready(&self) -> bool;
     /// Flushes durable data and stops background work.

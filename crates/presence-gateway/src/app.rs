@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
-use presence_backend::{Backend, ConnId, Update};
+use presence_backend::{Backend, ConnId, SharedRateLimits, Update};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,11 +23,15 @@ use crate::ratelimit::UserLimiters;
 pub struct App {
     pub backend: Arc<dyn Backend>,
     pub auth: Authenticator,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub config: GatewayConfig,
-    /// Per-user limits on status and status-text changes.
+    /// Per-user limits on status and status-text changes, exact on one
+    /// node.
     pub limiters: UserLimiters,
+    /// In a cluster, the same limits shared by every gateway; they then
+    /// replace `limiters`.
+    pub shared_limits: Option<Arc<dyn SharedRateLimits>>,
     /// Set on SIGTERM: `/readyz` fails and new sockets are refused.
     pub draining: AtomicBool,
     /// Cancelled when the process stops; every task listens.
@@ -42,17 +46,31 @@ pub struct App {
 }
 
 impl App {
+    /// A gateway whose per-user limits are its own (one node).
     pub fn new(
         backend: Arc<dyn Backend>,
         auth: Authenticator,
         metrics: Metrics,
         config: GatewayConfig,
     ) -> Arc<App> {
+        App::with_shared_limits(backend, None, auth, metrics, config)
+    }
+
+    /// A gateway whose per-user limits are `shared_limits` when given
+    /// (cluster mode), else its own.
+    pub fn with_shared_limits(
+        backend: Arc<dyn Backend>,
+        shared_limits: Option<Arc<dyn SharedRateLimits>>,
+        auth: Authenticator,
+        metrics: Metrics,
+        config: GatewayConfig,
+    ) -> Arc<App> {
         let app = App {
             limiters: UserLimiters::new(&config.rate_limits),
+            shared_limits,
             backend,
             auth,
-            hub: Hub::new(),
+            hub: Arc::new(Hub::new()),
             metrics: Arc::new(metrics),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -105,6 +123,8 @@ impl App {
     /// Starts the task that fans backend updates out to sockets.
     pub async fn start_dispatcher(self: &Arc<App>) {
         let app = self.clone();
+        // Updates of users no socket here wants need not even be decoded.
+        app.backend.set_interest(app.hub.clone());
         if let Ok(state) = app.backend.cap_state().await {
             app.hub.set_presence_active(state.enabled);
         }

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::{Mutex, RwLock};
-use presence_backend::ConnId;
+use presence_backend::{ConnId, Interest};
 use presence_core::DeviceId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -405,8 +405,23 @@ impl Hub {
         self.watchers.iter().map(|s| s.read().len()).sum()
     }
 
+    /// Whether a socket here watches `user` or belongs to them.
+    pub fn wants(&self, user: &str) -> bool {
+        self.shard(&self.watchers, user).read().contains_key(user)
+            || self.shard(&self.owners, user).read().contains_key(user)
+    }
+
     fn shard<'a, T>(&self, shards: &'a [T], user: &str) -> &'a T {
         &shards[(self.hasher.hash_one(user) as usize) % shards.len()]
+    }
+}
+
+/// The backend skips updates of users nobody on this node wants. A
+/// watcher is registered ([`Hub::watch`]) before it reads what it shows,
+/// so no update it needs is skipped.
+impl Interest for Hub {
+    fn wants(&self, user: &str) -> bool {
+        Hub::wants(self, user)
     }
 }
 

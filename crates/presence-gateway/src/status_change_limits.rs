@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use presence_backend::BucketRate;
 use presence_core::StatusRequest;
 
 use crate::app::App;
@@ -15,9 +16,9 @@ use crate::ratelimit::{Limit, Rate, RetryAfter};
 
 /// Charges `user`'s status-change budget (any change) and, when the request
 /// sets a text, the status-text budget (5/min by default). In a cluster the
-/// budgets live in the backend, shared by every gateway the user reaches;
-/// on one node (or when the backend cannot answer) this gateway's own
-/// limiter keeps them.
+/// budgets are shared by every gateway the user reaches
+/// ([`presence_backend::SharedRateLimits`]); on one node this gateway's own
+/// limiter keeps them, exactly.
 pub async fn check_status_change(
     app: &App,
     user: &Arc<str>,
@@ -44,8 +45,8 @@ pub async fn check_status_change(
     Ok(())
 }
 
-/// One token of `bucket`: from the backend's shared bucket if it keeps
-/// them, else from this gateway's.
+/// One token of `bucket`: from the cluster's shared bucket if there is
+/// one, else from this gateway's.
 async fn take(
     app: &App,
     bucket: &'static str,
@@ -53,12 +54,14 @@ async fn take(
     rate: Rate,
     local: impl FnOnce(Instant) -> Result<(), RetryAfter>,
 ) -> Result<(), Duration> {
-    let shared = app
-        .backend
-        .take_user_token(bucket, user, rate.capacity(), rate.refill_interval())
-        .await;
-    match shared {
-        Some(taken) => taken,
+    match &app.shared_limits {
+        Some(shared) => {
+            let rate = BucketRate {
+                capacity: rate.capacity(),
+                interval: rate.refill_interval(),
+            };
+            shared.take(bucket, user, rate).await
+        }
         None => local(Instant::now()).map_err(|retry| retry.0),
     }
 }

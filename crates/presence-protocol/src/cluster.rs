@@ -5,8 +5,8 @@
 //! [`ClusterCommand`] for one user) to the shard's event stream
 //! `presence:{s}:events`; the shard's leader applies it with
 //! `presence-core` and commits what changed in one fenced script, which
-//! also publishes an [`UpdateMessage`] per changed user on
-//! `presence:{s}:updates`, a [`ReplyMessage`] per entry that asked for one
+//! also publishes the [`UpdateMessage`]s of the changed users, one batch
+//! per commit ([`encode_update_batch`]), on `presence:{s}:updates`, a [`ReplyMessage`] per entry that asked for one
 //! on the asking gateway's own channel `presence:{s}:node:<node>`, and
 //! [`ControlMessage`]s on `presence:{0}:control`.
 //! The leader stores each user's views as [`StoredView`] and
@@ -687,7 +687,8 @@ pub enum NodeMessage {
     Replaced(ReplacedMessage),
 }
 
-/// A change of one user, on `presence:{s}:updates`:
+/// A change of one user, published on `presence:{s}:updates` in a batch
+/// line ([`encode_update_batch`]):
 /// `{"user", "version", "epoch", "committed_at_us"?, "public"?, "self"?}`.
 ///
 /// `public` is present when what others see changed, `self` when what the
@@ -710,6 +711,101 @@ pub struct UpdateMessage {
     pub public: Option<PublicView>,
     #[serde(rename = "self", default, skip_serializing_if = "Option::is_none")]
     pub self_view: Option<SelfView>,
+}
+
+/// The updates of one commit batch, as one message on
+/// `presence:{s}:updates`: one line per user, `<user>\t<UpdateMessage
+/// JSON>`, lines separated by `\n`.
+///
+/// One `PUBLISH` per batch instead of one per user, and the user id of
+/// each line can be read without decoding its JSON ([`UpdateLines`]), so a
+/// gateway decodes only the updates of users its sockets watch. Neither
+/// separator can occur inside a line: user ids hold no control characters
+/// (`presence_core::UserId`), and compact JSON escapes them. A user id
+/// that held one anyway would be sent with an empty prefix (`\t<JSON>`),
+/// which readers must decode. A payload that starts with `{` is a single
+/// [`UpdateMessage`] (what leaders published before batches).
+pub fn encode_update_batch(updates: &[UpdateMessage]) -> String {
+    let mut out = String::new();
+    for update in updates {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        if !update.user.contains(['\t', '\n']) {
+            out.push_str(&update.user);
+        }
+        out.push('\t');
+        let json = serde_json::to_string(update).expect("an update always serializes");
+        out.push_str(&json);
+    }
+    out
+}
+
+/// The lines of an update batch (see [`encode_update_batch`]), each with
+/// the user it names, if it names one, and its JSON still undecoded.
+pub fn update_lines(payload: &str) -> UpdateLines<'_> {
+    UpdateLines {
+        rest: (!payload.is_empty()).then_some(payload),
+    }
+}
+
+/// Every update of a batch payload, decoded (tests and tools; gateways
+/// peek with [`update_lines`] first).
+pub fn decode_update_batch(payload: &str) -> Result<Vec<UpdateMessage>, serde_json::Error> {
+    update_lines(payload).map(|line| line.decode()).collect()
+}
+
+/// An iterator over the lines of an update batch.
+#[derive(Clone, Debug)]
+pub struct UpdateLines<'a> {
+    rest: Option<&'a str>,
+}
+
+/// One update of a batch, not decoded yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateLine<'a> {
+    /// The user the update is for; `None` when the line does not say
+    /// (a single-message payload, or an empty prefix): decode to know.
+    pub user: Option<&'a str>,
+    pub json: &'a str,
+}
+
+impl<'a> UpdateLine<'a> {
+    pub fn decode(&self) -> Result<UpdateMessage, serde_json::Error> {
+        serde_json::from_str(self.json)
+    }
+}
+
+impl<'a> Iterator for UpdateLines<'a> {
+    type Item = UpdateLine<'a>;
+
+    fn next(&mut self) -> Option<UpdateLine<'a>> {
+        let rest = self.rest?;
+        if rest.starts_with('{') {
+            // A single message of an older leader: the whole payload.
+            self.rest = None;
+            return Some(UpdateLine {
+                user: None,
+                json: rest,
+            });
+        }
+        let (line, after) = match rest.split_once('\n') {
+            Some((line, after)) => (line, Some(after)),
+            None => (rest, None),
+        };
+        self.rest = after.filter(|a| !a.is_empty());
+        Some(match line.split_once('\t') {
+            Some((user, json)) => UpdateLine {
+                user: (!user.is_empty()).then_some(user),
+                json,
+            },
+            // Not a batch line: let the decoder say what is wrong.
+            None => UpdateLine {
+                user: None,
+                json: line,
+            },
+        })
+    }
 }
 
 /// A cluster-wide announcement on `presence:control`, tagged with `"type"`.

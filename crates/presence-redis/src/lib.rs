@@ -30,6 +30,9 @@
 //!   [`read_views`](RedisClient::read_views)), and the stored outcomes of
 //!   requests ([`read_reply_outcomes`](RedisClient::read_reply_outcomes),
 //!   `replies.rs`: truthful replies).
+//! - [`RedisRateLimits`] (`ratelimit.rs`): the per-user rate-limit
+//!   buckets every gateway shares, decided from local views that
+//!   background rounds settle with Redis.
 //! - [`RedisSubscriber`]: pub/sub with lag and reconnects surfaced as
 //!   [`SubscriberEvent::Resync`].
 //! - [`RedisBackend`] (`backend/`, one file per concept): the gateway's [`Backend`](presence_backend::Backend)
@@ -73,6 +76,7 @@ pub use failover::{FAILOVER_HOLD_LIMIT, PRIMARY_CHECK_INTERVAL};
 pub use heartbeats::{HEARTBEAT_CHUNK, HeartbeatEntry, HeartbeatRefresh, NodeInfo};
 pub use keys::{Keys, heartbeat_member, parse_heartbeat_member, shard_of};
 pub use lease::{Lease, lease_value};
+pub use ratelimit::{RateLimitStats, RedisRateLimits, SHARED_LIMIT_WAIT, VIEW_TTL};
 pub use shard_reads::{ClusterSnapshot, LOAD_CHUNK, ShardSnapshot, StoredUser};
 pub use stats::{ERROR_KINDS, LATENCY_BOUNDS, RedisStats, RedisStatsSnapshot, redis_stats};
 pub use stream::{StreamEntry, StreamId, StreamReader};

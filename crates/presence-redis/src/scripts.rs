@@ -16,7 +16,7 @@
 //! | `release_lease` | lease | `DEL` if the value is still ours |
 //! | `commit` | lease + the batch's keys | check the lease value, validate, then write and publish |
 //! | `refresh_node` | nodes, conns | node deadline + socket count; returns the previous deadline |
-//! | `take_token` | one rate bucket | GCRA on Redis's clock: take a token or say how long to wait |
+//! | `settle_rate_buckets` | a shard's rate buckets | GCRA on Redis's clock: charge a gateway's granted tokens, grant the ones asked for, say how full each bucket is |
 
 use fred::prelude::{Key, LuaInterface, Pool, Value};
 
@@ -51,9 +51,9 @@ pub(crate) const REFRESH_NODE: Script = Script {
     source: include_str!("lua/refresh_node.lua"),
 };
 
-pub(crate) const TAKE_TOKEN: Script = Script {
-    name: "take_token",
-    source: include_str!("lua/take_token.lua"),
+pub(crate) const SETTLE_RATE_BUCKETS: Script = Script {
+    name: "settle_rate_buckets",
+    source: include_str!("lua/settle_rate_buckets.lua"),
 };
 
 /// Every script, in the order they are loaded.
@@ -63,7 +63,7 @@ const ALL: [Script; 6] = [
     RELEASE_LEASE,
     COMMIT,
     REFRESH_NODE,
-    TAKE_TOKEN,
+    SETTLE_RATE_BUCKETS,
 ];
 
 /// The SHA-1 of every script, as `SCRIPT LOAD` answered it.

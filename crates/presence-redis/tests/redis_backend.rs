@@ -441,6 +441,64 @@ async fn w3_updates_become_updates_and_stale_versions_are_dropped() {
     backend.shutdown().await;
 }
 
+/// Which users a test gateway wants.
+#[derive(Default)]
+struct Wanted(parking_lot::Mutex<std::collections::HashSet<String>>);
+
+impl presence_backend::Interest for Wanted {
+    fn wants(&self, user: &str) -> bool {
+        self.0.lock().contains(user)
+    }
+}
+
+/// W2: a commit's updates arrive as one message; the lines of users no
+/// socket here wants are skipped before their JSON is decoded (a line
+/// that is not even JSON is skipped silently), the others are emitted.
+#[tokio::test]
+async fn w2_updates_of_users_nobody_here_wants_are_skipped_before_decoding() {
+    let server = RedisServer::start();
+    let (_client, backend) = start(&server, config()).await;
+    let wanted = Arc::new(Wanted::default());
+    wanted.0.lock().insert("erin".to_owned());
+    backend.set_interest(wanted.clone());
+    let mut rx = backend.subscribe();
+    let away = PublicView {
+        status: DisplayedStatus::Away,
+        text: None,
+    };
+    let update = |user: &str, version: u64| UpdateMessage {
+        user: user.into(),
+        version,
+        epoch: 1,
+        committed_at_us: None,
+        public: Some(away.clone()),
+        self_view: None,
+    };
+    let channel = Keys::for_user("erin", SHARDS).updates_channel();
+    let batch = format!(
+        "frank\t{{not json\n{}",
+        wire::encode_update_batch(&[update("erin", 2)])
+    );
+    server.command(&["PUBLISH", &channel, &batch]);
+    let Update::Presence { snapshot, .. } = next_update(&mut rx).await else {
+        panic!("expected erin's update")
+    };
+    assert_eq!((&*snapshot.user, snapshot.version), ("erin", 2));
+    assert_eq!(backend.skipped_updates(), 1, "frank's line was skipped");
+
+    // Once a socket here watches frank, his updates are decoded.
+    wanted.0.lock().insert("frank".to_owned());
+    let batch = wire::encode_update_batch(&[update("frank", 5), update("gus", 1)]);
+    server.command(&["PUBLISH", &channel, &batch]);
+    let Update::Presence { snapshot, .. } = next_update(&mut rx).await else {
+        panic!("expected frank's update")
+    };
+    assert_eq!((&*snapshot.user, snapshot.version), ("frank", 5));
+    assert_eq!(backend.skipped_updates(), 2, "gus's line was skipped");
+    assert!(rx.try_recv().is_err(), "nothing else was emitted");
+    backend.shutdown().await;
+}
+
 /// W1's delivery latency starts at the commit: an update carries the
 /// leader's commit time and the backend hands it on as the update's
 /// `changed_at`, not the moment the message arrived here.

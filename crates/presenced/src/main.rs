@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use presence_aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
-use presence_backend::{Backend, SettingsPatch};
+use presence_backend::{Backend, SettingsPatch, SharedRateLimits};
 use presence_embedded::{
     DurableStore, MemoryBackend, MemoryStore, RedbOptions, RedbStore, SystemClock,
 };
@@ -89,6 +89,10 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
             (dynamic, aggregator, Some(backend))
         }
     };
+    // Cluster mode: per-user rate limits shared by every gateway.
+    let shared_limits = redis_backend
+        .as_ref()
+        .map(|backend| Arc::new(backend.rate_limits()) as Arc<dyn SharedRateLimits>);
     if let Some(backend) = redis_backend {
         cluster_metrics::export_redis(metrics.registry(), args.shards)
             .context("registering the Redis metrics")?;
@@ -104,7 +108,7 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
         )
         .context("registering the aggregator metrics")?;
     }
-    let app = App::new(backend, authenticator, metrics, gateway);
+    let app = App::with_shared_limits(backend, shared_limits, authenticator, metrics, gateway);
     app.start_dispatcher().await;
 
     let listener = TcpListener::bind(args.listen)

@@ -651,3 +651,48 @@ fn entries_of_the_flat_format_decode_into_their_kind() {
             .contains("teleport")
     );
 }
+
+fn update(user: &str, version: u64) -> UpdateMessage {
+    UpdateMessage {
+        user: user.to_owned(),
+        version,
+        epoch: 3,
+        committed_at_us: Some(1_700_000_000_000_001),
+        public: Some(PublicView {
+            status: DisplayedStatus::Busy,
+            text: StatusText::parse("out {\"back\"}: 2 pm").unwrap(),
+        }),
+        self_view: None,
+    }
+}
+
+/// W3 across a batch: every update of a commit batch travels in one
+/// message, in order, each line naming its user before its JSON.
+#[test]
+fn w3_update_batches_round_trip_in_order_and_name_each_user_up_front() {
+    let updates = vec![update("ann", 4), update("ben", 9), update("ann", 5)];
+    let payload = encode_update_batch(&updates);
+    let users: Vec<Option<&str>> = update_lines(&payload).map(|l| l.user).collect();
+    assert_eq!(users, vec![Some("ann"), Some("ben"), Some("ann")]);
+    assert_eq!(decode_update_batch(&payload).unwrap(), updates);
+    assert_eq!(payload.lines().count(), 3);
+}
+
+#[test]
+fn update_batches_read_single_messages_and_unnamed_lines() {
+    let single = serde_json::to_string(&update("cy", 2)).unwrap();
+    let lines: Vec<UpdateLine<'_>> = update_lines(&single).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].user, None, "decode to learn the user");
+    assert_eq!(lines[0].decode().unwrap(), update("cy", 2));
+
+    // A user id with a separator (never valid) is sent unnamed.
+    let odd = update("d\tx", 1);
+    let payload = encode_update_batch(std::slice::from_ref(&odd));
+    let line = update_lines(&payload).next().unwrap();
+    assert_eq!(line.user, None);
+    assert_eq!(line.decode().unwrap(), odd);
+
+    assert_eq!(update_lines("").count(), 0);
+    assert!(decode_update_batch("ann\tnot json").is_err());
+}

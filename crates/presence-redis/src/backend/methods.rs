@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::KeysInterface;
@@ -22,18 +21,14 @@ use tokio::task::JoinHandle;
 use crate::error::RedisError;
 use crate::keys::Keys;
 use presence_backend::{
-    Backend, BackendError, BackendResult, ConnId, ConnectInfo, PresenceSnapshot, SelfSnapshot,
-    Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
+    Backend, BackendError, BackendResult, ConnId, ConnectInfo, Interest, PresenceSnapshot,
+    SelfSnapshot, Session, SettingsPatch, SocketEnd, StatusCounts, Update, UserListing,
 };
 use presence_core::Profile;
 
 use super::directory::{ScannedUser, changed_since_version};
 use super::stored_reads::snapshot_of;
 use super::{LiveSocket, RedisBackend, decode, duration_ms, now_ms, unavailable};
-
-/// How long a shared rate-limit bucket may take to answer before the
-/// gateway's own limiter decides instead (a few round trips).
-const SHARED_LIMIT_WAIT: Duration = Duration::from_millis(250);
 
 #[async_trait]
 impl Backend for RedisBackend {
@@ -346,40 +341,6 @@ impl Backend for RedisBackend {
         custom_status_of(self.inner.admin_request(command).await?)
     }
 
-    async fn take_user_token(
-        &self,
-        bucket: &'static str,
-        user: &str,
-        capacity: u32,
-        interval: Duration,
-    ) -> Option<Result<(), Duration>> {
-        let inner = &self.inner;
-        if !inner.client.is_connected() {
-            // The change cannot be made anyway; do not wait for a timeout.
-            return None;
-        }
-        let take = inner
-            .client
-            .take_token(inner.config.shards, bucket, user, capacity, interval);
-        // A Redis that does not answer at once (a silent partition) must
-        // not hold the change up: the change's own request decides soon
-        // enough whether it can be made.
-        match tokio::time::timeout(SHARED_LIMIT_WAIT, take).await {
-            Ok(Ok(None)) => Some(Ok(())),
-            Ok(Ok(Some(wait))) => Some(Err(wait)),
-            Ok(Err(error)) => {
-                // Without Redis the change itself cannot be made; the
-                // gateway's own limiter still bounds this node.
-                tracing::debug!(%error, "redis backend: shared rate limit unavailable");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("redis backend: shared rate limit too slow; using this node's");
-                None
-            }
-        }
-    }
-
     async fn cap_state(&self) -> BackendResult<CapState> {
         // Always fresh: the count moves without control messages.
         self.inner.check_running()?;
@@ -398,6 +359,10 @@ impl Backend for RedisBackend {
 
     fn subscribe(&self) -> broadcast::Receiver<Update> {
         self.inner.updates.subscribe()
+    }
+
+    fn set_interest(&self, interest: Arc<dyn Interest>) {
+        *self.inner.interest.write() = Some(interest);
     }
 
     /// Subscribed, connected, the node lease renewed within its ttl (a

@@ -108,7 +108,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use presence_core::{CapState, CustomStatus, Platform, WorkspaceSettings};
 use presence_protocol::cluster::CommandResult;
 use tokio::sync::{Notify, broadcast, oneshot};
@@ -116,7 +116,8 @@ use tokio::task::JoinHandle;
 
 use crate::client::RedisClient;
 use crate::error::RedisError;
-use presence_backend::{BackendError, BackendResult, ConnId, Update};
+use crate::ratelimit::RedisRateLimits;
+use presence_backend::{BackendError, BackendResult, ConnId, Interest, Update};
 use presence_core::Profile;
 
 /// Capacity of the [`Update`] broadcast channel.
@@ -201,6 +202,8 @@ pub struct ReplyStats {
 pub struct RedisBackend {
     inner: Arc<Inner>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The per-user rate limits shared with every other gateway.
+    rate_limits: RedisRateLimits,
 }
 
 struct Inner {
@@ -227,6 +230,10 @@ struct Inner {
     seen: Mutex<SeenVersions>,
     /// This node's open sockets.
     live: Mutex<HashMap<ConnId, LiveSocket>>,
+    /// The users the gateway wants updates about; `None`: every user.
+    interest: RwLock<Option<Arc<dyn Interest>>>,
+    /// Update lines skipped without decoding: nobody here wanted them.
+    updates_skipped: AtomicU64,
     cluster: Mutex<Option<CachedCluster>>,
     subscribed: AtomicBool,
     /// Woken whenever `subscribed` turns true.
@@ -281,6 +288,8 @@ impl RedisBackend {
     pub async fn start(client: RedisClient, config: RedisBackendConfig) -> RedisBackend {
         let (updates, _) = broadcast::channel(UPDATE_CHANNEL_CAPACITY);
         let seen_capacity = config.seen_capacity;
+        let rate_limits =
+            RedisRateLimits::start(client.clone(), config.shards, config.node_id.clone());
         let inner = Arc::new(Inner {
             client,
             config,
@@ -294,6 +303,8 @@ impl RedisBackend {
             append_retries: AtomicU64::new(0),
             seen: Mutex::new(SeenVersions::new(seen_capacity)),
             live: Mutex::new(HashMap::new()),
+            interest: RwLock::new(None),
+            updates_skipped: AtomicU64::new(0),
             cluster: Mutex::new(None),
             subscribed: AtomicBool::new(false),
             subscribed_changed: Notify::new(),
@@ -318,7 +329,14 @@ impl RedisBackend {
         RedisBackend {
             inner,
             tasks: Mutex::new(vec![pump, liveness, recovery]),
+            rate_limits,
         }
+    }
+
+    /// The per-user rate limits this node shares with every other gateway
+    /// of the cluster (on the same Redis connection pool).
+    pub fn rate_limits(&self) -> RedisRateLimits {
+        self.rate_limits.clone()
     }
 
     /// The node id replies are addressed to.
@@ -362,6 +380,12 @@ impl RedisBackend {
     /// (see [`RedisBackendConfig::seen_capacity`]).
     pub fn seen_users(&self) -> (usize, usize) {
         self.inner.seen.lock().sizes()
+    }
+
+    /// Updates skipped since start without being decoded, because no
+    /// socket here wanted their user ([`Backend::set_interest`](presence_backend::Backend::set_interest)).
+    pub fn skipped_updates(&self) -> u64 {
+        self.inner.updates_skipped.load(Ordering::Relaxed)
     }
 
     /// Heartbeat `ZADD` commands sent since start (H1).

@@ -1,8 +1,10 @@
 //! The pub/sub pump: the task that owns the [`RedisSubscriber`], proves
 //! each subscription with a probe, and hands every message to its
 //! handler — answers to their waiters, [`UpdateMessage`]s to the
-//! [`Update`] channel (dropping versions not newer than the last one
-//! emitted, W3), [`ControlMessage`]s to the cached cluster state and the
+//! [`Update`] channel (only those of users the gateway's
+//! [`Interest`](crate::Interest) wants, seen by the user id that leads each
+//! line of a commit's batch, before any JSON is decoded; and dropping
+//! versions not newer than the last one emitted, W3), [`ControlMessage`]s to the cached cluster state and the
 //! gateway — and starts a resync whenever messages may have been lost.
 
 use std::collections::HashMap;
@@ -228,16 +230,34 @@ impl Inner {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "redis backend: an undecodable reply"),
             },
-            Channel::Updates => match serde_json::from_str::<UpdateMessage>(payload) {
-                Ok(update) => self.emit_update(update, Source::PubSub),
-                Err(error) => tracing::warn!(%error, "redis backend: an undecodable update"),
-            },
+            Channel::Updates => self.handle_updates(payload),
             Channel::Control => match serde_json::from_str::<ControlMessage>(payload) {
                 Ok(control) => self.handle_control(control),
                 Err(error) => {
                     tracing::warn!(%error, "redis backend: an undecodable control message")
                 }
             },
+        }
+    }
+
+    /// A commit's batch of updates: each line whose user nobody here wants
+    /// is skipped before its JSON is decoded; the others are emitted.
+    fn handle_updates(&self, payload: &str) {
+        let interest = self.interest.read().clone();
+        for line in wire::update_lines(payload) {
+            if let (Some(user), Some(interest)) = (line.user, &interest)
+                && !interest.wants(user)
+                && !self.seen.lock().has_socket(user)
+            {
+                // Skipping leaves the user's remembered versions behind,
+                // never ahead: a later read or update of them is newer.
+                self.updates_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match line.decode() {
+                Ok(update) => self.emit_update(update, Source::PubSub),
+                Err(error) => tracing::warn!(%error, "redis backend: an undecodable update"),
+            }
         }
     }
 

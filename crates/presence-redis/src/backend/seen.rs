@@ -112,6 +112,13 @@ impl SeenVersions {
         self.track(user).sockets += 1;
     }
 
+    /// Whether `user` has a socket here (their own view is wanted).
+    pub(super) fn has_socket(&self, user: &str) -> bool {
+        self.tracked
+            .get(user)
+            .is_some_and(|entry| entry.sockets > 0)
+    }
+
     /// A socket of `user` here closed (or its connect failed).
     pub(super) fn socket_closed(&mut self, user: &str) {
         if let Some(entry) = self.tracked.get_mut(user) {
