@@ -10,13 +10,14 @@ export interface ClusterView {
     node: string | null;
     nodes: Array<{
         id: string;
-        alive: boolean;
+        connections: number;
+        lease_deadline_ms: number;
     }>;
     shards: Array<{
         shard: number;
         leader: string | null;
         epoch: number | null;
-        stream_length: number | null;
+        stream_length: number;
         stream_lag: number | null;
     }>;
 }

@@ -11,8 +11,8 @@ import { describe, type Page } from "./user_pages.js";
 export interface ClusterView {
   mode: "embedded" | "cluster";
   node: string | null;
-  nodes: Array<{ id: string; alive: boolean }>;
-  shards: Array<{ shard: number; leader: string | null; epoch: number | null; stream_length: number | null; stream_lag: number | null }>;
+  nodes: Array<{ id: string; connections: number; lease_deadline_ms: number }>;
+  shards: Array<{ shard: number; leader: string | null; epoch: number | null; stream_length: number; stream_lag: number | null }>;
 }
 
 /** Cluster mode: nodes and shards. */
@@ -32,12 +32,19 @@ export const clusterPage: Page = (session, main) => {
             "section",
             { class: "card", "aria-labelledby": "nodes-title" },
             h("h2", { id: "nodes-title" }, `Nodes (${view.nodes.length})`),
-            h("ul", { class: "plain" }, ...view.nodes.map((n) => h("li", {}, n.id, n.id === view.node ? " (this node)" : ""))),
+            h(
+              "ul",
+              { class: "plain", id: "node-list" },
+              ...view.nodes.map((n) =>
+                h("li", { "data-node": n.id }, h("strong", {}, n.id), n.id === view.node ? " (this node)" : "", ` — ${n.connections} socket${n.connections === 1 ? "" : "s"}`),
+              ),
+            ),
           ),
           h(
             "section",
             { class: "card", "aria-labelledby": "shards-title" },
             h("h2", { id: "shards-title" }, `Shards (${view.shards.length})`),
+            h("p", { class: "muted" }, "Each shard's leader knows its stream lag; this node shows it for the shards it leads (every node exports presence_aggregator_stream_lag)."),
             h(
               "div",
               { class: "table-wrap" },
@@ -47,7 +54,15 @@ export const clusterPage: Page = (session, main) => {
                 h(
                   "thead",
                   {},
-                  h("tr", {}, h("th", { scope: "col" }, "Shard"), h("th", { scope: "col" }, "Leader"), h("th", { scope: "col" }, "Epoch"), h("th", { scope: "col" }, "Stream lag")),
+                  h(
+                    "tr",
+                    {},
+                    h("th", { scope: "col" }, "Shard"),
+                    h("th", { scope: "col" }, "Leader"),
+                    h("th", { scope: "col" }, "Epoch"),
+                    h("th", { scope: "col" }, "Stream length"),
+                    h("th", { scope: "col" }, "Stream lag"),
+                  ),
                 ),
                 h(
                   "tbody",
@@ -55,11 +70,12 @@ export const clusterPage: Page = (session, main) => {
                   ...view.shards.map((s) =>
                     h(
                       "tr",
-                      {},
+                      { "data-shard": String(s.shard), "data-leader": s.leader ?? "" },
                       h("td", {}, String(s.shard)),
                       h("td", {}, s.leader ?? "none"),
                       h("td", {}, s.epoch === null ? "–" : String(s.epoch)),
-                      h("td", {}, s.stream_lag === null ? "–" : String(s.stream_lag)),
+                      h("td", {}, String(s.stream_length)),
+                      h("td", {}, s.stream_lag === null ? "on the leader" : String(s.stream_lag)),
                     ),
                   ),
                 ),

@@ -9,6 +9,7 @@
 //! frames, no plugins. The page loads nothing from anywhere else.
 
 pub mod assets;
+pub mod cluster;
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/console", get(index))
         .route("/console/", get(index))
         .route("/console/{*path}", get(file))
+        .merge(cluster::routes())
 }
 
 async fn index() -> Response {
