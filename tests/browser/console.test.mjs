@@ -99,7 +99,7 @@ test("the console is readable at 390 px (phone width)", async () => {
   await page.closeContext();
 });
 
-test("c3: admin creates a custom status, a user selects it, a watcher sees dot and text within 1 s; a rename follows", async () => {
+test("c3: admin creates a custom status, a user selects it, a watcher sees dot and text within 1 s; rename, search, delete, invisible follow", async () => {
   const admin = await openPage(chromium.browser, server.url);
   const user = await openPage(chromium.browser, server.url);
   const watcher = await openPage(chromium.browser, server.url);
@@ -150,6 +150,33 @@ test("c3: admin creates a custom status, a user selects it, a watcher sees dot a
   await waitForText(user, "#my-status", "In a workshop");
   await screenshot(watcher, "c3-watcher-sees-rename");
   console.log(`c3: shown to the watcher ${shownAfter} ms after the pick, ${renameShownAfter} ms after the rename`);
+
+  // Search filters the list.
+  await admin.type("#custom-search", "zzz");
+  await waitForText(admin, "#custom-table tbody", "No match.");
+  await admin.$eval("#custom-search", (input) => (input.value = ""));
+  await admin.type("#custom-search", "works");
+  await admin.waitForFunction(() => document.querySelectorAll("#custom-table tbody tr[data-id]").length === 1,
+    { polling: 50, timeout: 2000 });
+
+  // Deleting it leaves tom busy with the name as plain text (C3).
+  admin.once("dialog", (dialog) => dialog.accept());
+  await admin.click("#custom-table tbody tr[data-id] button.danger");
+  await waitForText(admin, "main .notice", "Deleted");
+  await waitForText(user, "#my-status", "In a workshop");
+  const afterDelete = await watcher.$eval('li[data-user="tom"] .badge', (b) => [b.dataset.status, b.textContent]);
+  assert.equal(afterDelete[0], "busy");
+  assert.ok(afterDelete[1].includes("In a workshop"));
+
+  // tom goes invisible from the menu: the watcher sees him offline, without text (A3, T3).
+  await user.click('input[name=status][value="invisible"]');
+  await user.$eval("#status-text", (input) => (input.value = ""));
+  await user.click("form[aria-labelledby=status-menu-title] button[type=submit]");
+  await watcher.waitForFunction(() => {
+    const badge = document.querySelector('li[data-user="tom"] .badge');
+    return badge?.dataset.status === "offline" && badge.querySelector(".status-text") === null;
+  }, { polling: 20, timeout: 1000 });
+  await waitForText(user, "#my-status", "Invisible");
   for (const page of [admin, user, watcher]) {
     assert.deepEqual(page.offOrigin, []);
     await page.closeContext();
