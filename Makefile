@@ -5,13 +5,14 @@ DATA_DIR ?= ./data
 # apt needs root; use sudo when not running as root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run build release test test-cluster-e2e test-deps lint fmt fmt-check clippy bench cluster clean
+.PHONY: run build release test test-cluster-e2e test-deps lint fmt fmt-check clippy bench cluster clean js js-deps js-test browser-deps browser-test
 
 ## Build and start presenced with the embedded backend (no Redis needed).
 run:
 	$(CARGO) build --release -p presenced
 	@echo "presenced on http://$(LISTEN) (data in $(DATA_DIR))"
 	@echo "mint a token:  ./target/release/presenced token --user alice [--admin]"
+	@echo "web console:   http://$(LISTEN)/console/ (sign in with a token)"
 	./target/release/presenced serve --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 build:
@@ -32,6 +33,7 @@ test-deps:
 	  echo "installing python3-venv (the deploy checks run in a venv)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }; rm -rf "$$probe"
 	@$(MAKE) --no-print-directory prometheus-deps
+	@$(MAKE) --no-print-directory browser-deps
 
 ## The whole test suite, as CI runs it: format, lints, deploy checks, then
 ## every test.
@@ -41,6 +43,7 @@ test: test-deps fmt-check clippy deploy-check
 	PRESENCED_BIN=$(CURDIR)/target/release/presenced $(CARGO) nextest run --workspace --no-fail-fast
 	$(MAKE) test-cluster-e2e PRESENCED=$(CURDIR)/target/release/presenced
 	python3 deploy/check/dashboard_check.py --bin target/release/presenced
+	$(MAKE) js-test browser-test PRESENCED=$(CURDIR)/target/release/presenced
 
 ## The end-to-end rule suites again, unchanged, against a cluster: a
 ## redis-server and three presenced nodes per test, sockets and requests
@@ -100,3 +103,45 @@ cluster:
 
 clean:
 	$(CARGO) clean
+
+## The JavaScript client and the web console (clients/js, docs/console.md).
+## Their compiled ES modules (clients/js/dist) are committed and embedded in
+## presenced, so `make run` and `cargo build` need no node; after changing
+## clients/js/src, `make js` rebuilds dist/ (commit it with the sources).
+## Node >= 20 and npm; dependencies come from the lockfiles (`npm ci`).
+JS_DIR = clients/js
+BROWSER_DIR = tests/browser
+
+js-deps:
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing nodejs and npm (the JS client's build and tests)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+js: js-deps
+	cd $(JS_DIR) && npm run build
+
+## The committed build must be what the sources compile to, then the
+## client's tests against a real presenced (PRESENCED; by default the debug
+## build, rebuilt first so it embeds the current console).
+js-test: js-deps
+	cd $(JS_DIR) && node scripts/check-build.mjs
+ifeq ($(origin PRESENCED),file)
+	$(CARGO) build -p presenced
+endif
+	cd $(JS_DIR) && PRESENCED_BIN=$(PRESENCED) npm test
+
+## Headless Chromium (Debian's chromium, driven by puppeteer-core, which
+## never downloads a browser) against real presenced processes; screenshots
+## of every console page go to target/browser-artifacts/.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (the browser tests)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+browser-test: browser-deps js-deps
+	cd $(BROWSER_DIR) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+ifeq ($(origin PRESENCED),file)
+	$(CARGO) build -p presenced
+endif
+	cd $(BROWSER_DIR) && PRESENCED_BIN=$(PRESENCED) npm test

@@ -91,6 +91,7 @@ impl App {
             .merge(crate::ws::routes())
             .merge(crate::rest::routes())
             .merge(crate::rocketchat::routes())
+            .merge(crate::console::routes())
             .merge(crate::ops::routes(self.config.metrics_on_main_listener))
             .fallback(crate::rest::no_such_route)
             .with_state(self.clone())

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod frame_meter;
 pub mod frames;

@@ -6,6 +6,7 @@
 //! `PRESENCE_*` environment variable; `presenced --help` lists them.
 
 mod cluster_metrics;
+mod cluster_view;
 mod config;
 mod process_metrics;
 
@@ -23,12 +24,14 @@ use presence_embedded::{
 use presence_gateway::app::App;
 use presence_gateway::auth::{self, Authenticator, MintClaims};
 use presence_gateway::budget::ConnectionBudget;
+use presence_gateway::console::cluster::ClusterSource;
 use presence_gateway::listener;
 use presence_gateway::metrics::Metrics;
 use presence_redis::{RedisBackend, RedisBackendConfig, RedisClient, RedisConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_view::{LocalLag, RedisCluster};
 use crate::config::{Cli, Command, LogFormat, Role, ServeArgs, TokenArgs};
 
 /// Connections the metrics listener (`--metrics-listen`) holds at once.
@@ -73,7 +76,7 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
     let auth_config = config::auth_config(&args)?;
     let authenticator = Authenticator::new(auth_config).context("loading the JWT key")?;
     let shutdown = CancellationToken::new();
-    let (backend, aggregator, redis_backend) = match &args.redis {
+    let (backend, aggregator, redis_backend, redis_client) = match &args.redis {
         None => {
             if args.role != Role::All {
                 bail!(
@@ -81,18 +84,19 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
                     args.role
                 );
             }
-            (embedded_backend(&args, &metrics).await?, None, None)
+            (embedded_backend(&args, &metrics).await?, None, None, None)
         }
         Some(url) => {
-            let (backend, aggregator) = cluster_backend(&args, url, &shutdown).await?;
+            let (backend, aggregator, client) = cluster_backend(&args, url, &shutdown).await?;
             let dynamic: Arc<dyn Backend> = backend.clone();
-            (dynamic, aggregator, Some(backend))
+            (dynamic, aggregator, Some(backend), Some(client))
         }
     };
     // Cluster mode: per-user rate limits shared by every gateway.
     let shared_limits = redis_backend
         .as_ref()
         .map(|backend| Arc::new(backend.rate_limits()) as Arc<dyn SharedRateLimits>);
+    let node_id = redis_backend.as_ref().map(|b| b.node_id().to_owned());
     if let Some(backend) = redis_backend {
         cluster_metrics::export_redis(metrics.registry(), args.shards)
             .context("registering the Redis metrics")?;
@@ -108,6 +112,27 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
         )
         .context("registering the aggregator metrics")?;
     }
+    // The console's cluster page reads the cluster through this (cluster
+    // mode only).
+    let cluster_source = redis_client
+        .map(|client| RedisCluster {
+            client,
+            node: node_id.clone().unwrap_or_default(),
+            shards: args.shards,
+            local_lag: aggregator.as_ref().map(|aggregator| {
+                let stats = aggregator.stats().clone();
+                let lag: LocalLag = Arc::new(move || {
+                    let s = stats.snapshot();
+                    s.lease_epoch
+                        .iter()
+                        .zip(&s.stream_lag)
+                        .map(|(&epoch, &lag)| (epoch != 0).then_some(lag))
+                        .collect()
+                });
+                lag
+            }),
+        })
+        .map(|cluster| ClusterSource(Arc::new(cluster)));
     let app = App::with_shared_limits(backend, shared_limits, authenticator, metrics, gateway);
     app.start_dispatcher().await;
 
@@ -149,7 +174,10 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
 
     let router = match args.role {
         Role::Aggregator => app.ops_router(),
-        Role::All | Role::Gateway => app.router(),
+        Role::All | Role::Gateway => match cluster_source {
+            Some(source) => app.router().layer(axum::Extension(source)),
+            None => app.router(),
+        },
     };
     let shutdown_app = app.clone();
     listener::serve(
@@ -211,7 +239,7 @@ async fn cluster_backend(
     args: &ServeArgs,
     url: &str,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Arc<RedisBackend>, Option<AggregatorHandle>)> {
+) -> anyhow::Result<(Arc<RedisBackend>, Option<AggregatorHandle>, RedisClient)> {
     let redis_config = RedisConfig {
         replica_acks: args.redis_replica_acks,
         ..RedisConfig::new(url)
@@ -258,7 +286,7 @@ async fn cluster_backend(
         node_lease_ttl,
         ..RedisBackendConfig::new(node_id.clone(), args.shards)
     };
-    let backend = RedisBackend::start(client, config).await;
+    let backend = RedisBackend::start(client.clone(), config).await;
     if let Some(cap) = args.cap {
         let patch = SettingsPatch {
             cap: Some(cap),
@@ -270,7 +298,7 @@ async fn cluster_backend(
             .context("applying --cap")?;
     }
     tracing::info!(node = %node_id, shards = args.shards, "joined the cluster");
-    Ok((Arc::new(backend), aggregator))
+    Ok((Arc::new(backend), aggregator, client))
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,20 @@
+/**
+ * Reconnect delays: "full jitter" exponential backoff. Attempt `n`
+ * (0-based) waits a uniformly random time in `[0, min(maxMs, initialMs·2ⁿ)]`,
+ * which spreads a crowd of clients that lost the same server over the
+ * whole window instead of reconnecting in waves.
+ */
+/** The ceiling of attempt `attempt`'s delay: `min(maxMs, initialMs·2^attempt)`. */
+export function backoffCeiling(attempt, options = {}) {
+    const initial = options.initialMs ?? 500;
+    const max = options.maxMs ?? 30_000;
+    // 2^attempt overflows to Infinity for huge attempts; min() keeps it bounded.
+    return Math.min(max, initial * Math.pow(2, Math.max(0, attempt)));
+}
+/**
+ * The delay before attempt `attempt`: `random() · ceiling`, so always
+ * within `[0, backoffCeiling(attempt)]`.
+ */
+export function backoffDelay(attempt, options = {}, random = Math.random) {
+    return Math.floor(random() * backoffCeiling(attempt, options));
+}

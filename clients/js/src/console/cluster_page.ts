@@ -1,0 +1,93 @@
+/**
+ * The cluster page: nodes, shards with their leaders, and the lag of each
+ * shard's event stream, from `GET /v1/admin/cluster`. An embedded server
+ * (no Redis) says so.
+ */
+
+import { h, replaceChildren, announce } from "./dom.js";
+import { describe, type Page } from "./user_pages.js";
+
+/** `GET /v1/admin/cluster`. */
+export interface ClusterView {
+  mode: "embedded" | "cluster";
+  node: string | null;
+  nodes: Array<{ id: string; connections: number; lease_deadline_ms: number }>;
+  shards: Array<{ shard: number; leader: string | null; epoch: number | null; stream_length: number; stream_lag: number | null }>;
+}
+
+/** Cluster mode: nodes and shards. */
+export const clusterPage: Page = (session, main) => {
+  const feedback = h("p", { class: "notice", "aria-live": "polite" });
+  const body = h("div", { id: "cluster" });
+  const load = () =>
+    session.api.call<ClusterView>("GET", "/v1/admin/cluster").then(
+      (view) => {
+        if (view.mode === "embedded") {
+          replaceChildren(body, h("p", { class: "card" }, "This server runs embedded: one process holds every role, there are no nodes or shards to show."));
+          return;
+        }
+        replaceChildren(
+          body,
+          h(
+            "section",
+            { class: "card", "aria-labelledby": "nodes-title" },
+            h("h2", { id: "nodes-title" }, `Nodes (${view.nodes.length})`),
+            h(
+              "ul",
+              { class: "plain", id: "node-list" },
+              ...view.nodes.map((n) =>
+                h("li", { "data-node": n.id }, h("strong", {}, n.id), n.id === view.node ? " (this node)" : "", ` — ${n.connections} socket${n.connections === 1 ? "" : "s"}`),
+              ),
+            ),
+          ),
+          h(
+            "section",
+            { class: "card", "aria-labelledby": "shards-title" },
+            h("h2", { id: "shards-title" }, `Shards (${view.shards.length})`),
+            h("p", { class: "muted" }, "Each shard's leader knows its stream lag; this node shows it for the shards it leads (every node exports presence_aggregator_stream_lag)."),
+            h(
+              "div",
+              { class: "table-wrap" },
+              h(
+                "table",
+                { id: "shard-table" },
+                h(
+                  "thead",
+                  {},
+                  h(
+                    "tr",
+                    {},
+                    h("th", { scope: "col" }, "Shard"),
+                    h("th", { scope: "col" }, "Leader"),
+                    h("th", { scope: "col" }, "Epoch"),
+                    h("th", { scope: "col" }, "Stream length"),
+                    h("th", { scope: "col" }, "Stream lag"),
+                  ),
+                ),
+                h(
+                  "tbody",
+                  {},
+                  ...view.shards.map((s) =>
+                    h(
+                      "tr",
+                      { "data-shard": String(s.shard), "data-leader": s.leader ?? "" },
+                      h("td", {}, String(s.shard)),
+                      h("td", {}, s.leader ?? "none"),
+                      h("td", {}, s.epoch === null ? "–" : String(s.epoch)),
+                      h("td", {}, String(s.stream_length)),
+                      h("td", {}, s.stream_lag === null ? "on the leader" : String(s.stream_lag)),
+                    ),
+                  ),
+                ),
+              ),
+            ),
+          ),
+        );
+      },
+      (e: unknown) => announce(feedback, describe(e), "error"),
+    );
+  replaceChildren(main, h("h1", { tabindex: -1 }, "Cluster"), feedback, body);
+  void load();
+  const timer = setInterval(() => void load(), 3000);
+  return () => clearInterval(timer);
+};
