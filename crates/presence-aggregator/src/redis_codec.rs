@@ -43,7 +43,12 @@ pub fn commit_batches(
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mut batch = CommitBatch::new();
         for (user, change) in chunk {
-            write_user(&mut batch, &keys, user, change);
+            write_user_members(&mut batch, &keys, user, change);
+        }
+        // The strings last and together: the commit sends consecutive
+        // `SET`s as one `MSET`.
+        for (user, change) in chunk {
+            write_user_strings(&mut batch, &keys, user, change);
         }
         let users = chunk.iter().map(|(user, change)| (user.as_str(), *change));
         if let Some(updates) = update_batch(users, epoch, committed_at_us) {
@@ -136,12 +141,11 @@ pub fn cluster_state(cluster: &ClusterSnapshot) -> (Option<WorkspaceSettings>, V
     (settings, statuses)
 }
 
-fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserChange) {
+/// A user's members of sets, hashes and sorted sets: the shard's user
+/// set, devices and heartbeats.
+fn write_user_members(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserChange) {
     if change.new_user {
         batch.set_add(keys.users(), user);
-    }
-    if let Some(record) = &change.record {
-        batch.set_string(keys.user(user), to_json(record));
     }
     for (device, stored) in change.device_upserts() {
         batch.hash_set(keys.devices(user), device.as_str(), to_json(stored));
@@ -155,6 +159,13 @@ fn write_user(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserCha
     }
     for device in change.heartbeat_removes() {
         batch.zset_remove(keys.heartbeats(), heartbeat_member(user, device));
+    }
+}
+
+/// A user's string keys: the document and both views.
+fn write_user_strings(batch: &mut CommitBatch, keys: &Keys, user: &str, change: &UserChange) {
+    if let Some(record) = &change.record {
+        batch.set_string(keys.user(user), to_json(record));
     }
     if let Some(view) = &change.view {
         batch.set_string(keys.view(user), to_json(view));

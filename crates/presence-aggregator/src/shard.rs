@@ -135,6 +135,7 @@ impl ShardState {
         let engine_config = EngineConfig {
             disconnect_grace: config.disconnect_grace,
             device_timeout: Some(config.device_timeout),
+            index_devices_by_node: true,
         };
         Self {
             config,

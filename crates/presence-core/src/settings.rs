@@ -126,8 +126,14 @@ impl Default for WorkspaceSettings {
 }
 
 /// A change of the workspace settings; `None` fields stay as they are.
-/// The one definition used by the backends and the cluster wire format.
+/// The one definition: the admin's REST body, the backends' argument and
+/// the cluster wire format. Unknown fields are refused.
+///
+/// A patch that was deserialized holds an idle time limit nobody checked:
+/// [`validated`](Self::validated) checks it against the service's floor
+/// (S2) before it goes anywhere.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_custom_status_text: Option<bool>,
@@ -137,14 +143,38 @@ pub struct SettingsPatch {
     pub calendar_integration: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_auto_away: Option<bool>,
-    /// Seconds on the wire.
+    /// Seconds on the wire, at least the floor (S2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_idle_time_limit: Option<IdleTimeLimit>,
+    /// Concurrent connections across the cluster; 0 means unlimited (X1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<u64>,
 }
 
 impl SettingsPatch {
+    /// The patch, once its idle time limit is checked against `idle_floor`
+    /// seconds (S2: [`IdleTimeLimit::with_floor`]).
+    pub fn validated(self, idle_floor: u64) -> Result<Self, PresenceError> {
+        let default_idle_time_limit = self
+            .default_idle_time_limit
+            .map(|limit| IdleTimeLimit::with_floor(limit.seconds(), idle_floor))
+            .transpose()?;
+        Ok(Self {
+            default_idle_time_limit,
+            ..self
+        })
+    }
+
+    /// `current` with this patch applied, validated like
+    /// [`validated`](Self::validated).
+    pub fn apply(
+        self,
+        current: &WorkspaceSettings,
+        idle_floor: u64,
+    ) -> Result<WorkspaceSettings, PresenceError> {
+        Ok(self.validated(idle_floor)?.apply_to(current))
+    }
+
     /// `settings` with this patch applied.
     pub fn apply_to(&self, settings: &WorkspaceSettings) -> WorkspaceSettings {
         let mut next = settings.clone();

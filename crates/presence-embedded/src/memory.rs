@@ -128,9 +128,11 @@ impl MemoryBackend {
         });
         let cap = CapOwner::restore(stored_cap, settings.cap);
         let next_custom_id = snapshot.custom_statuses.len() as u64;
+        // One node ("local") that never dies: no per-node device index.
         let engine_config = EngineConfig {
             disconnect_grace: config.disconnect_grace,
             device_timeout: None,
+            index_devices_by_node: false,
         };
         let mut engine = Engine::new(
             engine_config,

@@ -38,6 +38,12 @@ pub struct EngineConfig {
     /// [`crate::UserChange::heartbeats`]. `None` when sockets live in the
     /// same process and need no heartbeats (the embedded backend).
     pub device_timeout: Option<Duration>,
+    /// H2: keep an index of the devices of each gateway node, so a node
+    /// that died loses them all at once without a scan of every user. It
+    /// costs an entry per device; an engine whose sockets all live on one
+    /// node that never dies (the embedded backend) goes without, and finds
+    /// a node's devices by a scan instead (same answers).
+    pub index_devices_by_node: bool,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +51,7 @@ impl Default for EngineConfig {
         Self {
             disconnect_grace: Duration::from_secs(30),
             device_timeout: None,
+            index_devices_by_node: true,
         }
     }
 }
@@ -137,13 +144,14 @@ impl Engine {
         custom_statuses: Vec<CustomStatus>,
         cap: Option<CapOwner>,
     ) -> Self {
+        let nodes = NodeIndex::new(config.index_devices_by_node);
         Self {
             config,
             settings,
             custom: CustomStatusRegistry::from_statuses(custom_statuses),
             cap,
             users: HashMap::new(),
-            nodes: NodeIndex::default(),
+            nodes,
             timers: Timers::default(),
             batch: Batch::default(),
             counts: StatusCounts::default(),
@@ -364,7 +372,7 @@ impl Engine {
     /// devices of other nodes stay.
     pub fn expire_nodes<N: AsRef<str>>(&mut self, dead_nodes: &[N], now: Timestamp) {
         for node in dead_nodes {
-            let devices = self.nodes.devices_of(node.as_ref());
+            let devices = self.devices_of(node.as_ref());
             if devices.is_empty() {
                 continue;
             }
@@ -384,10 +392,9 @@ impl Engine {
     /// `live_nodes`.
     pub fn expire_nodes_not_in(&mut self, live_nodes: &BTreeSet<String>, now: Timestamp) {
         let dead: Vec<Arc<str>> = self
-            .nodes
             .nodes()
-            .filter(|n| !live_nodes.contains(&***n))
-            .cloned()
+            .filter(|n| !live_nodes.contains(*n))
+            .map(Arc::from)
             .collect();
         self.expire_nodes(&dead, now);
     }
@@ -624,7 +631,16 @@ impl Engine {
 
     /// The gateway nodes holding at least one device.
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
-        self.nodes.nodes().map(|n| &**n)
+        // Without the index, a scan of every user.
+        let scanned: BTreeSet<&str> = if self.nodes.is_indexed() {
+            BTreeSet::new()
+        } else {
+            self.users
+                .values()
+                .flat_map(|e| e.owners.iter().map(|(_, o)| &*o.node))
+                .collect()
+        };
+        self.nodes.indexed_nodes().map(|n| &**n).chain(scanned)
     }
 
     /// The user ids the engine holds.
@@ -681,6 +697,23 @@ impl Engine {
             .prune(&id, &mut entry.owners, &entry.presence.devices);
         let before = self.batch.touched.get_mut(&id).expect("touched above");
         before.durable_changed |= outcome.durable_changed;
+    }
+
+    /// The `(user, device)` pairs whose socket `node` holds: from the
+    /// index, or without one by a scan of every user.
+    fn devices_of(&self, node: &str) -> Vec<(Arc<str>, DeviceId)> {
+        if self.nodes.is_indexed() {
+            return self.nodes.indexed_devices_of(node);
+        }
+        self.users
+            .iter()
+            .flat_map(|(user, e)| {
+                e.owners
+                    .iter()
+                    .filter(|(_, o)| &*o.node == node)
+                    .map(|(device, _)| (user.clone(), device.clone()))
+            })
+            .collect()
     }
 
     /// Removes a device at once (A5, H2), whatever its socket.

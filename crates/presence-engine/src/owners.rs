@@ -3,31 +3,69 @@
 //! ([`NodeIndex`]), so a node that died or restarted loses all of its
 //! devices at once (H2) without a scan of every user.
 //!
+//! The per-node index costs an entry per device. An engine whose sockets
+//! all live on one node that never dies (the embedded backend) goes
+//! without it ([`crate::EngineConfig::index_devices_by_node`]); a node's
+//! devices are then found by a scan of every user, which gives the same
+//! answers.
+//!
 //! **Architecture Invariant:** every device in a user's `DeviceMap` has
-//! exactly one owner, and the node index holds exactly the owned devices.
+//! exactly one owner, and the node index, when kept, holds exactly the
+//! owned devices.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use presence_core::{DeviceId, DeviceMap};
 
 use crate::Owner;
 
-/// A user's device owners; a user has few devices, so a vector.
+/// A user's device owners; a user has few devices, so a vector that grows
+/// one at a time (most users have one or two).
 pub(crate) type Owners = Vec<(DeviceId, Owner)>;
 
+/// The `(user, device)` pairs whose socket one node holds.
+type NodeDevices = BTreeSet<(Arc<str>, DeviceId)>;
+
 /// Node → the `(user, device)` pairs whose socket it holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct NodeIndex {
-    nodes: HashMap<Arc<str>, BTreeSet<(Arc<str>, DeviceId)>>,
+    /// `None` when the engine keeps no index.
+    nodes: Option<HashMap<Arc<str>, NodeDevices>>,
+    /// The node names handed out without an index (one allocation per
+    /// node, not per device).
+    names: HashSet<Arc<str>>,
 }
 
 impl NodeIndex {
+    /// An index, or with `indexed == false` only the interning of names.
+    pub(crate) fn new(indexed: bool) -> Self {
+        Self {
+            nodes: indexed.then(HashMap::new),
+            names: HashSet::new(),
+        }
+    }
+
+    /// Whether the devices of each node are indexed.
+    pub(crate) fn is_indexed(&self) -> bool {
+        self.nodes.is_some()
+    }
+
     /// The shared name of `node` (one allocation per node, not per device).
-    pub(crate) fn intern(&self, node: &str) -> Arc<str> {
-        match self.nodes.get_key_value(node) {
-            Some((n, _)) => n.clone(),
-            None => Arc::from(node),
+    pub(crate) fn intern(&mut self, node: &str) -> Arc<str> {
+        match &self.nodes {
+            Some(nodes) => match nodes.get_key_value(node) {
+                Some((n, _)) => n.clone(),
+                None => Arc::from(node),
+            },
+            None => match self.names.get(node) {
+                Some(n) => n.clone(),
+                None => {
+                    let name: Arc<str> = Arc::from(node);
+                    self.names.insert(name.clone());
+                    name
+                }
+            },
         }
     }
 
@@ -48,12 +86,17 @@ impl NodeIndex {
                 }
                 *held = owner;
             }
-            None => owners.push((device.clone(), owner)),
+            None => {
+                owners.reserve_exact(1);
+                owners.push((device.clone(), owner));
+            }
         }
-        self.nodes
-            .entry(node)
-            .or_default()
-            .insert((user.clone(), device));
+        if let Some(nodes) = &mut self.nodes {
+            nodes
+                .entry(node)
+                .or_default()
+                .insert((user.clone(), device));
+        }
     }
 
     /// Drops the owners of devices the user no longer has.
@@ -65,26 +108,34 @@ impl NodeIndex {
             }
             keep
         });
+        if owners.is_empty() {
+            *owners = Vec::new(); // Give the allocation back.
+        }
     }
 
-    /// The devices `node` holds.
-    pub(crate) fn devices_of(&self, node: &str) -> Vec<(Arc<str>, DeviceId)> {
+    /// The devices `node` holds, from the index (empty without one).
+    pub(crate) fn indexed_devices_of(&self, node: &str) -> Vec<(Arc<str>, DeviceId)> {
         self.nodes
-            .get(node)
+            .as_ref()
+            .and_then(|nodes| nodes.get(node))
             .map(|devices| devices.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// The nodes holding at least one device.
-    pub(crate) fn nodes(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.nodes.keys()
+    /// The nodes holding at least one device, from the index (none
+    /// without one).
+    pub(crate) fn indexed_nodes(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.nodes.iter().flat_map(HashMap::keys)
     }
 
     fn unindex(&mut self, node: &Arc<str>, user: &Arc<str>, device: &DeviceId) {
-        if let Some(devices) = self.nodes.get_mut(node) {
+        let Some(nodes) = &mut self.nodes else {
+            return;
+        };
+        if let Some(devices) = nodes.get_mut(node) {
             devices.remove(&(user.clone(), device.clone()));
             if devices.is_empty() {
-                self.nodes.remove(node);
+                nodes.remove(node);
             }
         }
     }

@@ -18,9 +18,16 @@ const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 const GRACE: Duration = Duration::from_secs(30);
 
 fn engine(heartbeats: bool) -> Engine {
+    engine_indexed(heartbeats, true)
+}
+
+/// With `indexed == false`, the engine finds a node's devices by a scan
+/// (the embedded backend's setting): every answer must be the same.
+fn engine_indexed(heartbeats: bool, indexed: bool) -> Engine {
     let config = EngineConfig {
         disconnect_grace: GRACE,
         device_timeout: heartbeats.then_some(Duration::from_secs(30)),
+        index_devices_by_node: indexed,
     };
     Engine::new(
         config,
@@ -63,21 +70,27 @@ fn public_status(changes: &Changes, user: &str) -> Option<DisplayedStatus> {
 
 #[test]
 fn d1_a_socket_replaced_on_another_node_is_reported_and_one_on_the_same_node_is_not() {
-    let mut engine = engine(false);
-    connect(&mut engine, "ann", "d", "n1", 1, T0);
-    engine.finish(T0);
-    connect(&mut engine, "ann", "d", "n1", 2, T0);
-    assert!(engine.finish(T0).replaced.is_empty());
-    connect(&mut engine, "ann", "d", "n2", 3, T0);
-    let changes = engine.finish(T0);
-    assert_eq!(changes.replaced.len(), 1);
-    assert_eq!(
-        (&*changes.replaced[0].node, changes.replaced[0].conn),
-        ("n1", 2)
-    );
-    let owner = engine.device_owner("ann", &dev("d")).expect("owned");
-    assert_eq!((&*owner.node, owner.conn), ("n2", 3));
-    assert_eq!(engine.nodes().collect::<Vec<_>>(), vec!["n2"]);
+    for indexed in [true, false] {
+        let mut engine = engine_indexed(false, indexed);
+        connect(&mut engine, "ann", "d", "n1", 1, T0);
+        engine.finish(T0);
+        connect(&mut engine, "ann", "d", "n1", 2, T0);
+        assert!(engine.finish(T0).replaced.is_empty());
+        connect(&mut engine, "ann", "d", "n2", 3, T0);
+        let changes = engine.finish(T0);
+        assert_eq!(changes.replaced.len(), 1);
+        assert_eq!(
+            (&*changes.replaced[0].node, changes.replaced[0].conn),
+            ("n1", 2)
+        );
+        let owner = engine.device_owner("ann", &dev("d")).expect("owned");
+        assert_eq!((&*owner.node, owner.conn), ("n2", 3));
+        assert_eq!(
+            engine.nodes().collect::<Vec<_>>(),
+            vec!["n2"],
+            "indexed: {indexed}"
+        );
+    }
 }
 
 #[test]
@@ -112,26 +125,32 @@ fn d7_a_replaced_socket_ending_changes_nothing_and_a_lost_one_shows_away_for_the
 
 #[test]
 fn h2_a_dead_node_loses_its_devices_and_no_others() {
-    let mut engine = engine(true);
-    connect(&mut engine, "cat", "a", "n1", 1, T0);
-    connect(&mut engine, "cat", "b", "n2", 1, T0);
-    connect(&mut engine, "dan", "a", "n1", 2, T0);
-    let changes = engine.finish(T0);
-    assert_eq!(
-        changes.users["cat"].heartbeats.len(),
-        2,
-        "connected devices get heartbeat deadlines"
-    );
-    let live: BTreeSet<String> = ["n2".to_owned()].into();
-    engine.expire_nodes_not_in(&live, T0);
-    let changes = engine.finish(T0);
-    assert_eq!(
-        public_status(&changes, "dan"),
-        Some(DisplayedStatus::Offline)
-    );
-    assert_eq!(changes.users["cat"].heartbeats.get(&dev("a")), Some(&None));
-    assert_eq!(engine.device_count(), 1);
-    assert_eq!(engine.nodes().collect::<Vec<_>>(), vec!["n2"]);
+    for indexed in [true, false] {
+        let mut engine = engine_indexed(true, indexed);
+        connect(&mut engine, "cat", "a", "n1", 1, T0);
+        connect(&mut engine, "cat", "b", "n2", 1, T0);
+        connect(&mut engine, "dan", "a", "n1", 2, T0);
+        let changes = engine.finish(T0);
+        assert_eq!(
+            changes.users["cat"].heartbeats.len(),
+            2,
+            "connected devices get heartbeat deadlines"
+        );
+        let live: BTreeSet<String> = ["n2".to_owned()].into();
+        engine.expire_nodes_not_in(&live, T0);
+        let changes = engine.finish(T0);
+        assert_eq!(
+            public_status(&changes, "dan"),
+            Some(DisplayedStatus::Offline)
+        );
+        assert_eq!(changes.users["cat"].heartbeats.get(&dev("a")), Some(&None));
+        assert_eq!(engine.device_count(), 1, "indexed: {indexed}");
+        assert_eq!(
+            engine.nodes().collect::<Vec<_>>(),
+            vec!["n2"],
+            "indexed: {indexed}"
+        );
+    }
 }
 
 #[test]

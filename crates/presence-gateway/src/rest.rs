@@ -354,7 +354,7 @@ async fn update_settings(
     _admin: Admin,
     JsonBody(body): JsonBody<wire::SettingsPatch>,
 ) -> Reply<SettingsView> {
-    let patch = body.to_patch(app.config.idle_floor_secs)?;
+    let patch = body.validated(app.config.idle_floor_secs)?;
     let settings = app.backend.update_settings(patch).await?;
     Ok(Json(SettingsView::from(&*settings)))
 }
@@ -537,13 +537,11 @@ mod tests {
 
     #[test]
     fn settings_patch_applies_the_idle_floor() {
-        let patch = wire::SettingsPatch {
-            default_idle_time_limit: Some(59),
-            ..Default::default()
-        };
-        let code = patch.to_patch(60).map_err(|e| e.code());
+        let patch: wire::SettingsPatch =
+            serde_json::from_str(r#"{"default_idle_time_limit": 59}"#).expect("a patch");
+        let code = patch.validated(60).map_err(|e| e.code());
         assert_eq!(code, Err("idle_time_limit_too_low"));
-        let lowered = patch.to_patch(1).expect("above a lowered floor");
+        let lowered = patch.validated(1).expect("above a lowered floor");
         assert_eq!(
             lowered.default_idle_time_limit.map(IdleTimeLimit::seconds),
             Some(59)

@@ -205,53 +205,10 @@ pub struct OnlineCount {
     pub count: u64,
 }
 
-/// Change workspace settings; absent fields stay as they are.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettingsPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_custom_status_text: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_invisible: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calendar_integration: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_auto_away: Option<bool>,
-    /// Seconds, at least 60 (S2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_idle_time_limit: Option<u64>,
-    /// Concurrent connections across the cluster; 0 means unlimited (X1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cap: Option<u64>,
-}
-
-impl SettingsPatch {
-    /// The validated patch the backends apply. `idle_floor` as in
-    /// [`PreferencesPatch::to_update`].
-    pub fn to_patch(&self, idle_floor: u64) -> Result<presence_core::SettingsPatch, PresenceError> {
-        Ok(presence_core::SettingsPatch {
-            allow_custom_status_text: self.allow_custom_status_text,
-            allow_invisible: self.allow_invisible,
-            calendar_integration: self.calendar_integration,
-            default_auto_away: self.default_auto_away,
-            default_idle_time_limit: self
-                .default_idle_time_limit
-                .map(|secs| IdleTimeLimit::with_floor(secs, idle_floor))
-                .transpose()?,
-            cap: self.cap,
-        })
-    }
-
-    /// `current` with this patch applied, validated like
-    /// [`to_patch`](Self::to_patch).
-    pub fn apply(
-        &self,
-        current: &WorkspaceSettings,
-        idle_floor: u64,
-    ) -> Result<WorkspaceSettings, PresenceError> {
-        Ok(self.to_patch(idle_floor)?.apply_to(current))
-    }
-}
+/// Change workspace settings; absent fields stay as they are (the one
+/// type the backends and the cluster wire use too; check it with
+/// [`SettingsPatch::validated`] before use).
+pub use presence_core::SettingsPatch;
 
 /// The workspace settings, all of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,7 +92,7 @@ fn request_bodies_round_trip() {
             allow_invisible: Some(false),
             calendar_integration: Some(true),
             default_auto_away: Some(false),
-            default_idle_time_limit: Some(120),
+            default_idle_time_limit: Some(IdleTimeLimit::new(120).unwrap()),
             cap: Some(0),
         },
         json!({
@@ -272,10 +272,9 @@ fn patches_apply_with_the_idle_floor() {
         current.default_idle_time_limit
     );
 
-    let too_low = SettingsPatch {
-        default_idle_time_limit: Some(30),
-        ..SettingsPatch::default()
-    };
+    // Deserialized, as a REST body is: nothing checked the limit yet.
+    let too_low: SettingsPatch =
+        serde_json::from_value(json!({"default_idle_time_limit": 30})).unwrap();
     assert_eq!(
         too_low.apply(&current, 60),
         Err(PresenceError::IdleTimeLimitTooLow {

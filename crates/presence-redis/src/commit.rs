@@ -291,10 +291,16 @@ fn encode(
         Ok(i.to_string())
     };
 
+    // Consecutive `SET`s (views, own views and documents of a batch's
+    // users) go as one `mset`: one Redis command instead of one each.
+    let mut sets: Vec<(String, &str)> = Vec::new();
     for op in &batch.ops {
         let k = key_index(op.key())?;
+        if !matches!(op, CommitOp::Set { .. }) {
+            flush_sets(&mut args, &mut sets);
+        }
         match op {
-            CommitOp::Set { value, .. } => args.extend(["set".into(), k, value.clone()]),
+            CommitOp::Set { value, .. } => sets.push((k, value)),
             CommitOp::SetExpiring { value, ttl_ms, .. } => {
                 args.extend(["setpx".into(), k, value.clone(), ttl_ms.to_string()])
             }
@@ -312,11 +318,31 @@ fn encode(
             CommitOp::Publish { message, .. } => args.extend(["pub".into(), k, message.clone()]),
         }
     }
-    if let Some(cursor) = batch.cursor {
+    let cursor = batch.cursor.map(|c| c.to_string());
+    if let Some(cursor) = &cursor {
         let k = key_index(&keys.cursor())?;
-        args.extend(["set".into(), k, cursor.to_string()]);
+        sets.push((k, cursor));
     }
+    flush_sets(&mut args, &mut sets);
     Ok((script_keys, args))
+}
+
+/// Appends the pending `SET`s as one `set`, or several as one `mset`.
+fn flush_sets(args: &mut Vec<String>, sets: &mut Vec<(String, &str)>) {
+    match sets.len() {
+        0 => {}
+        1 => {
+            let (k, value) = sets.pop().expect("one set");
+            args.extend(["set".into(), k, value.to_owned()]);
+        }
+        n => {
+            args.reserve(2 + 2 * n);
+            args.extend(["mset".into(), n.to_string()]);
+            for (k, value) in sets.drain(..) {
+                args.extend([k, value.to_owned()]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +402,35 @@ mod tests {
                 "set",
                 "7",
                 "5-1",
+            ]
+        );
+    }
+
+    /// Consecutive `SET`s travel as one `mset` (with the cursor when it
+    /// follows them); a single one stays a `set`, and any other operation
+    /// in between keeps the order.
+    #[test]
+    fn consecutive_sets_are_sent_as_one_mset() {
+        let keys = Keys::new(0);
+        let mut batch = CommitBatch::new();
+        batch
+            .set_string(keys.view("a"), "va")
+            .set_string(keys.self_view("a"), "sa")
+            .hash_set(keys.devices("a"), "web", "d")
+            .set_string(keys.view("b"), "vb")
+            .publish(keys.updates_channel(), "m")
+            .set_string(keys.counts(), "c")
+            .cursor(StreamId::new(9, 0));
+        let (_, a) = encode(&keys, "n:1", "PUBLISH", &batch).unwrap();
+        assert_eq!(
+            a,
+            [
+                "n:1", "PUBLISH", //
+                "mset", "2", "2", "va", "3", "sa", //
+                "hset", "4", "web", "d", //
+                "set", "5", "vb", //
+                "pub", "6", "m", //
+                "mset", "2", "7", "c", "8", "9-0",
             ]
         );
     }
