@@ -62,6 +62,7 @@ pub(super) fn profile_of(identity: &Identity) -> Profile {
     Profile {
         username: identity.username.clone(),
         name: identity.name.clone(),
+        utc_offset: None,
     }
 }
 

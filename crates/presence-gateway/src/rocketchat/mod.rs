@@ -12,6 +12,7 @@
 //! | `POST custom-user-status.delete` | admin | `{success}` |
 //! | `GET presence.getConnections` | admin | `{current, max, success}` |
 //! | `POST presence.enableBroadcast` | admin | `{success}` |
+//! | `POST method.call/userSetUtcOffset` | any user, for themselves | `{message, success}` |
 //!
 //! How a request flows: `authenticate` reads `X-User-Id` and
 //! `X-Auth-Token` (the token is one of our JWTs; its subject must be the
@@ -45,8 +46,16 @@
 //!   while the connection count is not *below* the cap (X4); Rocket.Chat
 //!   refuses only above it.
 //! - `custom-user-status.list` ignores `query` (a raw MongoDB filter) and
-//!   unknown parameters; `users.presence` has no `utcOffset` (the service
-//!   does not know time zones).
+//!   unknown parameters.
+//! - `users.presence` (R3) always carries `_id, username, name, status,
+//!   utcOffset`. Profiles come from token claims (`username`, `name`), an
+//!   admin's stored profile (`PUT /v1/admin/users/{id}/profile`), and the
+//!   client's own UTC offset (`method.call/userSetUtcOffset`, or
+//!   `utc_offset` on the WebSocket upgrade). When nothing is known the
+//!   username is the user id, the name is the username, and `utcOffset`
+//!   is 0. UTC offsets outside -12…14 hours are refused.
+//! - `method.call` serves only `userSetUtcOffset`, with no rate limit of
+//!   its own (a repeated offset writes nothing).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +74,7 @@ mod custom_statuses;
 mod request;
 mod users;
 mod users_presence;
+mod utc_offset;
 
 #[cfg(test)]
 mod tests;
@@ -73,6 +83,7 @@ use cap::{enable_broadcast, get_connections};
 use custom_statuses::{create_custom, delete_custom, list_custom, update_custom};
 use users::{get_status, set_status};
 use users_presence::users_presence;
+use utc_offset::set_utc_offset;
 
 /// `users.presence?from=` within this window lists only the users changed
 /// since; an older (or unparseable) `from` gets the full list, as in
@@ -115,6 +126,10 @@ pub fn routes() -> Router<Arc<App>> {
         .route(
             "/api/v1/presence.enableBroadcast",
             only(post(enable_broadcast)),
+        )
+        .route(
+            "/api/v1/method.call/userSetUtcOffset",
+            only(post(set_utc_offset)),
         )
         .route("/api", any(not_found))
         .route("/api/", any(not_found))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use presence_core::UserId;
+use presence_core::{UserId, UtcOffset};
 use presence_protocol::parse_rfc3339;
 use presence_protocol::rocketchat::{PresenceResponse, PresenceUser};
 use presence_store::UserListing;
@@ -96,13 +96,19 @@ pub(super) fn is_ids_key(key: &str) -> bool {
             .is_some_and(|index| index.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// R3: every field Rocket.Chat has, whatever is known. The fallbacks:
+/// the username is the user id, the name is the username, the UTC offset
+/// is 0 (UTC).
 pub(super) fn presence_user(listing: &UserListing) -> PresenceUser {
+    let id = listing.presence.user.to_string();
+    let profile = &listing.profile;
+    let username = profile.username.clone().unwrap_or_else(|| id.clone());
     PresenceUser {
-        id: listing.presence.user.to_string(),
-        username: listing.profile.username.clone(),
-        name: listing.profile.name.clone(),
+        name: profile.name.clone().unwrap_or_else(|| username.clone()),
+        username,
+        id,
         status: listing.presence.view.status,
-        utc_offset: None,
+        utc_offset: profile.utc_offset.map_or(0.0, UtcOffset::hours),
         status_text: listing
             .presence
             .view
