@@ -632,8 +632,8 @@ async fn w2_rc_users_presence_takes_ids_in_every_form() {
 
     let expected = json!({
         "users": [
-            {"_id": "alice", "username": "alice.name", "name": "User alice", "status": "online"},
-            {"_id": "carol", "username": "carol.name", "name": "User carol", "status": "busy", "statusText": "Focus"},
+            {"_id": "alice", "username": "alice.name", "name": "User alice", "status": "online", "utcOffset": 0.0},
+            {"_id": "carol", "username": "carol.name", "name": "User carol", "status": "busy", "statusText": "Focus", "utcOffset": 0.0},
         ],
         "full": false,
         "success": true,
@@ -1196,6 +1196,192 @@ async fn rc_every_answer_under_api_is_json() {
 }
 
 // ---------------------------------------------------------------------------
+// R3: profiles in users.presence
+// ---------------------------------------------------------------------------
+
+/// A token without `username` or `name` claims, as many identity systems
+/// issue them.
+fn bare_token(user: &str, admin: bool) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = MintClaims {
+        sub: user.into(),
+        admin,
+        username: None,
+        name: None,
+        ttl: Duration::from_secs(3600),
+    };
+    mint_hs256(SECRET.as_bytes(), &claims, now).unwrap()
+}
+
+/// A WebSocket of `user` with a bare token and this upgrade query.
+async fn connect_bare(server: &Server, user: &str, query: &str) -> presence_e2e::Ws {
+    let url = format!(
+        "ws://{}/v1/ws?platform=web&device_id={user}-web{query}",
+        server.addr
+    );
+    let mut ws = presence_e2e::Ws::connect_with_token(&url, &bare_token(user, false))
+        .await
+        .expect("websocket connects");
+    ws.expect_type("ready").await;
+    ws
+}
+
+/// One `users.presence` item, as Rocket.Chat shows it.
+fn rc_user(id: &str, username: &str, name: &str, utc_offset: f64) -> Value {
+    json!({"_id": id, "username": username, "name": name, "status": "online", "utcOffset": utc_offset})
+}
+
+/// `users.presence?ids=…` once every listed user shows what is expected
+/// (a cluster applies a change within a moment, W4).
+async fn presence_becomes(viewer: &Rc<'_>, ids: &str, expected: Value) {
+    let endpoint = format!("users.presence?ids={ids}");
+    let last = wait_until(
+        format!("users.presence to show {expected}"),
+        DEADLINE,
+        async || viewer.get(&endpoint).await.1["users"].clone(),
+        |users| *users == expected,
+    )
+    .await;
+    assert_eq!(last, expected);
+}
+
+/// R3: `users.presence` items always carry `_id, username, name, status,
+/// utcOffset`, with tokens that carry no profile claims: the fallbacks
+/// (username = id, name = username, offset 0), the client's own offset
+/// (on the WebSocket upgrade and through `method.call/userSetUtcOffset`)
+/// and an admin's stored profiles (one, or a bulk sync) each show.
+#[tokio::test]
+async fn r3_rc_users_presence_items_always_carry_every_field() {
+    let server = start().await;
+    let root = Rc::with_token(&server, "root", bare_token("root", true));
+    let admin_token = bare_token("root", true);
+    let stored = Server::call(
+        server
+            .put("/v1/admin/users/cat/profile", &admin_token)
+            .json(&json!({"username": " cat.s ", "name": "Cat S", "utc_offset": -3})),
+    )
+    .await;
+    assert_eq!(
+        stored,
+        (
+            200,
+            json!({"username": "cat.s", "name": "Cat S", "utc_offset": -3.0})
+        )
+    );
+    let _ann = connect_bare(&server, "ann", "&utc_offset=5.5").await;
+    let _bob = connect_bare(&server, "bob", "").await;
+    let _cat = connect_bare(&server, "cat", "").await;
+    presence_becomes(
+        &root,
+        "ann,bob,cat",
+        json!([
+            rc_user("ann", "ann", "ann", 5.5),
+            rc_user("bob", "bob", "bob", 0.0),
+            rc_user("cat", "cat.s", "Cat S", -3.0),
+        ]),
+    )
+    .await;
+
+    // The way Rocket.Chat clients report their offset after login.
+    let ann = Rc::with_token(&server, "ann", bare_token("ann", false));
+    let call = json!({"msg": "method", "id": "7", "method": "userSetUtcOffset", "params": [-7]});
+    let (status, answer) = ann
+        .post(
+            "method.call/userSetUtcOffset",
+            json!({"message": call.to_string()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["success"], true);
+    let result: Value = serde_json::from_str(answer["message"].as_str().unwrap()).unwrap();
+    assert_eq!(result, json!({"msg": "result", "id": "7"}));
+    for bad in [json!([15]), json!(["5"]), json!([])] {
+        let call = json!({"msg": "method", "id": "8", "method": "userSetUtcOffset", "params": bad});
+        let (status, answer) = ann
+            .post(
+                "method.call/userSetUtcOffset",
+                json!({"message": call.to_string()}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        assert_eq!(answer["errorType"], "invalid-params", "{bad}");
+    }
+
+    // A directory sync: every entry is checked before anything is stored.
+    let bulk = |profiles: Value| {
+        Server::call(
+            server
+                .put("/v1/admin/users/profiles", &admin_token)
+                .json(&json!({ "profiles": profiles })),
+        )
+    };
+    let (status, answer) = bulk(json!([
+        {"id": "bob", "username": "bob.b", "name": "Bob B"},
+        {"id": "ann", "utc_offset": 99},
+    ]))
+    .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("invalid_body"))
+    );
+    let (status, answer) = bulk(json!([{"id": "bob", "username": "bob.b", "name": "Bob B"}])).await;
+    assert_eq!((status, answer), (200, json!({"stored": 1})));
+    presence_becomes(
+        &root,
+        "ann,bob,cat",
+        json!([
+            rc_user("ann", "ann", "ann", -7.0),
+            rc_user("bob", "bob.b", "Bob B", 0.0),
+            rc_user("cat", "cat.s", "Cat S", -3.0),
+        ]),
+    )
+    .await;
+    // Usernames from stored profiles name users in Rocket.Chat's calls.
+    assert_eq!(root.status_of("username=bob.b").await["_id"], "bob");
+
+    // Only admins store profiles, and only valid ones.
+    let (status, answer) = Server::call(
+        server
+            .put("/v1/admin/users/cat/profile", &bare_token("ann", false))
+            .json(&json!({"name": "Not Cat"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (403, &json!("forbidden"))
+    );
+    for (bad, code) in [
+        (json!({"username": ""}), "invalid_body"),
+        (json!({"name": "x".repeat(121)}), "invalid_body"),
+        (json!({"name": "a\u{7}b"}), "invalid_body"),
+        (json!({"utc_offset": -12.5}), "invalid_body"),
+        (json!({"nickname": "c"}), "invalid_request"),
+    ] {
+        let (status, answer) = Server::call(
+            server
+                .put("/v1/admin/users/cat/profile", &admin_token)
+                .json(&bad),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{bad}");
+    }
+    let (status, answer) = server
+        .refused_upgrade(
+            "platform=web&utc_offset=20",
+            Some(&bare_token("ann", false)),
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("invalid_query"))
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Rocket.Chat's own JavaScript client
 // ---------------------------------------------------------------------------
 
@@ -1208,12 +1394,14 @@ const QUERY_STRING: &str = "query-string@7.1.3";
 /// call returned (or, for a rejected call, the HTTP status and JSON body).
 const CLIENT_SCRIPT: &str = r#"
 const { RestClient } = require('@rocket.chat/api-client');
-const [base, aliceToken, rootToken] = process.argv.slice(2);
+const [base, aliceToken, rootToken, bobBareToken] = process.argv.slice(2);
 const client = (user, token) =>
   new RestClient({ baseUrl: base, credentials: { 'X-User-Id': user, 'X-Auth-Token': token } });
 const alice = client('alice', aliceToken);
 const root = client('root', rootToken);
 const anonymous = new RestClient({ baseUrl: base });
+// A token without username or name claims (R3).
+const bob = client('bob', bobBareToken);
 const refused = async (call) => {
   try {
     return { resolved: await call };
@@ -1227,6 +1415,10 @@ const refused = async (call) => {
   out.ownStatus = await alice.get('/v1/users.getStatus');
   out.otherStatus = await root.get('/v1/users.getStatus', { username: 'alice.name' });
   out.presence = await root.get('/v1/users.presence', { ids: ['alice', 'bob'] });
+  out.bobSetUtcOffset = await bob.post('/v1/method.call/userSetUtcOffset', {
+    message: JSON.stringify({ msg: 'method', id: '1', method: 'userSetUtcOffset', params: [-3.5] }),
+  });
+  out.bobPresence = await bob.get('/v1/users.presence', { ids: ['bob', 'alice'] });
   out.created = await root.post('/v1/custom-user-status.create', { name: 'Vacation', statusType: 'away' });
   out.list = await alice.get('/v1/custom-user-status.list', { count: 10, offset: 0, name: 'vac' });
   const id = out.created.customUserStatus._id;
@@ -1251,9 +1443,10 @@ async fn rc_javascript_client_works_unchanged() {
     };
     let server = start().await;
     let _ws = server.connect("alice", "alice-web", "web").await;
+    let _bob = connect_bare(&server, "bob", "").await;
     // In a cluster the count reaches the cap owner within a moment (X1).
     let root = Rc::new(&server, "root", true);
-    wait_for_connections(&root, json!({"current": 1, "max": 200, "success": true})).await;
+    wait_for_connections(&root, json!({"current": 2, "max": 200, "success": true})).await;
     let script = dir.path().join("client.js");
     std::fs::write(&script, CLIENT_SCRIPT).expect("writing client.js");
     let output = tokio::time::timeout(
@@ -1263,6 +1456,7 @@ async fn rc_javascript_client_works_unchanged() {
             .arg(format!("http://{}", server.addr))
             .arg(token("alice", false))
             .arg(token("root", true))
+            .arg(bare_token("bob", false))
             .current_dir(dir.path())
             .kill_on_drop(true)
             .output(),
@@ -1292,19 +1486,29 @@ async fn rc_javascript_client_works_unchanged() {
         out["otherStatus"],
         json!({"_id": "alice", "status": "busy", "success": true})
     );
+    let alice = json!({
+        "_id": "alice",
+        "username": "alice.name",
+        "name": "User alice",
+        "status": "busy",
+        "utcOffset": 0,
+        "statusText": "Deep work",
+    });
+    // R3: bob's token says nothing about him: the fallbacks, then the
+    // offset his client reported.
+    let bob = |offset: Value| json!({"_id": "bob", "username": "bob", "name": "bob", "status": "online", "utcOffset": offset});
     assert_eq!(
         out["presence"],
-        json!({
-            "users": [{
-                "_id": "alice",
-                "username": "alice.name",
-                "name": "User alice",
-                "status": "busy",
-                "statusText": "Deep work",
-            }],
-            "full": false,
-            "success": true,
-        })
+        json!({"users": [alice.clone(), bob(json!(0))], "full": false, "success": true})
+    );
+    assert_eq!(out["bobSetUtcOffset"]["success"], true);
+    assert_eq!(
+        out["bobSetUtcOffset"]["message"],
+        r#"{"id":"1","msg":"result"}"#
+    );
+    assert_eq!(
+        out["bobPresence"],
+        json!({"users": [alice, bob(json!(-3.5))], "full": false, "success": true})
     );
     assert_eq!(out["created"]["customUserStatus"]["name"], "Vacation");
     assert_eq!(out["list"]["total"], 1);
@@ -1314,7 +1518,7 @@ async fn rc_javascript_client_works_unchanged() {
     assert_eq!(out["deleted"], json!({"success": true}));
     assert_eq!(
         out["connections"],
-        json!({"current": 1, "max": 200, "success": true})
+        json!({"current": 2, "max": 200, "success": true})
     );
     assert_eq!(out["enableBroadcast"], json!({"success": true}));
     assert_eq!(

@@ -116,6 +116,10 @@ impl ShardState {
                 engine.touch_profile(user, &profile);
                 Ok(())
             }
+            UserCommand::PutProfile { profile } => {
+                engine.put_profile(user, &profile);
+                Ok(())
+            }
         };
         result.map_err(|e| CommandError::from(&e))?;
         Ok(CommandOk {

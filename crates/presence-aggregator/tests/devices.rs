@@ -277,6 +277,7 @@ fn connect_records_the_profile_once() {
     let profile = presence_protocol::cluster::Profile {
         username: Some("alice".into()),
         name: Some("Alice".into()),
+        utc_offset: None,
     };
     let connect = |conn| {
         ClusterCommand::User(UserCommand::Connect {

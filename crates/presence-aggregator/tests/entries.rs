@@ -27,6 +27,7 @@ fn a_status_change_records_the_profile_its_entry_carries() {
         profile: Some(presence_protocol::cluster::Profile {
             username: Some("al".into()),
             name: Some("Alice".into()),
+            utc_offset: None,
         }),
     };
     // Through the stream's field encoding, as the runner reads it.

@@ -185,8 +185,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendResult<SelfSnapshot>;
     /// What `user` sees of themselves.
     async fn self_state(&self, user: &str) -> BackendResult<SelfSnapshot>;
-    /// Records the profile (username, name) a token carried.
+    /// Records the profile a token or client carried: each field it says
+    /// something about replaces the stored one, the others are kept.
     async fn touch_profile(&self, user: &str, profile: &Profile) -> BackendResult<()>;
+    /// R3: replaces `user`'s stored profile whole (an admin's upsert, or a
+    /// directory sync); durable when this returns. Tokens that carry
+    /// profile claims still override the fields they name.
+    async fn put_profile(&self, user: &str, profile: &Profile) -> BackendResult<()>;
 
     /// What others see of each of `users` (unknown users are offline at
     /// version 0), in the order asked.

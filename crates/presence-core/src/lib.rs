@@ -39,7 +39,7 @@ pub use ids::{
     CustomStatusId, DeviceId, IdError, IdKind, IdProblem, MAX_CUSTOM_STATUS_ID_CHARS,
     MAX_DEVICE_ID_CHARS, MAX_USER_ID_CHARS, UserId,
 };
-pub use profile::Profile;
+pub use profile::{Profile, UtcOffset, UtcOffsetOutOfRange};
 pub use settings::{
     DEFAULT_CAP, DEFAULT_IDLE_TIME_LIMIT_SECS, EffectivePreferences, Expiry, IdleTimeLimit,
     MAX_EXPIRY_DAYS, MAX_IDLE_TIME_LIMIT_SECS, MIN_IDLE_TIME_LIMIT_SECS, Preferences,

@@ -387,6 +387,13 @@ impl Backend for MemoryBackend {
         await_ticket(ticket).await
     }
 
+    async fn put_profile(&self, user: &str, profile: &Profile) -> BackendResult<()> {
+        let ((), ticket) = self.inner.with_engine(|state, _| {
+            state.index_username(user, |engine| engine.put_profile(user, profile))
+        });
+        await_ticket(ticket).await
+    }
+
     async fn presence(&self, users: &[Arc<str>]) -> BackendResult<Vec<PresenceSnapshot>> {
         let state = self.inner.state.lock();
         Ok(users
@@ -622,11 +629,16 @@ impl Inner {
 impl State {
     /// Records the profile a token carried and keeps the username index.
     fn note_profile(&mut self, user: &str, profile: &Profile) {
+        self.index_username(user, |engine| engine.touch_profile(user, profile));
+    }
+
+    /// Runs `change` on `user`'s profile and keeps the username index.
+    fn index_username(&mut self, user: &str, change: impl FnOnce(&mut Engine)) {
         let old = self
             .engine
             .user(user)
             .and_then(|u| u.profile.username.clone());
-        self.engine.touch_profile(user, profile);
+        change(&mut self.engine);
         let Some(entry) = self.engine.user(user) else {
             return;
         };

@@ -20,6 +20,7 @@ fn session(user: &str, device: &str, platform: Platform, conn: u64) -> Session {
         profile: Profile {
             username: Some(format!("{user}.name")),
             name: None,
+            utc_offset: None,
         },
     }
 }

@@ -332,10 +332,25 @@ impl Engine {
         self.apply(user, Command::UseCustomStatus(status), now)
     }
 
-    /// Records the profile a token carried; an empty one changes nothing.
+    /// Records the profile a token or client carried: each field it says
+    /// something about replaces the stored one ([`Profile::merge`]); an
+    /// empty one changes nothing.
     pub fn touch_profile(&mut self, user: &str, profile: &Profile) {
         let id = self.touch(user);
         self.update_profile(&id, profile);
+    }
+
+    /// R3: an admin's (or a directory sync's) profile of `user`, replacing
+    /// the stored one whole; an empty one forgets it.
+    pub fn put_profile(&mut self, user: &str, profile: &Profile) {
+        let id = self.touch(user);
+        let entry = self.users.get_mut(&id).expect("touched above");
+        if entry.profile == *profile {
+            return;
+        }
+        entry.profile = profile.clone();
+        let before = self.batch.touched.get_mut(&id).expect("touched above");
+        before.profile_changed = true;
     }
 
     // ---- Liveness (A5, H2) ----
@@ -745,14 +760,12 @@ impl Engine {
         }
     }
 
-    /// Sets the stored profile from a token's, unless the token said
-    /// nothing.
+    /// Merges a token's or client's profile into the stored one.
     fn update_profile(&mut self, id: &Arc<str>, profile: &Profile) {
         let entry = self.users.get_mut(id).expect("touched above");
-        if profile.is_empty() || entry.profile == *profile {
+        if !entry.profile.merge(profile) {
             return;
         }
-        entry.profile = profile.clone();
         let before = self.batch.touched.get_mut(id).expect("touched above");
         before.profile_changed = true;
     }

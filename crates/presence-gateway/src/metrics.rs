@@ -25,8 +25,8 @@ use axum::response::Response;
 use presence_core::{CapState, Platform, StatusCounts};
 use presence_protocol::ws::MessageType;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::budget::ConnectionBudget;
@@ -68,6 +68,12 @@ const DELIVERY_BUCKETS: [f64; 15] = [
 /// round trip on the same host) to 2.5 s (a stalled Redis).
 const STORE_WRITE_BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// HTTP request duration buckets: from 0.5 ms (a read answered from
+/// memory) to 5 s (a write held back by a Redis failover).
+const HTTP_DURATION_BUCKETS: [f64; 13] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 /// Why watched users were read again from stored state:
@@ -117,8 +123,11 @@ pub struct Metrics {
     /// stamp ahead of this node's clock counts as 0. Updates without a
     /// stamp (resyncs, older leaders) start when they reach this node.
     pub update_delivery_seconds: Histogram,
-    /// `presence_store_write_seconds`: duration of one backend write
-    /// (device event, status change, heartbeat batch).
+    /// `presence_store_write_seconds`: duration of one durable write.
+    /// Embedded: a commit of the local store. Cluster: a gateway's stream
+    /// append, a heartbeat batch, or a shard leader's commit script, with
+    /// its replica acknowledgements (one process is in one mode, so the
+    /// mode needs no label).
     pub store_write_seconds: Histogram,
     /// `presence_ws_slow_consumers_dropped_total`: sockets closed because
     /// their outbound queue was full.
@@ -157,6 +166,7 @@ pub struct Metrics {
     rate_limited: [IntCounter; 3],
     rejected_messages: IntCounterVec,
     http_requests: IntCounterVec,
+    http_request_duration: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -213,7 +223,7 @@ impl Metrics {
             ),
             store_write_seconds: r.histogram(
                 "presence_store_write_seconds",
-                "Duration of one write to the presence backend.",
+                "Duration of one durable write: an embedded store commit, or in cluster mode a Redis stream append, heartbeat batch or commit script.",
                 &STORE_WRITE_BUCKETS,
             ),
             ws_slow_consumers_dropped: r.counter(
@@ -284,6 +294,12 @@ impl Metrics {
                 "presence_http_requests_total",
                 "HTTP requests served, by route template and status code.",
                 &["route", "status"],
+            ),
+            http_request_duration: r.histogram_vec(
+                "presence_http_request_duration_seconds",
+                "Seconds from a request's arrival to its response head (a WebSocket: to the upgrade), by route template and status code.",
+                &["route", "status"],
+                &HTTP_DURATION_BUCKETS,
             ),
             registry,
         }
@@ -377,11 +393,24 @@ impl Metrics {
             .with_label_values(&[route, &status.to_string()])
             .inc();
     }
+
+    /// Counts one HTTP request like [`http_request`](Self::http_request)
+    /// and records how long it took in
+    /// `presence_http_request_duration_seconds{route,status}`.
+    pub fn http_request_took(&self, route: &str, status: u16, elapsed: std::time::Duration) {
+        let status = status.to_string();
+        let labels = [route, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_request_duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
 }
 
 /// Axum middleware counting every request in
-/// `presence_http_requests_total{route,status}`, labelled with the matched
-/// route template. Install it with `Router::layer` (not `route_layer`, which
+/// `presence_http_requests_total{route,status}` and timing it in
+/// `presence_http_request_duration_seconds{route,status}`, labelled with
+/// the matched route template (bounded: ids never become labels). Install it with `Router::layer` (not `route_layer`, which
 /// would miss 404s):
 ///
 /// ```
@@ -404,10 +433,12 @@ pub async fn track_http_requests(
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    metrics.http_request(
+    metrics.http_request_took(
         route.as_deref().unwrap_or(UNMATCHED_ROUTE),
         response.status().as_u16(),
+        started.elapsed(),
     );
     response
 }
@@ -439,6 +470,17 @@ impl Registrar<'_> {
 
     fn gauge_vec(&self, name: &str, help: &str, label: &str) -> IntGaugeVec {
         self.register(IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid gauge"))
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.register(HistogramVec::new(opts, labels).expect("valid histogram"))
     }
 
     fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -480,7 +522,7 @@ mod tests {
     use super::*;
 
     /// Every metric family name the service exports.
-    const NAMES: [&str; 25] = [
+    const NAMES: [&str; 27] = [
         "presence_connections",
         "presence_users",
         "presence_status_changes_total",
@@ -496,6 +538,7 @@ mod tests {
         "presence_store_write_seconds",
         "presence_ws_slow_consumers_dropped_total",
         "presence_http_requests_total",
+        "presence_http_request_duration_seconds",
         "presence_pubsub_lagged_total",
         "presence_resyncs_total",
         "presence_tcp_connections",
@@ -507,6 +550,7 @@ mod tests {
         "presence_update_delivery_seconds_bucket",
         "presence_store_write_seconds_count",
         "presence_store_write_seconds_sum",
+        "presence_http_request_duration_seconds_bucket",
     ];
 
     /// Touches every metric, with client-chosen strings where a client
@@ -539,6 +583,11 @@ mod tests {
         cap.observe_count(150);
         metrics.set_cap(&cap);
         metrics.http_request("/v1/users/{id}/presence", 200);
+        metrics.http_request_took(
+            "/v1/users/{id}/presence",
+            200,
+            std::time::Duration::from_millis(3),
+        );
         for reason in RefusalReason::ALL {
             metrics.connections_refused(reason).inc();
         }
@@ -597,7 +646,7 @@ mod tests {
         let metrics = Metrics::new();
         touch_everything(&metrics);
         let families = metrics.registry().gather();
-        assert_eq!(families.len(), 22);
+        assert_eq!(families.len(), 23);
         for family in families {
             let name = family.name();
             let rest = name
@@ -686,7 +735,9 @@ mod tests {
             r#"presence_ws_messages_total{type="bye"} 0"#,
             r#"presence_rate_limited_total{limit="ws_messages"} 1"#,
             r#"presence_rejected_messages_total{code="text_too_long"} 1"#,
-            r#"presence_http_requests_total{route="/v1/users/{id}/presence",status="200"} 1"#,
+            r#"presence_http_requests_total{route="/v1/users/{id}/presence",status="200"} 2"#,
+            r#"presence_http_request_duration_seconds_bucket{route="/v1/users/{id}/presence",status="200",le="0.005"} 1"#,
+            r#"presence_http_request_duration_seconds_bucket{route="/v1/users/{id}/presence",status="200",le="0.0025"} 0"#,
             "presence_cap_enabled 1",
             "presence_cap_connections 150",
             "presence_cap_limit 200",
@@ -734,6 +785,8 @@ mod tests {
         for series in [
             r#"presence_http_requests_total{route="/v1/users/{id}/presence",status="200"} 2"#,
             r#"presence_http_requests_total{route="unmatched",status="404"} 1"#,
+            r#"presence_http_request_duration_seconds_count{route="/v1/users/{id}/presence",status="200"} 2"#,
+            r#"presence_http_request_duration_seconds_bucket{route="unmatched",status="404",le="+Inf"} 1"#,
         ] {
             assert!(
                 rendered.contains(series),

@@ -41,6 +41,8 @@
 //! | GET | `/v1/admin/cap` | | `CapView` |
 //! | POST | `/v1/admin/cap/enable` | none, or `{}` | `CapView` |
 //! | PUT | `/v1/admin/users/{id}/status` | `AdminSetStatusRequest` | `SelfState` |
+//! | PUT | `/v1/admin/users/{id}/profile` | `UserProfile` | `UserProfile` (as stored) |
+//! | PUT | `/v1/admin/users/profiles` | `BulkProfilesRequest` | `BulkProfilesResponse` |
 //!
 //! Everything under `/v1/admin` needs the admin role; users change their
 //! own status through `/v1/me/status`. Status changes (own status, custom
@@ -58,12 +60,14 @@ use axum::http::request::Parts;
 use axum::routing::{MethodRouter, any, get, patch, post, put};
 use futures_util::StreamExt;
 use presence_backend::{Profile, SelfSnapshot};
-use presence_core::{CalendarSource, CustomStatusId, CustomStatusName, StatusRequest, UserId};
+use presence_core::{
+    CalendarSource, CustomStatusId, CustomStatusName, StatusRequest, UserId, UtcOffset,
+};
 use presence_protocol::rest::{
-    self as wire, AdminSetStatusRequest, BulkQueryRequest, BulkQueryResponse, CalendarRequest,
-    CapView, CustomStatusCreate, CustomStatusList, CustomStatusPatch, CustomStatusView,
-    OnlineCount, PreferencesPatch, PreferencesView, SetStatusRequest, SettingsView,
-    UseCustomStatusRequest,
+    self as wire, AdminSetStatusRequest, BulkProfilesRequest, BulkProfilesResponse,
+    BulkQueryRequest, BulkQueryResponse, CalendarRequest, CapView, CustomStatusCreate,
+    CustomStatusList, CustomStatusPatch, CustomStatusView, OnlineCount, PreferencesPatch,
+    PreferencesView, SetStatusRequest, SettingsView, UseCustomStatusRequest, UserProfile,
 };
 use presence_protocol::{PresenceEntry, SelfState};
 use serde::de::DeserializeOwned;
@@ -103,6 +107,14 @@ pub fn routes() -> Router<Arc<App>> {
         .route(
             "/v1/admin/users/{id}/status",
             json_only(put(admin_set_status)),
+        )
+        .route(
+            "/v1/admin/users/{id}/profile",
+            json_only(put(admin_put_profile)),
+        )
+        .route(
+            "/v1/admin/users/profiles",
+            json_only(put(admin_put_profiles)),
         )
         .route("/v1/{*rest}", any(no_such_route))
 }
@@ -152,6 +164,7 @@ impl Caller {
         Profile {
             username: self.0.username.clone(),
             name: self.0.name.clone(),
+            utc_offset: None,
         }
     }
 }
@@ -442,6 +455,95 @@ async fn admin_set_status(
     // The admin's profile is not the target's, so none is recorded.
     let me = app.backend.set_status(&user, None, request).await?;
     Ok(Json(self_state(&me)))
+}
+
+// Admin: stored profiles (R3).
+
+/// The most characters of a stored username or display name.
+pub const MAX_PROFILE_CHARS: usize = 120;
+
+/// How many profiles of a bulk upsert are stored at once.
+const PROFILE_WRITES_IN_FLIGHT: usize = 32;
+
+/// R3: stores `user`'s profile for `users.presence`, replacing the stored
+/// one whole. Tokens that carry `username`/`name` claims still override
+/// those fields when their user calls.
+async fn admin_put_profile(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    UserPath(user): UserPath,
+    JsonBody(body): JsonBody<UserProfile>,
+) -> Reply<UserProfile> {
+    let profile = stored_profile(&body)?;
+    app.backend.put_profile(&user, &profile).await?;
+    Ok(Json(profile_view(&profile)))
+}
+
+/// R3: a directory sync: every entry is checked first (one bad entry
+/// stores nothing), then each profile is stored as by
+/// [`admin_put_profile`]. At most `max_query_users` entries per request.
+async fn admin_put_profiles(
+    State(app): State<Arc<App>>,
+    _admin: Admin,
+    JsonBody(body): JsonBody<BulkProfilesRequest>,
+) -> Reply<BulkProfilesResponse> {
+    check_user_count(body.profiles.len(), app.config.max_query_users)?;
+    let mut profiles = Vec::with_capacity(body.profiles.len());
+    for entry in &body.profiles {
+        let id = UserId::try_from(entry.id.as_str())?;
+        profiles.push((id, stored_profile(&entry.profile())?));
+    }
+    let stored = profiles.len();
+    let mut writes = futures_util::stream::iter(profiles)
+        .map(|(id, profile)| {
+            let app = app.clone();
+            async move { app.backend.put_profile(&id, &profile).await }
+        })
+        .buffer_unordered(PROFILE_WRITES_IN_FLIGHT);
+    while let Some(written) = writes.next().await {
+        written?;
+    }
+    Ok(Json(BulkProfilesResponse { stored }))
+}
+
+/// A profile as the admin API takes it: names trimmed, 1 to
+/// [`MAX_PROFILE_CHARS`] characters without control characters; the UTC
+/// offset from -12 to 14 hours.
+fn stored_profile(body: &UserProfile) -> Result<Profile, ApiError> {
+    let text = |field: &str, value: &Option<String>| -> Result<Option<String>, ApiError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let value = value.trim();
+        let chars = value.chars().count();
+        if chars == 0 || chars > MAX_PROFILE_CHARS || value.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "{field} must be 1 to {MAX_PROFILE_CHARS} characters without control characters"
+                ),
+            ));
+        }
+        Ok(Some(value.to_owned()))
+    };
+    let utc_offset = body
+        .utc_offset
+        .map(UtcOffset::from_hours)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("utc_offset: {e}")))?;
+    Ok(Profile {
+        username: text("username", &body.username)?,
+        name: text("name", &body.name)?,
+        utc_offset,
+    })
+}
+
+fn profile_view(profile: &Profile) -> UserProfile {
+    UserProfile {
+        username: profile.username.clone(),
+        name: profile.name.clone(),
+        utc_offset: profile.utc_offset.map(UtcOffset::hours),
+    }
 }
 
 // Fallbacks: JSON even where axum would answer with an empty body.

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use presence_backend::{Profile, Session, SocketEnd};
-use presence_core::{CalendarSource, DeviceId, Platform, UserId};
+use presence_core::{CalendarSource, DeviceId, Platform, UserId, UtcOffset};
 use presence_protocol::ws::{
     ClientFrame, ClientMessage, parse_client_message, parse_client_message_within,
 };
@@ -48,6 +48,9 @@ struct Params {
     token: Option<String>,
     device_id: Option<String>,
     platform: Option<String>,
+    /// R3: the client's UTC offset in hours (`5.5`), as Rocket.Chat
+    /// clients report it at login; kept with the user's profile.
+    utc_offset: Option<f64>,
 }
 
 /// What `Retry-After` a user refused for holding too many sockets is told:
@@ -86,6 +89,14 @@ async fn upgrade(
                 "platform must be one of web, desktop, mobile",
             )
             .into_response();
+        }
+    };
+    let utc_offset = match params.utc_offset.map(UtcOffset::from_hours) {
+        None => None,
+        Some(Ok(offset)) => Some(offset),
+        Some(Err(e)) => {
+            return ApiError::bad_request("invalid_query", format!("utc_offset: {e}"))
+                .into_response();
         }
     };
     let device = match params.device_id.map(DeviceId::try_from) {
@@ -138,6 +149,7 @@ async fn upgrade(
         profile: Profile {
             username: identity.username,
             name: identity.name,
+            utc_offset,
         },
     };
     let config = &app.config;

@@ -171,11 +171,18 @@ const NATIVE_ROUTES: &[Route] = &[
         "/v1/admin/users/{id}/status",
         &["status", "text", "expires_at"],
     ),
+    (
+        "PUT",
+        "/v1/admin/users/{id}/profile",
+        &["username", "name", "utc_offset"],
+    ),
+    ("PUT", "/v1/admin/users/profiles", &["profiles"]),
     ("GET", "/v1/{id}", &[]),
     ("POST", "/v1/users/{id}", &["users"]),
 ];
 
 const ROCKETCHAT_ROUTES: &[Route] = &[
+    ("POST", "/api/v1/method.call/userSetUtcOffset", &["message"]),
     (
         "POST",
         "/api/v1/users.setStatus",

@@ -244,6 +244,8 @@ pub enum UserCommand {
     },
     /// Records the profile a token carried.
     TouchProfile { profile: Profile },
+    /// R3: replaces the stored profile whole (an admin's upsert).
+    PutProfile { profile: Profile },
 }
 
 /// A cluster-wide admin command, handled by shard 0's leader whatever the
@@ -373,6 +375,7 @@ impl UserCommand {
         "calendar",
         "set_preferences",
         "touch_profile",
+        "put_profile",
     ];
 
     /// The `"type"` tag, for logs and metrics.
@@ -386,6 +389,7 @@ impl UserCommand {
             Self::Calendar { .. } => "calendar",
             Self::SetPreferences { .. } => "set_preferences",
             Self::TouchProfile { .. } => "touch_profile",
+            Self::PutProfile { .. } => "put_profile",
         }
     }
 }

@@ -310,3 +310,58 @@ impl From<CapState> for CapView {
         }
     }
 }
+
+/// R3: a user's profile as an admin or a directory sync stores it
+/// (`PUT /v1/admin/users/{id}/profile`), and as the answer shows it. The
+/// stored profile is replaced whole: a field left out is forgotten (and
+/// `users.presence` falls back: username = user id, name = username,
+/// `utcOffset` = 0).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Hours east of UTC, from -12 to 14 (`5.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset: Option<f64>,
+}
+
+/// One user of a bulk profile upsert.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserProfileEntry {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset: Option<f64>,
+}
+
+impl UserProfileEntry {
+    /// The profile part of the entry.
+    pub fn profile(&self) -> UserProfile {
+        UserProfile {
+            username: self.username.clone(),
+            name: self.name.clone(),
+            utc_offset: self.utc_offset,
+        }
+    }
+}
+
+/// `PUT /v1/admin/users/profiles`: a directory sync, each profile replaced
+/// whole as by `PUT /v1/admin/users/{id}/profile`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkProfilesRequest {
+    pub profiles: Vec<UserProfileEntry>,
+}
+
+/// The answer to a bulk profile upsert: how many profiles were stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkProfilesResponse {
+    pub stored: usize,
+}

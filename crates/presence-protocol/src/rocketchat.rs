@@ -148,19 +148,19 @@ pub struct GetStatusOther {
     pub success: bool,
 }
 
-/// One user in `users.presence`.
+/// One user in `users.presence`. R3: `_id`, `username`, `name`, `status`
+/// and `utcOffset` are always there, with Rocket.Chat's types (strings,
+/// and a number of hours); `statusText` only when there is one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PresenceUser {
     #[serde(rename = "_id")]
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub username: String,
+    pub name: String,
     pub status: DisplayedStatus,
     /// Hours from UTC, e.g. `5.5`.
-    #[serde(rename = "utcOffset", default, skip_serializing_if = "Option::is_none")]
-    pub utc_offset: Option<f64>,
+    #[serde(rename = "utcOffset")]
+    pub utc_offset: f64,
     #[serde(
         rename = "statusText",
         default,
@@ -456,4 +456,30 @@ impl Default for RcForbidden {
     fn default() -> Self {
         Self::unauthorized()
     }
+}
+
+/// `POST method.call/{method}`: Rocket.Chat's REST bridge to its DDP
+/// methods. `message` is a DDP `method` message as a JSON string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodCallBody {
+    pub message: String,
+}
+
+/// The DDP message inside [`MethodCallBody::message`]:
+/// `{"msg": "method", "id", "method", "params": [...]}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DdpMethodCall {
+    pub msg: String,
+    pub id: String,
+    pub method: String,
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
+}
+
+/// The answer to `method.call`: the DDP `result` message as a JSON string
+/// (`{"msg": "result", "id"}` for a method without a result).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodCallResponse {
+    pub message: String,
+    pub success: bool,
 }

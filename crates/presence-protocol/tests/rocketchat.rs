@@ -109,18 +109,18 @@ fn users_get_status_and_presence() {
             users: vec![
                 PresenceUser {
                     id: "u1".into(),
-                    username: Some("alice".into()),
-                    name: Some("Alice".into()),
+                    username: "alice".into(),
+                    name: "Alice".into(),
                     status: DisplayedStatus::Away,
-                    utc_offset: Some(5.5),
+                    utc_offset: 5.5,
                     status_text: Some("Lunch".into()),
                 },
                 PresenceUser {
                     id: "u2".into(),
-                    username: None,
-                    name: None,
+                    username: "u2".into(),
+                    name: "u2".into(),
                     status: DisplayedStatus::Online,
-                    utc_offset: None,
+                    utc_offset: 0.0,
                     status_text: None,
                 },
             ],
@@ -130,7 +130,7 @@ fn users_get_status_and_presence() {
         json!({
             "users": [
                 {"_id": "u1", "username": "alice", "name": "Alice", "status": "away", "utcOffset": 5.5, "statusText": "Lunch"},
-                {"_id": "u2", "status": "online"},
+                {"_id": "u2", "username": "u2", "name": "u2", "status": "online", "utcOffset": 0.0},
             ],
             "full": false,
             "success": true,

@@ -454,6 +454,7 @@ impl RedisClient {
 
     pub(crate) fn count_script_reload(&self) {
         self.inner.script_reloads.fetch_add(1, Ordering::Relaxed);
+        super::stats::redis_stats().script_reload();
     }
 }
 

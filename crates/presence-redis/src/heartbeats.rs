@@ -83,6 +83,7 @@ impl RedisClient {
         }
         let key = Keys::new(shard).heartbeats();
         let score = deadline_ms as f64;
+        let started = std::time::Instant::now();
         let pool = self.pool()?;
         let pipeline = pool.next_connected().pipeline();
         let mut commands = 0;
@@ -101,6 +102,7 @@ impl RedisClient {
             commands += 1;
         }
         let changed: Vec<u64> = pipeline.all().await?;
+        super::stats::store_write("heartbeats", started.elapsed());
         Ok(HeartbeatRefresh {
             commands,
             updated: changed.iter().sum(),

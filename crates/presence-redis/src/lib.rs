@@ -78,7 +78,10 @@ pub use keys::{Keys, heartbeat_member, parse_heartbeat_member, shard_of};
 pub use lease::{Lease, lease_value};
 pub use ratelimit::{RateLimitStats, RedisRateLimits, SHARED_LIMIT_WAIT, VIEW_TTL};
 pub use shard_reads::{ClusterSnapshot, LOAD_CHUNK, ShardSnapshot, StoredUser};
-pub use stats::{ERROR_KINDS, LATENCY_BOUNDS, RedisStats, RedisStatsSnapshot, redis_stats};
+pub use stats::{
+    ERROR_KINDS, LATENCY_BOUNDS, RedisStats, RedisStatsSnapshot, StoreWriteKind,
+    StoreWriteObserver, observe_store_writes, redis_stats,
+};
 pub use stream::{StreamEntry, StreamId, StreamReader};
 pub use subscriber::{RedisSubscriber, ResyncReason, SubscriberEvent};
 pub use url::{DEFAULT_PORT, DEFAULT_SENTINEL_PORT, HostPort, RedisEndpoint, Topology};

@@ -28,32 +28,41 @@ use super::error::RedisError;
 pub(crate) struct Script {
     pub name: &'static str,
     pub source: &'static str,
+    /// Whether a run is a store write, reported to the
+    /// [`StoreWriteObserver`](super::StoreWriteObserver) under `name`.
+    pub store_write: bool,
 }
 
 pub(crate) const ACQUIRE_LEASE: Script = Script {
     name: "acquire_lease",
     source: include_str!("lua/acquire_lease.lua"),
+    store_write: false,
 };
 pub(crate) const RENEW_LEASE: Script = Script {
     name: "renew_lease",
     source: include_str!("lua/renew_lease.lua"),
+    store_write: false,
 };
 pub(crate) const RELEASE_LEASE: Script = Script {
     name: "release_lease",
     source: include_str!("lua/release_lease.lua"),
+    store_write: false,
 };
 pub(crate) const COMMIT: Script = Script {
     name: "commit",
     source: include_str!("lua/commit.lua"),
+    store_write: true,
 };
 pub(crate) const REFRESH_NODE: Script = Script {
     name: "refresh_node",
     source: include_str!("lua/refresh_node.lua"),
+    store_write: false,
 };
 
 pub(crate) const SETTLE_RATE_BUCKETS: Script = Script {
     name: "settle_rate_buckets",
     source: include_str!("lua/settle_rate_buckets.lua"),
+    store_write: false,
 };
 
 /// Every script, in the order they are loaded.
@@ -106,6 +115,21 @@ impl RedisClient {
         // retry costs a reference count per argument, not their bytes.
         let keys: Vec<Key> = keys.into_iter().map(Key::from).collect();
         let args: Vec<Value> = args.into_iter().map(Value::from).collect();
+        let started = std::time::Instant::now();
+        let ran = self.run_script_once_reloaded(script, sha, keys, args).await;
+        if ran.is_ok() && script.store_write {
+            super::stats::store_write(script.name, started.elapsed());
+        }
+        ran
+    }
+
+    async fn run_script_once_reloaded(
+        &self,
+        script: Script,
+        sha: &str,
+        keys: Vec<Key>,
+        args: Vec<Value>,
+    ) -> Result<Value, RedisError> {
         let pool = self.pool()?;
         let first: Result<Value, RedisError> = pool
             .evalsha(sha, keys.clone(), args.clone())
@@ -122,9 +146,15 @@ impl RedisClient {
                 match pool.evalsha(sha, keys, args).await {
                     Ok(value) => Ok(value),
                     Err(e) => match RedisError::from(e) {
-                        e if e.is_noscript() => Err(RedisError::NoScript {
-                            script: script.name,
-                        }),
+                        e if e.is_noscript() => {
+                            // Still missing after the reload: now it is an
+                            // error (the first NOSCRIPT was a reload).
+                            let error = RedisError::NoScript {
+                                script: script.name,
+                            };
+                            super::stats::redis_stats().error(&error);
+                            Err(error)
+                        }
                         e => Err(e),
                     },
                 }

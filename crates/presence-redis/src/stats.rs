@@ -1,8 +1,15 @@
 //! What the Redis layer measures, for `/metrics`: the latency of every
-//! operation on the command pool and the errors by kind. Process-wide
+//! operation on the command pool, the errors by kind, and the scripts
+//! loaded again after Redis forgot them (`NOSCRIPT`, e.g. after a restart
+//! or failover: routine, so not an error). Store writes (a gateway's
+//! stream append, a heartbeat batch, a shard leader's commit script) are
+//! also handed to a [`StoreWriteObserver`], so that the binary's
+//! `presence_store_write_seconds` measures cluster writes as it measures
+//! the embedded store's commits. Process-wide
 //! atomics (one Redis client per process in practice), read by the
 //! binary's exporter; this crate does not depend on Prometheus.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -32,6 +39,7 @@ pub struct RedisStats {
     count: AtomicU64,
     sum_ns: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
+    script_reloads: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -43,6 +51,8 @@ pub struct RedisStatsSnapshot {
     pub sum_seconds: f64,
     /// `(kind, count)` for every kind of [`ERROR_KINDS`].
     pub errors: Vec<(&'static str, u64)>,
+    /// Scripts loaded again after a `NOSCRIPT` answer.
+    pub script_reloads: u64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -53,7 +63,32 @@ static STATS: RedisStats = RedisStats {
     count: ZERO,
     sum_ns: ZERO,
     errors: [ZERO; ERROR_KINDS.len()],
+    script_reloads: ZERO,
 };
+
+/// What a store write was: `"append"` (a gateway's change record on a
+/// shard stream), `"heartbeats"` (a batch of device deadlines) or
+/// `"commit"` (a shard leader's fenced commit script).
+pub type StoreWriteKind = &'static str;
+
+/// Called after every successful store write with its kind and duration
+/// (replica acknowledgements included).
+pub type StoreWriteObserver = Box<dyn Fn(StoreWriteKind, Duration) + Send + Sync>;
+
+static STORE_WRITE_OBSERVER: OnceLock<StoreWriteObserver> = OnceLock::new();
+
+/// Installs this process's [`StoreWriteObserver`]. One per process (one
+/// metrics registry): returns `false`, keeping the first, if one is set.
+pub fn observe_store_writes(observer: StoreWriteObserver) -> bool {
+    STORE_WRITE_OBSERVER.set(observer).is_ok()
+}
+
+/// Reports a successful store write to the observer, if there is one.
+pub(crate) fn store_write(kind: StoreWriteKind, elapsed: Duration) {
+    if let Some(observer) = STORE_WRITE_OBSERVER.get() {
+        observer(kind, elapsed);
+    }
+}
 
 /// This process's Redis counters.
 pub fn redis_stats() -> &'static RedisStats {
@@ -75,8 +110,14 @@ impl RedisStats {
     }
 
     /// Counts `error` under its kind; configuration problems are not
-    /// operation errors and are not counted.
+    /// operation errors and are not counted. Nor is a first `NOSCRIPT`:
+    /// the script is loaded again and counted by
+    /// [`script_reload`](Self::script_reload); only a script still missing
+    /// after that ([`RedisError::NoScript`]) is a server error.
     pub(crate) fn error(&self, error: &RedisError) {
+        if error.is_noscript() {
+            return;
+        }
         let kind = match error {
             RedisError::Timeout(_) => 0,
             RedisError::Connection(_) => 1,
@@ -92,6 +133,11 @@ impl RedisStats {
             | RedisError::CrossShard { .. } => return,
         };
         self.errors[kind].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a script loaded again after Redis answered `NOSCRIPT`.
+    pub(crate) fn script_reload(&self) {
+        self.script_reloads.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> RedisStatsSnapshot {
@@ -113,6 +159,7 @@ impl RedisStats {
                 .zip(&self.errors)
                 .map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
                 .collect(),
+            script_reloads: self.script_reloads.load(Ordering::Relaxed),
         }
     }
 }
@@ -122,12 +169,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn latencies_land_in_their_bucket_and_errors_under_their_kind() {
+    fn latencies_land_in_their_bucket_errors_under_their_kind_and_reloads_apart() {
         let stats = RedisStats {
             buckets: [ZERO; LATENCY_BOUNDS.len() + 1],
             count: ZERO,
             sum_ns: ZERO,
             errors: [ZERO; ERROR_KINDS.len()],
+            script_reloads: ZERO,
         };
         stats.observe(Duration::from_micros(100)); // ≤ 0.25 ms
         stats.observe(Duration::from_millis(3)); // ≤ 5 ms
@@ -135,6 +183,10 @@ mod tests {
         stats.error(&RedisError::Timeout("t".into()));
         stats.error(&RedisError::Backpressure);
         stats.error(&RedisError::Config("not counted".into()));
+        // A NOSCRIPT is a reload, not an error, unless the reload fails.
+        stats.error(&RedisError::Server("NOSCRIPT No matching script.".into()));
+        stats.script_reload();
+        stats.error(&RedisError::NoScript { script: "commit" });
         let snap = stats.snapshot();
         assert_eq!(snap.count, 3);
         assert_eq!(snap.cumulative[0], 1);
@@ -148,10 +200,11 @@ mod tests {
                 ("connection", 0),
                 ("backpressure", 1),
                 ("auth", 0),
-                ("server", 0),
+                ("server", 1),
                 ("protocol", 0),
                 ("not_replicated", 0)
             ]
         );
+        assert_eq!(snap.script_reloads, 1);
     }
 }

@@ -71,7 +71,11 @@ impl RedisClient {
         // Held while a failover is followed: an entry that reached the old
         // primary after the promotion would be lost even if a replica that
         // is not promoted confirmed it.
+        let started = std::time::Instant::now();
         let appended = self.unless_moving(self.append_now(shard, pairs, cap)).await;
+        if appended.is_ok() {
+            super::stats::store_write("append", started.elapsed());
+        }
         if let Err(error) = &appended
             && error.is_unavailable()
         {

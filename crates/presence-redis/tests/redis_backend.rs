@@ -106,6 +106,7 @@ fn session(user: &str, device: &str, conn: u64) -> Session {
         profile: Profile {
             username: Some(format!("{user}-name")),
             name: None,
+            utc_offset: None,
         },
     }
 }
@@ -304,6 +305,7 @@ async fn a_status_change_and_its_profile_are_one_stream_entry() {
             let profile = Profile {
                 username: Some("al".into()),
                 name: Some("Alice".into()),
+                utc_offset: None,
             };
             let request = StatusRequest {
                 status: Some(ChosenStatus::Away),
@@ -768,6 +770,7 @@ async fn reads_decode_stored_views_documents_and_cluster_state() {
             profile: Profile {
                 username: Some(format!("{user}-name")),
                 name: None,
+                utc_offset: None,
             },
             updated_at: Timestamp::from_millis(version as i64 / 1000),
         };

@@ -5,7 +5,9 @@ mod redis_support;
 
 use std::time::Duration;
 
-use presence_redis::{CommitBatch, CommitOutcome, Keys, RedisError, StreamId, lease_value};
+use presence_redis::{
+    CommitBatch, CommitOutcome, Keys, RedisError, StreamId, lease_value, redis_stats,
+};
 use presence_testkit::RedisServer;
 use presence_testkit::resp::{Connection, Reply};
 use redis_support::connect;
@@ -171,6 +173,8 @@ async fn noscript_reloads_the_script_and_retries_once() {
     let epoch = redis.acquire_lease(4, "n", LONG).await.unwrap().unwrap();
     let lease = lease_value("n", epoch);
     assert_eq!(redis.script_reloads(), 0);
+    // Process-wide counters (nextest runs each test in its own process).
+    let before = redis_stats().snapshot();
 
     for (round, value) in ["one", "two", "three"].into_iter().enumerate() {
         server.command(&["SCRIPT", "FLUSH"]);
@@ -196,6 +200,11 @@ async fn noscript_reloads_the_script_and_retries_once() {
         CommitOutcome::Committed
     );
     assert_eq!(redis.script_reloads(), 4);
+    // On /metrics the reloads are presence_redis_script_reloads_total,
+    // not Redis errors (issue 13).
+    let after = redis_stats().snapshot();
+    assert_eq!(after.script_reloads - before.script_reloads, 4);
+    assert_eq!(after.errors, before.errors, "a reload is not an error");
 }
 
 /// A raw subscriber to `channels`, confirmations read.
@@ -222,4 +231,55 @@ fn next_message(connection: &mut Connection) -> (String, String) {
         }
         other => panic!("expected a pub/sub message, got {other:?}"),
     }
+}
+
+/// Issue 13: `presence_store_write_seconds` measures cluster writes too.
+/// Every successful store write (a stream append, a heartbeat batch, a
+/// commit script, fenced or not) reaches the process's observer with its
+/// kind; lease scripts do not.
+#[tokio::test]
+async fn store_writes_reach_the_write_observer_by_kind() {
+    use std::sync::{Arc, Mutex};
+
+    use presence_redis::observe_store_writes;
+
+    let seen: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let sink = seen.clone();
+    // nextest runs each test in its own process: this observer is the only one.
+    assert!(observe_store_writes(Box::new(move |kind, _elapsed| {
+        sink.lock().unwrap().push(kind);
+    })));
+    let server = RedisServer::start();
+    let redis = connect(&server).await;
+    let keys = Keys::new(4);
+    let epoch = redis.acquire_lease(4, "n", LONG).await.unwrap().unwrap();
+    assert!(redis.renew_lease(4, "n", epoch, LONG).await.unwrap());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "lease scripts are not store writes"
+    );
+
+    redis.append(4, &[("u", "alice")]).await.unwrap();
+    redis
+        .refresh_heartbeats(4, 1, &["alice|web".to_owned()])
+        .await
+        .unwrap();
+    let mut batch = CommitBatch::new();
+    batch.set_string(keys.user("alice"), "one");
+    let lease = lease_value("n", epoch);
+    assert_eq!(
+        redis.commit(4, &lease, &batch).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    // A fenced-off commit writes nothing, but its script ran: it is timed
+    // like any other commit (a leader that keeps being fenced shows there).
+    let stale = lease_value("n", epoch + 1);
+    assert_ne!(
+        redis.commit(4, &stale, &batch).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["append", "heartbeats", "commit", "commit"]
+    );
 }

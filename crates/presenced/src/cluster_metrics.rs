@@ -265,6 +265,8 @@ const LATENCY_HELP: &str =
     "Latency of Redis operations on the command pool (a command, script or pipeline).";
 const ERRORS_NAME: &str = "presence_redis_errors_total";
 const ERRORS_HELP: &str = "Failed Redis operations, by kind.";
+const RELOADS_NAME: &str = "presence_redis_script_reloads_total";
+const RELOADS_HELP: &str = "Scripts loaded again after Redis answered NOSCRIPT (a restart or failover forgot them); not errors.";
 
 impl RedisCollector {
     fn new() -> prometheus::Result<Self> {
@@ -280,8 +282,14 @@ impl RedisCollector {
             vec!["kind".into()],
             Default::default(),
         )?;
+        let reloads = prometheus::core::Desc::new(
+            RELOADS_NAME.into(),
+            RELOADS_HELP.into(),
+            vec![],
+            Default::default(),
+        )?;
         Ok(Self {
-            descs: vec![latency, errors],
+            descs: vec![latency, errors, reloads],
         })
     }
 }
@@ -335,7 +343,17 @@ impl prometheus::core::Collector for RedisCollector {
             metric.set_counter(counter);
             errors.mut_metric().push(metric);
         }
-        vec![latency, errors]
+
+        let mut counter = Counter::default();
+        counter.set_value(snapshot.script_reloads as f64);
+        let mut metric = Metric::default();
+        metric.set_counter(counter);
+        let mut reloads = MetricFamily::default();
+        reloads.set_name(RELOADS_NAME.into());
+        reloads.set_help(RELOADS_HELP.into());
+        reloads.set_field_type(MetricType::COUNTER);
+        reloads.mut_metric().push(metric);
+        vec![latency, errors, reloads]
     }
 }
 

@@ -87,6 +87,12 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
             (embedded_backend(&args, &metrics).await?, None, None, None)
         }
         Some(url) => {
+            // Cluster writes (stream appends, heartbeat batches, commit
+            // scripts) in the histogram that times the embedded commits.
+            let histogram = metrics.store_write_seconds.clone();
+            presence_redis::observe_store_writes(Box::new(move |_kind, elapsed| {
+                histogram.observe(elapsed.as_secs_f64());
+            }));
             let (backend, aggregator, client) = cluster_backend(&args, url, &shutdown).await?;
             let dynamic: Arc<dyn Backend> = backend.clone();
             (dynamic, aggregator, Some(backend), Some(client))

@@ -13,11 +13,11 @@
 
 use std::time::Duration;
 
-use presence_backend::{Profile, SettingsPatch, SocketEnd, StatusCounts};
+use presence_backend::{Profile, Session, SettingsPatch, SocketEnd, StatusCounts};
 use presence_core::{
     CalendarSource, ChosenStatus, CustomStatusId, CustomStatusName, DeviceEvent, DisplayedStatus,
     EffectivePreferences, IdleTimeLimit, Platform, PreferencesUpdate, PublicView, SelfStatus,
-    StatusRequest, StatusText, WorkspaceSettings,
+    StatusRequest, StatusText, UtcOffset, WorkspaceSettings,
 };
 use presence_testkit::wait_until;
 use tokio::time::Instant;
@@ -1552,6 +1552,7 @@ pub async fn user_by_username_follows_profile_changes_and_restarts<H: BackendHar
     let renamed = Profile {
         username: Some("ike_new".into()),
         name: Some("Ike New".into()),
+        utc_offset: None,
     };
     backend.touch_profile("ike", &renamed).await.unwrap();
     assert_eq!(username(&backend, "ike_new").await.as_deref(), Some("ike"));
@@ -1569,12 +1570,14 @@ pub async fn user_by_username_follows_profile_changes_and_restarts<H: BackendHar
     let moved = Profile {
         username: Some("ike_new".into()),
         name: None,
+        utc_offset: None,
     };
     backend.touch_profile("kai", &moved).await.unwrap();
     assert_eq!(username(&backend, "ike_new").await.as_deref(), Some("kai"));
     let third = Profile {
         username: Some("ike_third".into()),
         name: None,
+        utc_offset: None,
     };
     backend.touch_profile("ike", &third).await.unwrap();
     assert_eq!(username(&backend, "ike_new").await.as_deref(), Some("kai"));
@@ -1592,6 +1595,72 @@ pub async fn user_by_username_follows_profile_changes_and_restarts<H: BackendHar
     assert_eq!(username(&backend, "ike_new").await.as_deref(), Some("kai"));
     assert_eq!(username(&backend, "ike_name").await, None);
     assert_eq!(username(&backend, "jo_name").await.as_deref(), Some("jo"));
+}
+
+/// R3: an admin's stored profile (`put_profile`) replaces the stored one
+/// whole, also for a user never seen; tokens and clients that say
+/// something (`touch_profile`, a socket's profile) override only what they
+/// say; listings and username lookups follow, and all of it survives a
+/// restart.
+pub async fn r3_stored_profiles_are_put_whole_merged_from_tokens_and_survive_a_restart<
+    H: BackendHarness,
+>() {
+    let mut h = H::start().await;
+    let backend = h.backend();
+    let offset = |minutes| Some(UtcOffset::from_minutes(minutes).unwrap());
+    let directory = Profile {
+        username: Some("pia.s".into()),
+        name: Some("Pia S".into()),
+        utc_offset: offset(330),
+    };
+    backend.put_profile("pia", &directory).await.unwrap();
+    assert_eq!(username(&backend, "pia.s").await.as_deref(), Some("pia"));
+
+    // A token without profile claims changes nothing.
+    let mut probe = Probe::new(&backend);
+    let bare = Session {
+        profile: Profile::default(),
+        ..socket("pia", "w1", Web)
+    };
+    backend.connect(&bare).await.unwrap();
+    probe.next_presence("pia").await;
+    assert_eq!(listed_profile(&backend, "pia").await, directory);
+
+    // A client's own UTC offset replaces only the offset.
+    let reported = Profile {
+        utc_offset: offset(-180),
+        ..Profile::default()
+    };
+    backend.touch_profile("pia", &reported).await.unwrap();
+    let merged = Profile {
+        utc_offset: offset(-180),
+        ..directory.clone()
+    };
+    assert_eq!(listed_profile(&backend, "pia").await, merged);
+
+    // The next upsert replaces the profile whole: what it leaves out is
+    // forgotten, the old username too.
+    let renamed = Profile {
+        username: Some("pia2".into()),
+        ..Profile::default()
+    };
+    backend.put_profile("pia", &renamed).await.unwrap();
+    assert_eq!(listed_profile(&backend, "pia").await, renamed);
+    assert_eq!(username(&backend, "pia2").await.as_deref(), Some("pia"));
+    assert_eq!(username(&backend, "pia.s").await, None);
+
+    h.restart().await;
+    let backend = h.backend();
+    assert_eq!(username(&backend, "pia2").await.as_deref(), Some("pia"));
+    backend.connect(&reconnect(&bare)).await.unwrap();
+    let after_restart = wait_until(
+        "pia listed again after the restart",
+        DEADLINE,
+        async || listed(&backend, "pia").await,
+        Option::is_some,
+    )
+    .await;
+    assert_eq!(after_restart, Some(renamed));
 }
 
 /// A3: status counts count each displayed status; invisible users are
@@ -1928,4 +1997,23 @@ async fn wait_for_counts(
         |counts| *counts == expected,
     )
     .await
+}
+
+/// The profile `users.presence` would show for a user who is not offline.
+async fn listed_profile(
+    backend: &std::sync::Arc<dyn presence_backend::Backend>,
+    user: &str,
+) -> Profile {
+    listed(backend, user)
+        .await
+        .unwrap_or_else(|| panic!("{user} is not listed"))
+}
+
+async fn listed(
+    backend: &std::sync::Arc<dyn presence_backend::Backend>,
+    user: &str,
+) -> Option<Profile> {
+    let ids = [id(user)];
+    let listings = backend.list_not_offline(Some(&ids)).await.unwrap();
+    listings.into_iter().next().map(|l| l.profile)
 }

@@ -159,6 +159,7 @@ macro_rules! conformance_tests {
             list_not_offline_lists_visible_users_with_their_profiles,
             list_changed_since_lists_users_changed_at_or_after_the_time,
             user_by_username_follows_profile_changes_and_restarts,
+            r3_stored_profiles_are_put_whole_merged_from_tokens_and_survive_a_restart,
             a3_status_counts_do_not_count_invisible_users_online,
             // Errors
             rule_errors_surface_as_rule_errors_with_stable_codes,

@@ -303,6 +303,7 @@ pub fn profile(user: &str) -> Profile {
     Profile {
         username: Some(format!("{user}_name")),
         name: Some(format!("User {user}")),
+        utc_offset: None,
     }
 }
 

@@ -24,6 +24,7 @@ pub fn user_record(seed: u64) -> UserRecord {
         profile: Profile {
             username: Some(format!("user{seed}")),
             name: Some(format!("User Number {seed}")),
+            utc_offset: None,
         },
         updated_at: Timestamp::from_millis(1_700_000_000_000 + seed as i64),
     }

@@ -60,6 +60,7 @@ fn every_command() -> Vec<ClusterCommand> {
             profile: Profile {
                 username: Some("alice".into()),
                 name: Some("Alice A.".into()),
+                utc_offset: None,
             },
         }),
         ClusterCommand::User(UserCommand::Connect {
@@ -125,6 +126,14 @@ fn every_command() -> Vec<ClusterCommand> {
             profile: Profile {
                 username: Some("bob".into()),
                 name: None,
+                utc_offset: None,
+            },
+        }),
+        ClusterCommand::User(UserCommand::PutProfile {
+            profile: Profile {
+                username: Some("bob.b".into()),
+                name: Some("Bob B".into()),
+                utc_offset: Some(presence_core::UtcOffset::from_minutes(-210).unwrap()),
             },
         }),
         ClusterCommand::Admin(AdminCommand::UpdateSettings {
@@ -179,6 +188,7 @@ fn every_command_round_trips_as_json_and_as_stream_fields() {
             profile: (i % 3 == 0).then(|| Profile {
                 username: Some(format!("user{i}")),
                 name: None,
+                utc_offset: None,
             }),
         };
         let fields = entry.to_fields();
@@ -222,6 +232,7 @@ fn command_json_has_the_documented_shape() {
         profile: Profile {
             username: Some("alice".into()),
             name: None,
+            utc_offset: None,
         },
     });
     assert_eq!(
@@ -570,7 +581,8 @@ fn the_profile_travels_in_the_same_entry_and_an_empty_one_is_not_sent() {
         decoded.profile,
         Some(Profile {
             username: Some("al".into()),
-            name: Some("Alice".into())
+            name: Some("Alice".into()),
+            utc_offset: None,
         })
     );
     let bad = vec![

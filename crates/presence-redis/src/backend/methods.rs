@@ -187,6 +187,13 @@ impl Backend for RedisBackend {
         self.inner.request(user, command).await.map(drop)
     }
 
+    async fn put_profile(&self, user: &str, profile: &Profile) -> BackendResult<()> {
+        let command = ClusterCommand::User(UserCommand::PutProfile {
+            profile: wire_profile(profile),
+        });
+        self.inner.request(user, command).await.map(drop)
+    }
+
     async fn presence(&self, users: &[Arc<str>]) -> BackendResult<Vec<PresenceSnapshot>> {
         let inner = &self.inner;
         inner.check_running()?;
@@ -441,10 +448,7 @@ pub(super) fn disconnect_command(session: &Session, end: SocketEnd) -> ClusterCo
 }
 
 pub(super) fn wire_profile(profile: &Profile) -> wire::Profile {
-    wire::Profile {
-        username: profile.username.clone(),
-        name: profile.name.clone(),
-    }
+    profile.clone()
 }
 
 pub(super) fn self_snapshot(user: &str, ok: CommandOk) -> BackendResult<SelfSnapshot> {
