@@ -97,12 +97,8 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
         cluster_metrics::export_resyncs(&metrics, backend, shutdown.clone());
     }
     if let Some(aggregator) = &aggregator {
-        cluster_metrics::export(
-            metrics.registry(),
-            aggregator.stats().clone(),
-            shutdown.clone(),
-        )
-        .context("registering the aggregator metrics")?;
+        cluster_metrics::export(metrics.registry(), aggregator.stats().clone())
+            .context("registering the aggregator metrics")?;
     }
     let app = App::new(backend, authenticator, metrics, gateway);
     app.start_dispatcher().await;
