@@ -450,8 +450,9 @@ impl Leader<'_> {
 
     /// H5: when this leader should hand the shard off, if it should: the
     /// shard is assigned to another node, the membership has been stable
-    /// for `rebalance_settle` and the cool-down since this leadership began
-    /// has passed. `None` while leaving (the shutdown ends every leader).
+    /// for `rebalance_settle`, the cool-down since this leadership began
+    /// has passed, and no H4 hold-off is running. `None` while leaving (the
+    /// shutdown ends every leader).
     fn handoff_at(&self) -> Option<Instant> {
         let (membership, config) = (&self.ctx.membership, &self.ctx.config);
         if membership.is_leaving() {
@@ -462,10 +463,14 @@ impl Leader<'_> {
         if target == config.node_id {
             return None;
         }
-        Some(
-            (view.changed_at + config.rebalance_settle)
-                .max(self.held_since + config.handoff_cooldown),
-        )
+        let due = (view.changed_at + config.rebalance_settle)
+            .max(self.held_since + config.handoff_cooldown);
+        // After a Redis outage members rejoin one by one: no handoff until
+        // the H4 hold-off is over and the set had time to settle.
+        Some(match self.ctx.reachability.hold_off_until() {
+            Some(until) => due.max(until),
+            None => due,
+        })
     }
 
     /// Whether the handoff is due now, by a view read recently enough to

@@ -159,6 +159,9 @@ impl Aggregator {
     ) -> AggregatorHandle {
         assert!(config.shards > 0, "an aggregator needs at least one shard");
         let stats = Arc::new(AggregatorStats::new(config.shards));
+        // This node is a gateway node too: its lapse counter exists at 0
+        // from the start, even before it leads a shard and sweeps.
+        stats.observe_live_nodes([config.node_id.as_str()]);
         let freeze = Arc::new(Freeze::default());
         let shutdown = shutdown.child_token();
         let loaded_generation = loaded_generations(&client, config.shards);
