@@ -205,10 +205,12 @@ impl Server {
         }
         self.addr = nodes[0].addr;
         self.nodes = nodes;
-        if self.redis.is_some() {
+        if let Some(redis) = &self.redis {
             for node in &self.nodes {
                 wait_ready(&self.http, node.addr, DEADLINE).await;
             }
+            let ids: Vec<String> = self.nodes.iter().filter_map(|n| n.id.clone()).collect();
+            wait_for_spread(redis, &ids).await;
         }
     }
 
@@ -492,6 +494,31 @@ fn running(pid: u32) -> bool {
             Some(state != 'Z' && state != 'X')
         })
         .unwrap_or(false)
+}
+
+/// H5: waits until every shard's lease is held by the node the
+/// aggregators' rule assigns it to, so shard leadership does not move
+/// during the test that follows (nodes started one after the other would
+/// otherwise hand shards over in its first seconds).
+async fn wait_for_spread(redis: &presence_testkit::RedisServer, ids: &[String]) {
+    let shards = CLUSTER_SHARDS as u16;
+    let target = presence_aggregator::target_leaders(shards, ids);
+    presence_testkit::wait_until(
+        format_args!("the shards spread as {target:?}"),
+        DEADLINE,
+        async || {
+            (0..shards)
+                .map(|s| redis.command(&["GET", &presence_redis::Keys::new(s).lease()]))
+                .collect::<Vec<_>>()
+        },
+        |leases| {
+            leases
+                .iter()
+                .zip(&target)
+                .all(|(lease, node)| lease.rsplit_once(':').is_some_and(|(n, _)| n == node))
+        },
+    )
+    .await;
 }
 
 /// Polls `/readyz` until the node answers 200 (a cluster node is ready once

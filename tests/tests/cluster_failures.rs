@@ -64,13 +64,21 @@ impl Cluster {
         lease_at(self.redis.addr(), shard)
     }
 
-    /// Waits until every shard's lease is held.
+    /// Waits until every shard's lease is held where the aggregators'
+    /// rule spreads them (H5), so leadership stays put during the test.
     async fn wait_all_leased(&self) {
+        let ids: Vec<String> = NODE_IDS.iter().map(|n| (*n).to_owned()).collect();
+        let target = presence_aggregator::target_leaders(SHARDS, &ids);
         wait_until(
-            "every shard to have a leader",
-            Duration::from_secs(10),
+            "every shard to have its leader",
+            Duration::from_secs(20),
             async || (0..SHARDS).map(|s| self.lease(s)).collect::<Vec<_>>(),
-            |leases| leases.iter().all(Option::is_some),
+            |leases| {
+                leases
+                    .iter()
+                    .zip(&target)
+                    .all(|(l, t)| l.as_ref().is_some_and(|(node, _)| node == t))
+            },
         )
         .await;
     }

@@ -16,6 +16,23 @@
 //! The loop checks it before every commit: past it, the leader drops the
 //! shard at once, even if Redis never said the lease is gone.
 //!
+//! **Planned handoff (H5).** When the membership (`membership.rs`) assigns
+//! the shard to another node and has been stable for `rebalance_settle`
+//! (and this node led the shard for at least `handoff_cooldown`), the
+//! leader stops between two batches: the batch it read is applied,
+//! committed and answered, then it releases the lease and the assigned
+//! node, polling for it, takes over from the stored cursor. Nothing is
+//! lost (entries after the cursor stay in the stream) and nothing is
+//! applied twice (the cursor moves in the same fenced script as the
+//! changes; a retried request is answered from its stored outcome,
+//! `retries.rs`). A clean shutdown ends every leader the same way.
+//!
+//! **Liveness owner.** Shard 0's leader also owns what is counted once for
+//! the cluster: the distinct shards led (read from the leases), each node
+//! lease lapse (per node id, recorded in `presence:{0}:lapses` so a new
+//! leader does not count it again), and forgetting nodes lapsed for longer
+//! than `forget_nodes_after` (`forget_node`).
+//!
 //! **Architecture Invariant:** a commit that is fenced or whose outcome is
 //! unknown ends the leadership and drops the [`ShardState`]; the next
 //! leader (this node or another) takes over from what Redis holds. A later
@@ -71,6 +88,9 @@ enum Exit {
     /// the lease to lapse. Safe: the unknown commit is fenced by a lease
     /// value nobody holds any more.
     CommitFailed,
+    /// H5: the shard is assigned to another node: its last batch is
+    /// committed; release the lease so that node takes over at once.
+    Handoff,
 }
 
 /// Leads `shard` with lease `epoch`, acquired by a request sent at
@@ -79,9 +99,9 @@ enum Exit {
 /// the lease was given back).
 pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: Instant) -> bool {
     let config = &ctx.config;
-    ctx.stats.set_held(shard, Some(epoch));
-    let (valid_tx, valid_rx) =
-        watch::channel(acquired_at + config.lease_ttl - config.lease_margin());
+    let valid_until = acquired_at + config.lease_ttl - config.lease_margin();
+    ctx.stats.set_held(shard, Some((epoch, valid_until)));
+    let (valid_tx, valid_rx) = watch::channel(valid_until);
     let lost = CancellationToken::new();
     let renewal = AbortOnDrop(tokio::spawn(renew(
         ctx.clone(),
@@ -98,17 +118,26 @@ pub(crate) async fn lead(ctx: &Arc<Ctx>, shard: u16, epoch: u64, acquired_at: In
         valid_until: valid_rx,
         lost,
         generation: *ctx.client.primary_generation().borrow(),
+        held_since: Instant::now(),
     };
     let exit = leader.run_across_failovers().await;
     drop(renewal);
     match exit {
-        Exit::Shutdown | Exit::Failed | Exit::CommitFailed => {
+        Exit::Shutdown | Exit::Failed | Exit::CommitFailed | Exit::Handoff => {
+            // The shard stops counting as held before the release: another
+            // node may hold it a moment later.
+            ctx.stats.set_held(shard, None);
             match ctx
                 .client
                 .release_lease(shard, &config.node_id, epoch)
                 .await
             {
-                Ok(true) => tracing::info!(shard, epoch, ?exit, "released the shard lease"),
+                Ok(true) => {
+                    tracing::info!(shard, epoch, ?exit, "released the shard lease");
+                    if matches!(exit, Exit::Handoff | Exit::Shutdown) {
+                        AggregatorStats::add(&ctx.stats.handoffs, 1);
+                    }
+                }
                 Ok(false) => {}
                 Err(error) => tracing::warn!(shard, %error, "could not release the shard lease"),
             }
@@ -133,6 +162,8 @@ struct Leader<'a> {
     lost: CancellationToken,
     /// The Redis primary generation the shard's state was loaded under.
     generation: u64,
+    /// When this leadership began (H5: the handoff cool-down).
+    held_since: Instant,
 }
 
 impl Leader<'_> {
@@ -183,11 +214,15 @@ impl Leader<'_> {
         // Only shard 0 owns the cap; other shards never poll the counts.
         let far = Instant::now() + Duration::from_secs(3600 * 24 * 365);
         let mut next_cap = if self.shard == 0 { Instant::now() } else { far };
+        let mut membership = self.ctx.membership.subscribe();
         loop {
             if self.ctx.shutdown.is_cancelled() {
                 return Err(Exit::Shutdown);
             }
             self.check_valid()?;
+            if self.handoff_due_now() {
+                return Err(Exit::Handoff);
+            }
             let now = Instant::now();
             if now >= next_sweep {
                 self.sweep(&mut state).await?;
@@ -211,6 +246,7 @@ impl Leader<'_> {
                 () = self.ctx.shutdown.cancelled() => return Err(Exit::Shutdown),
                 () = self.lost.cancelled() => return Err(Exit::Lost),
                 _ = primary.changed() => return Err(Exit::PrimaryChanged),
+                () = self.handoff_due(&mut membership) => return Err(Exit::Handoff),
                 read = self.read(&reader, cursor, block) => read,
             };
             let Some(entries) = read else { continue };
@@ -333,9 +369,10 @@ impl Leader<'_> {
         let pairs: Vec<(&str, &str)> = lapsed.iter().filter_map(|e| e.user_and_device()).collect();
         let mut changes = state.expire_heartbeats(&pairs, now);
         let live: BTreeSet<String> = nodes.iter().map(|n| n.node.clone()).collect();
-        let mut dead = 0;
+        self.ctx
+            .stats
+            .observe_live_nodes(live.iter().map(String::as_str));
         if !holding_off {
-            dead = state.nodes().filter(|n| !live.contains(*n)).count();
             changes.merge(state.expire_nodes_not_in(&live, now));
         }
         if shard == 0 {
@@ -346,8 +383,123 @@ impl Leader<'_> {
         }
         let expired = devices_before.saturating_sub(state.device_count()) as u64;
         AggregatorStats::add(&self.ctx.stats.devices_expired, expired);
-        AggregatorStats::add(&self.ctx.stats.nodes_lapsed, dead as u64);
-        self.commit(changes).await
+        self.commit(changes).await?;
+        if shard == 0 {
+            self.own_liveness(now_ms, holding_off).await;
+        }
+        Ok(())
+    }
+
+    /// Shard 0's leader, after its sweep: the distinct shards led, read
+    /// from the leases; each node lease lapse counted once (per node id,
+    /// recorded in Redis before it is counted, so no later leader counts
+    /// it again); nodes lapsed for longer than `forget_nodes_after`
+    /// forgotten. Lapses and forgetting wait for the H4 hold-off. A failed
+    /// read skips the step until the next sweep.
+    async fn own_liveness(&self, now_ms: u64, holding_off: bool) {
+        let (client, config, stats) = (&self.ctx.client, &self.ctx.config, &self.ctx.stats);
+        match client.lease_holders(config.shards).await {
+            Ok(holders) => stats.set_shards_led(holders.iter().flatten().count() as u64),
+            Err(error) => tracing::debug!(%error, "could not read the shard leases"),
+        }
+        if holding_off {
+            return;
+        }
+        let read = async {
+            let lapsed = client.lapsed_nodes(now_ms).await?;
+            let counted = client.counted_lapses().await?;
+            Ok::<_, RedisError>((lapsed, counted))
+        };
+        let (lapsed, counted) = match read.await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::debug!(%error, "could not read the lapsed nodes");
+                return;
+            }
+        };
+        let forget_before = now_ms.saturating_sub(
+            u64::try_from(config.forget_nodes_after.as_millis()).unwrap_or(u64::MAX),
+        );
+        for node in lapsed {
+            if node.deadline_ms < forget_before {
+                match client.forget_node(&node.node).await {
+                    Ok(()) => {
+                        tracing::info!(node = %node.node, deadline_ms = node.deadline_ms, "forgot a long-lapsed node");
+                        stats.forget_node(&node.node);
+                        AggregatorStats::add(&stats.nodes_forgotten, 1);
+                    }
+                    Err(error) => tracing::debug!(%error, "could not forget a node"),
+                }
+                continue;
+            }
+            if counted.get(&node.node) == Some(&node.deadline_ms) {
+                continue;
+            }
+            match client.record_lapse(&node.node, node.deadline_ms).await {
+                Ok(()) => {
+                    tracing::warn!(node = %node.node, deadline_ms = node.deadline_ms, "a node lease lapsed");
+                    stats.count_lapse(&node.node);
+                }
+                Err(error) => tracing::debug!(%error, "could not record a lapse"),
+            }
+        }
+        if let Err(error) = client.forget_lapsed_aggregators(forget_before).await {
+            tracing::debug!(%error, "could not forget lapsed aggregator members");
+        }
+    }
+
+    /// H5: when this leader should hand the shard off, if it should: the
+    /// shard is assigned to another node, the membership has been stable
+    /// for `rebalance_settle`, the cool-down since this leadership began
+    /// has passed, and no H4 hold-off is running. `None` while leaving (the
+    /// shutdown ends every leader).
+    fn handoff_at(&self) -> Option<Instant> {
+        let (membership, config) = (&self.ctx.membership, &self.ctx.config);
+        if membership.is_leaving() {
+            return None;
+        }
+        let view = membership.view();
+        let target = view.assignment.as_ref()?.target(self.shard)?;
+        if target == config.node_id {
+            return None;
+        }
+        let due = (view.changed_at + config.rebalance_settle)
+            .max(self.held_since + config.handoff_cooldown);
+        // After a Redis outage members rejoin one by one: no handoff until
+        // the H4 hold-off is over and the set had time to settle.
+        Some(match self.ctx.reachability.hold_off_until() {
+            Some(until) => due.max(until),
+            None => due,
+        })
+    }
+
+    /// Whether the handoff is due now, by a view read recently enough to
+    /// trust (a node whose membership reads fail keeps its shards).
+    fn handoff_due_now(&self) -> bool {
+        let fresh = self
+            .ctx
+            .membership
+            .is_fresh(self.ctx.config.membership_interval * 4);
+        fresh && self.handoff_at().is_some_and(|at| at <= Instant::now())
+    }
+
+    /// Returns when the handoff is due (see [`Self::handoff_due_now`]);
+    /// pending as long as the shard stays assigned here.
+    async fn handoff_due(&self, membership: &mut watch::Receiver<crate::membership::View>) {
+        loop {
+            if self.handoff_due_now() {
+                return;
+            }
+            let wake = self
+                .handoff_at()
+                .map(|at| at.max(Instant::now() + self.ctx.config.membership_interval / 5));
+            tokio::select! {
+                () = sleep_until_or_forever(wake) => {}
+                changed = membership.changed() => if changed.is_err() {
+                    std::future::pending::<()>().await;
+                },
+            }
+        }
     }
 
     /// Shard 0, between sweeps: the cluster-wide connection count (X1)
@@ -623,7 +775,9 @@ async fn renew(
         {
             Ok(true) => {
                 ctx.reachability.succeeded();
-                valid_until.send_replace(sent + config.lease_ttl - config.lease_margin());
+                let until = sent + config.lease_ttl - config.lease_margin();
+                valid_until.send_replace(until);
+                ctx.stats.set_valid_until(shard, until);
             }
             Ok(false) => {
                 tracing::warn!(shard, epoch, "the lease is no longer ours");
@@ -635,6 +789,14 @@ async fn renew(
                 tracing::warn!(shard, %error, "lease renewal failed");
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever with no instant.
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -33,6 +33,10 @@
 //!   JSON → [`ShardLoad`].
 //! - `retries.rs`: before a batch, the stored outcomes of the entries that
 //!   are retries, so a request appended twice is applied once.
+//! - `membership.rs` and `assignment.rs`: H5, the live aggregator nodes
+//!   and the even spread of the shards over them that every node computes
+//!   alike ([`target_leaders`]); leaders hand off shards assigned
+//!   elsewhere, and a clean shutdown hands off every shard.
 //! - `holdoff.rs`: H4, no heartbeat or node lease sweep until gateways
 //!   have had a refresh interval of connectivity after Redis was
 //!   unreachable or restarted.
@@ -79,16 +83,19 @@
 //! lost one.
 #![forbid(unsafe_code)]
 
+mod assignment;
 mod changes;
 mod commands;
 mod holdoff;
 mod leader;
+mod membership;
 mod redis_codec;
 mod retries;
 mod runner;
 mod shard;
 mod stats;
 
+pub use assignment::target_leaders;
 pub use changes::{ClusterChanges, ShardChanges, UserChange};
 pub use presence_engine::CapOwner;
 pub use redis_codec::commit_batches;

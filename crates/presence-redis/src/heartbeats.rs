@@ -191,14 +191,18 @@ impl RedisClient {
             .ok_or_else(|| RedisError::protocol("INFO server has no uptime_in_seconds"))
     }
 
-    /// Removes `node` from the registry (lease and count). Meant for the cap
-    /// owner, for nodes lapsed long enough that every leader has removed
-    /// their devices; a node that comes back simply registers again.
+    /// Removes `node` from the registry (lease, count and the record of
+    /// its counted lapse). Called by the liveness owner (shard 0's leader)
+    /// for nodes lapsed long enough that every leader has removed their
+    /// devices, and by a node that shuts down cleanly (a leave is not a
+    /// lapse); a node that comes back simply registers again (and, holding
+    /// sockets, registers its devices again).
     pub async fn forget_node(&self, node: &str) -> Result<(), RedisError> {
         let pool = self.pool()?;
         let pipeline = pool.next_connected().pipeline();
         let () = fred::prelude::SortedSetsInterface::zrem(&pipeline, Keys::nodes(), node).await?;
         let () = pipeline.hdel(Keys::conns(), node).await?;
+        let () = pipeline.hdel(Keys::lapses(), node).await?;
         let _: Vec<u64> = pipeline.all().await?;
         Ok(())
     }

@@ -189,6 +189,20 @@ impl Keys {
         Keys::new(0).key("conns")
     }
 
+    /// `presence:{0}:aggregators` (zset): aggregator node id → membership
+    /// deadline (ms). The live members decide the target spread of shard
+    /// leadership (H5, `presence-aggregator` `assignment.rs`).
+    pub fn aggregators() -> String {
+        Keys::new(0).key("aggregators")
+    }
+
+    /// `presence:{0}:lapses` (hash): node id → the node lease deadline
+    /// whose lapse was counted, so each lapse is counted once, whatever
+    /// leader of shard 0 sees it.
+    pub fn lapses() -> String {
+        Keys::new(0).key("lapses")
+    }
+
     /// `presence:{0}:cap` (string): JSON cap state, written by shard 0's
     /// leader with a fenced commit.
     pub fn cap() -> String {

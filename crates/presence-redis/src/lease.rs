@@ -14,6 +14,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use fred::prelude::ClientLike;
+use fred::types::{ClusterHash, CustomCommand};
+
 use super::client::RedisClient;
 use super::error::RedisError;
 use super::keys::Keys;
@@ -127,6 +130,91 @@ impl RedisClient {
         use fred::prelude::KeysInterface;
         let value: Option<String> = self.pool()?.get(Keys::new(shard).lease()).await?;
         Ok(value.as_deref().and_then(Lease::parse))
+    }
+}
+
+/// Aggregator membership (H5): every node that runs the aggregator role
+/// keeps a deadline in `presence:{0}:aggregators`; the members whose
+/// deadline is in the future decide the target spread of the shards.
+impl RedisClient {
+    /// Registers or extends aggregator node `node`'s membership to
+    /// `deadline_ms` (wall-clock ms).
+    pub async fn join_aggregators(&self, node: &str, deadline_ms: u64) -> Result<(), RedisError> {
+        use fred::prelude::SortedSetsInterface;
+        check_node(node)?;
+        let () = self
+            .pool()?
+            .zadd(
+                Keys::aggregators(),
+                None,
+                None,
+                false,
+                false,
+                (deadline_ms as f64, node),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `node` from the aggregator membership at once (a planned
+    /// leave: the other nodes take its shards without waiting for its
+    /// deadline to pass).
+    pub async fn leave_aggregators(&self, node: &str) -> Result<(), RedisError> {
+        use fred::prelude::SortedSetsInterface;
+        let () = self.pool()?.zrem(Keys::aggregators(), node).await?;
+        Ok(())
+    }
+
+    /// The aggregator nodes whose membership runs past `now_ms`, sorted.
+    pub async fn live_aggregators(&self, now_ms: u64) -> Result<Vec<String>, RedisError> {
+        let args = vec![Keys::aggregators(), format!("({now_ms}"), "+inf".to_owned()];
+        let command = CustomCommand::new_static("ZRANGEBYSCORE", ClusterHash::FirstKey, false);
+        let mut nodes: Vec<String> = self.pool()?.custom(command, args).await?;
+        nodes.sort_unstable();
+        Ok(nodes)
+    }
+
+    /// Removes the aggregator members whose deadline passed before
+    /// `before_ms` (nodes gone for good); returns how many.
+    pub async fn forget_lapsed_aggregators(&self, before_ms: u64) -> Result<u64, RedisError> {
+        let args = vec![
+            Keys::aggregators(),
+            "-inf".to_owned(),
+            format!("({before_ms}"),
+        ];
+        let command = CustomCommand::new_static("ZREMRANGEBYSCORE", ClusterHash::FirstKey, false);
+        let removed: u64 = self.pool()?.custom(command, args).await?;
+        Ok(removed)
+    }
+
+    /// The holder of every shard's lease, `0..shards`, read at once (one
+    /// `GET` per shard, concurrently: the keys live in different slots).
+    /// The distinct shards led are the `Some`s.
+    pub async fn lease_holders(&self, shards: u16) -> Result<Vec<Option<Lease>>, RedisError> {
+        let reads = (0..shards).map(|shard| self.lease_holder(shard));
+        futures_util::future::try_join_all(reads).await
+    }
+
+    /// The node lease deadlines whose lapse was already counted
+    /// (`presence:{0}:lapses`, node → deadline ms).
+    pub async fn counted_lapses(
+        &self,
+    ) -> Result<std::collections::HashMap<String, u64>, RedisError> {
+        use fred::prelude::HashesInterface;
+        let counted: std::collections::HashMap<String, u64> =
+            self.pool()?.hgetall(Keys::lapses()).await?;
+        Ok(counted)
+    }
+
+    /// Records that the lapse of `node`'s lease with deadline
+    /// `deadline_ms` was counted.
+    pub async fn record_lapse(&self, node: &str, deadline_ms: u64) -> Result<(), RedisError> {
+        use fred::prelude::HashesInterface;
+        let () = self
+            .pool()?
+            .hset(Keys::lapses(), (node, deadline_ms.to_string()))
+            .await?;
+        Ok(())
     }
 }
 

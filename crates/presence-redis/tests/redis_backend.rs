@@ -963,8 +963,8 @@ async fn h3_redis_down_fails_fast_and_recovers_after_restart() {
     backend.shutdown().await;
 }
 
-/// Shutdown deregisters every device (a clean end) and later calls are
-/// refused with `shutting_down`.
+/// Shutdown deregisters every device (a clean end), leaves the node
+/// registry, and later calls are refused with `shutting_down`.
 #[tokio::test]
 async fn shutdown_deregisters_devices_and_refuses_calls() {
     let server = RedisServer::start();
@@ -988,7 +988,10 @@ async fn shutdown_deregisters_devices_and_refuses_calls() {
     assert!(!backend.ready().await);
     let error = backend.self_state("ivan").await.unwrap_err();
     assert_eq!(error.code(), "shutting_down");
-    assert_eq!(server.command(&["HGET", &Keys::conns(), NODE]), "0");
+    // H2: a clean leave is not a lapse: the node leaves the registry (its
+    // count no longer adds to the cap).
+    assert_eq!(server.command(&["HEXISTS", &Keys::conns(), NODE]), "0");
+    assert_eq!(server.command(&["ZSCORE", &Keys::nodes(), NODE]), "(nil)");
 }
 
 /// H3: after the subscriber reconnects, the views of users this node

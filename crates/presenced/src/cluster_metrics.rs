@@ -1,96 +1,219 @@
 //! Prometheus export of the aggregator's stats (cluster mode): the
 //! aggregator counts in plain atomics (it does not depend on the gateway);
-//! this copies them into the process registry once a second.
+//! its families are built from them at scrape time, and the gateway side's
+//! Redis counters are copied into the process registry once a second.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use presence_aggregator::{AggregatorStats, StatsSnapshot};
 use presence_redis::ReplyStats;
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 use tokio_util::sync::CancellationToken;
 
-struct Exported {
-    shards_held: IntGauge,
-    lease_epoch: IntGaugeVec,
-    stream_lag: IntGaugeVec,
-    fenced_rejected: IntCounter,
-    commit_errors: IntCounter,
-    events_applied: IntCounter,
-    commits: IntCounter,
-    devices_expired: IntCounter,
-    nodes_lapsed: IntCounter,
-    takeovers: IntCounter,
+/// Registers the aggregator metrics in `registry`. They are read from the
+/// aggregator's stats at scrape time ([`AggregatorCollector`]), so a shard
+/// this node stopped holding is not reported a moment longer.
+pub fn export(registry: &Registry, stats: Arc<AggregatorStats>) -> prometheus::Result<()> {
+    registry.register(Box::new(AggregatorCollector::new(stats)?))
 }
 
-/// Registers the aggregator metrics in `registry` and keeps them current
-/// until `shutdown`.
-pub fn export(
-    registry: &Registry,
+/// The aggregator's metric families, built from one
+/// [`AggregatorStats::snapshot`] per scrape.
+struct AggregatorCollector {
     stats: Arc<AggregatorStats>,
-    shutdown: CancellationToken,
-) -> prometheus::Result<()> {
-    let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
-        let c = IntCounter::new(name, help)?;
-        registry.register(Box::new(c.clone()))?;
-        Ok(c)
-    };
-    let per_shard = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
-        let g = IntGaugeVec::new(Opts::new(name, help), &["shard"])?;
-        registry.register(Box::new(g.clone()))?;
-        Ok(g)
-    };
-    let shards_held = IntGauge::new(
+    descs: Vec<prometheus::core::Desc>,
+}
+
+/// Name, help, kind, label and samples of every aggregator metric.
+type Samples = fn(&StatsSnapshot) -> Vec<(String, u64)>;
+const AGGREGATOR_METRICS: [(&str, &str, Kind, Option<&str>, Samples); 13] = [
+    (
         "presence_aggregator_shards_held",
-        "Shards whose lease this node holds.",
-    )?;
-    registry.register(Box::new(shards_held.clone()))?;
-    let exported = Exported {
-        shards_held,
-        lease_epoch: per_shard(
-            "presence_aggregator_lease_epoch",
-            "Epoch of the lease this node holds per shard (0 if not held).",
-        )?,
-        stream_lag: per_shard(
-            "presence_aggregator_stream_lag",
-            "Entries in the shard's event stream not yet applied by this leader.",
-        )?,
-        fenced_rejected: counter(
-            "presence_aggregator_fenced_writes_rejected_total",
-            "Commits refused because this node's lease was no longer current.",
-        )?,
-        commit_errors: counter(
-            "presence_aggregator_commit_errors_total",
-            "Commits that failed with an unknown outcome (the shard is taken over again).",
-        )?,
-        events_applied: counter(
-            "presence_aggregator_events_applied_total",
-            "Stream entries applied by this node's shard leaders.",
-        )?,
-        commits: counter(
-            "presence_aggregator_commits_total",
-            "Fenced commits made by this node's shard leaders.",
-        )?,
-        devices_expired: counter(
-            "presence_aggregator_devices_expired_total",
-            "Devices removed because their heartbeat lapsed (A5, H1).",
-        )?,
-        nodes_lapsed: counter(
-            "presence_aggregator_node_leases_lapsed_total",
-            "Nodes whose lease lapsed and whose devices were removed (H2).",
-        )?,
-        takeovers: counter(
-            "presence_aggregator_takeovers_total",
-            "Shards this node took over.",
-        )?,
-    };
-    let mut last = StatsSnapshot::default();
-    every_second(shutdown, move || {
-        let now = stats.snapshot();
-        exported.update(&last, &now);
-        last = now;
+        "Shards whose lease this node holds now (a lease whose validity passed is not counted).",
+        Kind::Gauge,
+        None,
+        |s| one(s.shards_held),
+    ),
+    (
+        "presence_aggregator_shards_led",
+        "Distinct shards with a leader, read from the leases by shard 0's leader (0 on the other nodes): max() over nodes is the cluster's figure.",
+        Kind::Gauge,
+        None,
+        |s| one(s.shards_led.unwrap_or(0)),
+    ),
+    (
+        "presence_aggregator_lease_epoch",
+        "Epoch of the lease this node holds per shard (0 if not held).",
+        Kind::Gauge,
+        Some("shard"),
+        |s| per_shard(&s.lease_epoch),
+    ),
+    (
+        "presence_aggregator_stream_lag",
+        "Entries in the shard's event stream not yet applied by this leader.",
+        Kind::Gauge,
+        Some("shard"),
+        |s| per_shard(&s.stream_lag),
+    ),
+    (
+        "presence_aggregator_fenced_writes_rejected_total",
+        "Commits refused because this node's lease was no longer current.",
+        Kind::Counter,
+        None,
+        |s| one(s.fenced_rejected),
+    ),
+    (
+        "presence_aggregator_commit_errors_total",
+        "Commits that failed with an unknown outcome (the shard is taken over again).",
+        Kind::Counter,
+        None,
+        |s| one(s.commit_errors),
+    ),
+    (
+        "presence_aggregator_events_applied_total",
+        "Stream entries applied by this node's shard leaders.",
+        Kind::Counter,
+        None,
+        |s| one(s.events_applied),
+    ),
+    (
+        "presence_aggregator_commits_total",
+        "Fenced commits made by this node's shard leaders.",
+        Kind::Counter,
+        None,
+        |s| one(s.commits),
+    ),
+    (
+        "presence_aggregator_devices_expired_total",
+        "Devices removed because their heartbeat lapsed (A5, H1).",
+        Kind::Counter,
+        None,
+        |s| one(s.devices_expired),
+    ),
+    (
+        "presence_aggregator_node_leases_lapsed_total",
+        "Gateway node leases that lapsed (H2: every device of the node was removed), per node id, each counted once by the liveness owner (shard 0's leader).",
+        Kind::Counter,
+        Some("node"),
+        |s| s.node_lapses.clone(),
+    ),
+    (
+        "presence_aggregator_nodes_forgotten_total",
+        "Gateway nodes lapsed for long that the liveness owner removed from the registry.",
+        Kind::Counter,
+        None,
+        |s| one(s.nodes_forgotten),
+    ),
+    (
+        "presence_aggregator_takeovers_total",
+        "Shards this node took over.",
+        Kind::Counter,
+        None,
+        |s| one(s.takeovers),
+    ),
+    (
+        "presence_aggregator_handoffs_total",
+        "Shards this node handed off by plan (H5: a rebalance or a clean shutdown), committing its last batch and releasing the lease.",
+        Kind::Counter,
+        None,
+        |s| one(s.handoffs),
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Gauge,
+    Counter,
+}
+
+impl AggregatorCollector {
+    fn new(stats: Arc<AggregatorStats>) -> prometheus::Result<Self> {
+        let descs = AGGREGATOR_METRICS
+            .iter()
+            .map(|(name, help, _, label, _)| {
+                prometheus::core::Desc::new(
+                    (*name).into(),
+                    (*help).into(),
+                    label.iter().map(|l| (*l).to_owned()).collect(),
+                    Default::default(),
+                )
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self { stats, descs })
+    }
+}
+
+impl prometheus::core::Collector for AggregatorCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let now = self.stats.snapshot();
+        AGGREGATOR_METRICS
+            .iter()
+            .map(|(name, help, kind, label, samples)| {
+                family(name, help, *kind, *label, samples(&now))
+            })
+            .collect()
+    }
+}
+
+/// One sample without labels.
+fn one(value: u64) -> Vec<(String, u64)> {
+    vec![(String::new(), value)]
+}
+
+/// One sample per shard, labelled with the shard number.
+fn per_shard(values: &[u64]) -> Vec<(String, u64)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(shard, v)| (shard.to_string(), *v))
+        .collect()
+}
+
+/// One metric family of `kind`, one sample per `(label value, value)`
+/// (the label value is ignored without a label).
+fn family(
+    name: &str,
+    help: &str,
+    kind: Kind,
+    label: Option<&str>,
+    samples: Vec<(String, u64)>,
+) -> prometheus::proto::MetricFamily {
+    use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+    let mut family = MetricFamily::default();
+    family.set_name(name.into());
+    family.set_help(help.into());
+    family.set_field_type(match kind {
+        Kind::Gauge => MetricType::GAUGE,
+        Kind::Counter => MetricType::COUNTER,
     });
-    Ok(())
+    for (label_value, value) in samples {
+        let mut metric = Metric::default();
+        if let Some(label) = label {
+            let mut pair = LabelPair::default();
+            pair.set_name(label.into());
+            pair.set_value(label_value);
+            metric.set_label(vec![pair]);
+        }
+        match kind {
+            Kind::Gauge => {
+                let mut gauge = Gauge::default();
+                gauge.set_value(value as f64);
+                metric.set_gauge(gauge);
+            }
+            Kind::Counter => {
+                let mut counter = Counter::default();
+                counter.set_value(value as f64);
+                metric.set_counter(counter);
+            }
+        }
+        family.mut_metric().push(metric);
+    }
+    family
 }
 
 /// Runs `copy` once a second until `shutdown`.
@@ -104,42 +227,6 @@ fn every_second(shutdown: CancellationToken, mut copy: impl FnMut() + Send + 'st
             }
         }
     });
-}
-
-impl Exported {
-    fn update(&self, last: &StatsSnapshot, now: &StatsSnapshot) {
-        self.shards_held.set(now.shards_held as i64);
-        for (shard, epoch) in now.lease_epoch.iter().enumerate() {
-            let label = shard.to_string();
-            self.lease_epoch
-                .with_label_values(&[label.as_str()])
-                .set(*epoch as i64);
-            let lag = now.stream_lag.get(shard).copied().unwrap_or(0);
-            self.stream_lag
-                .with_label_values(&[label.as_str()])
-                .set(lag as i64);
-        }
-        let add = |c: &IntCounter, before: u64, after: u64| c.inc_by(after.saturating_sub(before));
-        add(
-            &self.fenced_rejected,
-            last.fenced_rejected,
-            now.fenced_rejected,
-        );
-        add(&self.commit_errors, last.commit_errors, now.commit_errors);
-        add(
-            &self.events_applied,
-            last.events_applied,
-            now.events_applied,
-        );
-        add(&self.commits, last.commits, now.commits);
-        add(
-            &self.devices_expired,
-            last.devices_expired,
-            now.devices_expired,
-        );
-        add(&self.nodes_lapsed, last.nodes_lapsed, now.nodes_lapsed);
-        add(&self.takeovers, last.takeovers, now.takeovers);
-    }
 }
 
 /// The Redis layer's own numbers (any role in cluster mode):

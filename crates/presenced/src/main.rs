@@ -111,12 +111,8 @@ async fn run(args: ServeArgs, open_files: u64) -> anyhow::Result<()> {
         cluster_metrics::export_resyncs(&metrics, backend, shutdown.clone());
     }
     if let Some(aggregator) = &aggregator {
-        cluster_metrics::export(
-            metrics.registry(),
-            aggregator.stats().clone(),
-            shutdown.clone(),
-        )
-        .context("registering the aggregator metrics")?;
+        cluster_metrics::export(metrics.registry(), aggregator.stats().clone())
+            .context("registering the aggregator metrics")?;
     }
     // The console's cluster page reads the cluster through this (cluster
     // mode only).

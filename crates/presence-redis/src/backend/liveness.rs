@@ -169,7 +169,10 @@ impl Inner {
             .refresh_node(&self.config.node_id, lease_until, count)
             .await?;
         self.lease_renewed_ms.store(now_ms(), Ordering::Release);
-        if previous.is_some_and(|deadline| deadline <= now) {
+        // A lapsed lease, or none at all while sockets are open (the node
+        // was forgotten after a long lapse, H2): leaders removed its devices.
+        let forgotten = previous.is_none() && count > 0;
+        if forgotten || previous.is_some_and(|deadline| deadline <= now) {
             tracing::warn!(
                 "redis backend: this node's lease had lapsed; registering its devices again"
             );

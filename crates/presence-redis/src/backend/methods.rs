@@ -409,16 +409,17 @@ impl Backend for RedisBackend {
                 tracing::warn!(%error, "redis backend: a device could not be deregistered at shutdown");
             }
         }
-        // Report zero sockets so the cap count drops at once.
-        let _ = inner
-            .client
-            .refresh_node(&inner.config.node_id, now_ms(), 0)
-            .await;
         inner.stop.notify_waiters();
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
         for task in tasks {
             task.abort();
             let _ = task.await;
+        }
+        // Leave the node registry (its lease and socket count), once no
+        // task can refresh it again: the cap count drops at once, and a
+        // clean leave is not counted as a lapse (H2).
+        if let Err(error) = inner.client.forget_node(&inner.config.node_id).await {
+            tracing::warn!(%error, "redis backend: could not leave the node registry");
         }
         inner.waiters.lock().clear();
     }
