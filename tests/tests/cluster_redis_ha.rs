@@ -169,6 +169,7 @@ async fn run_failovers(ha: Arc<dyn Ha>, what: &str, gap_target: Option<Duration>
         start_node(&url, "node-b", &flags).await,
         start_node(&url, "node-c", &flags).await,
     ];
+    wait_for_spread(&ha, &["node-a", "node-b", "node-c"]).await;
     let users: Vec<String> = (0..USERS).map(|i| format!("user{i}")).collect();
     let watched: Vec<&str> = users.iter().map(String::as_str).collect();
     let mut watchers = Vec::new();
@@ -504,6 +505,33 @@ async fn start_node(url: &str, id: &str, flags: &[(&str, &str)]) -> Server {
     let node = Server::start_with(options).await;
     node.wait_ready(Duration::from_secs(10)).await;
     node
+}
+
+/// H5: waits until every shard is led by the node the aggregators' rule
+/// assigns it to, so that no planned handoff of nodes started one after the
+/// other falls into the first failover (its gap would add to the write gap).
+async fn wait_for_spread(ha: &Arc<dyn Ha>, ids: &[&str]) {
+    let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    let target = presence_aggregator::target_leaders(SHARDS, &ids);
+    wait_until(
+        format_args!("the shards spread as {target:?}"),
+        Duration::from_secs(30),
+        async || {
+            (0..SHARDS)
+                .map(|shard| {
+                    let key = Keys::new(shard).lease();
+                    ha.primary_for(&key).command(&["GET", &key])
+                })
+                .collect::<Vec<_>>()
+        },
+        |leases| {
+            leases
+                .iter()
+                .zip(&target)
+                .all(|(lease, node)| lease.rsplit_once(':').is_some_and(|(n, _)| n == node))
+        },
+    )
+    .await;
 }
 
 /// What others see of `user`, read over REST on `node`.
