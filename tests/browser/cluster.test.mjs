@@ -76,6 +76,10 @@ test("the cluster page lists the nodes and every shard's leader", async () => {
   });
   const leaders = await page.$$eval("#shard-table tbody tr", (rows) => rows.map((r) => r.dataset.leader));
   assert.ok(leaders.every((l) => l === "node-a" || l === "node-b"), `leaders: ${leaders}`);
+  // Every shard's stream lag is shown, also for the shards the other node
+  // leads (entries after the stored cursor, read from Redis).
+  const lags = await page.$$eval("#shard-table tbody tr", (rows) => rows.map((r) => r.cells[r.cells.length - 1].textContent));
+  assert.ok(lags.every((l) => /^\d+$/.test(l)), `lags: ${lags}`);
   await screenshot(page, "console-admin-cluster-2-nodes");
   assert.deepEqual(page.offOrigin, []);
   await page.closeContext();

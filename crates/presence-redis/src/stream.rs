@@ -20,7 +20,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fred::prelude::{Client, ClientLike, Options, StreamsInterface, Value};
+use fred::prelude::{Client, ClientLike, KeysInterface, Options, StreamsInterface, Value};
 use fred::types::{ClusterHash, CustomCommand};
 use tokio::sync::watch;
 
@@ -163,6 +163,22 @@ impl RedisClient {
     /// How many entries shard `shard`'s stream holds (`XLEN`).
     pub async fn stream_len(&self, shard: u16) -> Result<u64, RedisError> {
         Ok(self.pool()?.xlen(Keys::new(shard).events()).await?)
+    }
+
+    /// How many entries of shard `shard`'s stream its leader has not
+    /// applied yet, as far as Redis knows: the entries after the stored
+    /// cursor (`presence:{s}:cursor`, written by each commit), counted up to
+    /// `cap` (an answer of `cap` means at least that many). A leader's own
+    /// figure is fresher: it also knows what it applied but has not
+    /// committed yet.
+    pub async fn unapplied_entries(&self, shard: u16, cap: u64) -> Result<u64, RedisError> {
+        let keys = Keys::new(shard);
+        let cursor: Option<String> = self.pool()?.get(keys.cursor()).await?;
+        let after = match cursor {
+            Some(text) => text.parse()?,
+            None => StreamId::ZERO,
+        };
+        Ok(self.read(shard, after, cap, None).await?.len() as u64)
     }
 }
 

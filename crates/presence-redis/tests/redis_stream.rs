@@ -157,3 +157,22 @@ fn connections_received(server: &RedisServer) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// The console's cluster page (issue 14): a shard's unapplied entries are
+/// those after the stored cursor, counted up to a cap.
+#[tokio::test]
+async fn unapplied_entries_are_the_entries_after_the_stored_cursor() {
+    let server = RedisServer::start();
+    let redis = connect(&server).await;
+    assert_eq!(redis.unapplied_entries(2, 100).await.unwrap(), 0);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(redis.append(2, &[("u", format!("u{i}"))]).await.unwrap());
+    }
+    assert_eq!(redis.unapplied_entries(2, 100).await.unwrap(), 5);
+    server.command(&["SET", &Keys::new(2).cursor(), &ids[1].to_string()]);
+    assert_eq!(redis.unapplied_entries(2, 100).await.unwrap(), 3);
+    assert_eq!(redis.unapplied_entries(2, 2).await.unwrap(), 2);
+    server.command(&["SET", &Keys::new(2).cursor(), &ids[4].to_string()]);
+    assert_eq!(redis.unapplied_entries(2, 100).await.unwrap(), 0);
+}

@@ -12,6 +12,10 @@ use presence_redis::{RedisClient, RedisError};
 /// stream lag if this node holds the shard's lease, else `None`.
 pub type LocalLag = Arc<dyn Fn() -> Vec<Option<u64>> + Send + Sync>;
 
+/// How many unapplied entries are counted, at most, for a shard this node
+/// does not lead (read from Redis for each page load).
+const LAG_CAP: u64 = 10_000;
+
 /// The cluster as this node reads it from Redis.
 pub struct RedisCluster {
     pub client: RedisClient,
@@ -54,7 +58,10 @@ async fn read_cluster(source: &RedisCluster) -> Result<ClusterView, RedisError> 
             epoch: lease.as_ref().map(|l| l.epoch),
             leader: lease.map(|l| l.node),
             stream_length,
-            stream_lag: lag.get(usize::from(shard)).copied().flatten(),
+            stream_lag: match lag.get(usize::from(shard)).copied().flatten() {
+                Some(local) => Some(local),
+                None => Some(source.client.unapplied_entries(shard, LAG_CAP).await?),
+            },
         });
     }
     Ok(ClusterView {

@@ -44,7 +44,7 @@ export const clusterPage: Page = (session, main) => {
             "section",
             { class: "card", "aria-labelledby": "shards-title" },
             h("h2", { id: "shards-title" }, `Shards (${view.shards.length})`),
-            h("p", { class: "muted" }, "Each shard's leader knows its stream lag; this node shows it for the shards it leads (every node exports presence_aggregator_stream_lag)."),
+            h("p", { class: "muted" }, "Stream lag: entries the leader has not applied yet (its own figure for the shards this node leads; else the entries after the stored cursor, counted up to 10,000)."),
             h(
               "div",
               { class: "table-wrap" },
@@ -75,7 +75,7 @@ export const clusterPage: Page = (session, main) => {
                       h("td", {}, s.leader ?? "none"),
                       h("td", {}, s.epoch === null ? "–" : String(s.epoch)),
                       h("td", {}, String(s.stream_length)),
-                      h("td", {}, s.stream_lag === null ? "on the leader" : String(s.stream_lag)),
+                      h("td", {}, s.stream_lag === null ? "unknown" : String(s.stream_lag)),
                     ),
                   ),
                 ),

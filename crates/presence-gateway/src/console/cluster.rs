@@ -1,7 +1,8 @@
 //! `GET /v1/admin/cluster` (admin, read-only): the cluster as the console's
 //! cluster page shows it — live nodes with their socket counts, and each
 //! shard's leader (the lease holder and its epoch), event stream length
-//! and, for the shards this node leads, the stream lag.
+//! and stream lag (the leader's own figure on the node that leads the
+//! shard, else the entries after the stored cursor).
 //!
 //! The REST API had no such read; it lives here because only the console
 //! asks for it. `presenced` adds a [`ClusterSource`] to the router as an
@@ -62,7 +63,9 @@ pub struct ShardView {
     pub epoch: Option<u64>,
     /// Entries in the shard's event stream (`XLEN`).
     pub stream_length: u64,
-    /// Entries not yet applied by the leader; known only on the leader.
+    /// Entries not yet applied by the leader: the leader's own figure when
+    /// this node leads the shard, else the entries after the stored
+    /// cursor, counted up to 10,000 (`None`: not known).
     pub stream_lag: Option<u64>,
 }
 
