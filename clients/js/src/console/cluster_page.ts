@@ -44,7 +44,7 @@ export const clusterPage: Page = (session, main) => {
             "section",
             { class: "card", "aria-labelledby": "shards-title" },
             h("h2", { id: "shards-title" }, `Shards (${view.shards.length})`),
-            h("p", { class: "muted" }, "Stream lag: entries the leader has not applied yet (its own figure for the shards this node leads; else the entries after the stored cursor, counted up to 10,000)."),
+            h("p", { class: "muted" }, "Stream lag: entries the leader has not applied yet (its own figure for the shards this node leads; else the entries after the stored cursor, counted up to 1,000)."),
             h(
               "div",
               { class: "table-wrap" },

@@ -65,7 +65,7 @@ pub struct ShardView {
     pub stream_length: u64,
     /// Entries not yet applied by the leader: the leader's own figure when
     /// this node leads the shard, else the entries after the stored
-    /// cursor, counted up to 10,000 (`None`: not known).
+    /// cursor, counted up to 1,000 (`None`: not known).
     pub stream_lag: Option<u64>,
 }
 
