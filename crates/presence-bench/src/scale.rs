@@ -293,7 +293,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    // 2. Sockets, then rest.
+    // 2. Sockets, then rest. The durable phase leaves freed memory that
+    // jemalloc returns over the next seconds, so a baseline taken now
+    // would be too high: the gateways restart (SIGTERM, as in a rolling
+    // update) and the baseline is that of fresh processes, on a Redis
+    // that holds the durable users.
+    if args.durable_users > 0 {
+        let rss: Vec<String> = gateways
+            .iter()
+            .map(|g| g.rss_kib().map_or("?".to_owned(), |k| format!("{k}")))
+            .collect();
+        println!(
+            "after the durable phase: gateway RSS {} KiB; restarting them",
+            rss.join(", ")
+        );
+        for gateway in &mut gateways {
+            gateway.stop(Duration::from_secs(30)).await?;
+        }
+        gateways.clear();
+        for g in 0..args.gateways {
+            let listen = format!("127.0.0.{}:0", g + 2);
+            let id = format!("gw-{g}");
+            let extra = ["--redis", &redis_url, "--node-id", &id];
+            gateways.push(Target::start_on(&args.server, &listen, &extra).await?);
+        }
+        redis.wait_for_leases(Duration::from_secs(60)).await?;
+        // Let the shard spread settle (H5) and the start-up allocations
+        // be purged before the baseline.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let list: Vec<String> = gateways.iter().map(|g| g.addr.to_string()).collect();
+    let list = list.join(",");
     let rss_before: Vec<Option<u64>> = gateways.iter().map(|g| g.rss_kib()).collect();
     let t = Instant::now();
     let mut workers = start_workers(&args, &list, args.sockets, &[]).await?;
@@ -336,7 +366,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             continue;
         };
         println!(
-            "gateway {g}: {on} sockets, RSS {before} → {after} KiB = {:.2} KiB per socket",
+            "gateway {g}: {on} sockets, RSS {before} → {after} KiB = {:.2} KiB per socket (the shards it leads included)",
             after.saturating_sub(before) as f64 / on.max(1) as f64
         );
     }

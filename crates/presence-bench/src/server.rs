@@ -98,6 +98,23 @@ impl Target {
         })
     }
 
+    /// Stops a started server gracefully (SIGTERM, as Kubernetes does) and
+    /// waits for it to exit.
+    pub async fn stop(&mut self, within: Duration) -> anyhow::Result<()> {
+        let (Some(pid), Some(child)) = (self.pid, self._child.as_mut()) else {
+            return Ok(());
+        };
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        tokio::time::timeout(within, child.wait())
+            .await
+            .with_context(|| {
+                format!("presenced (pid {pid}) still running {within:?} after SIGTERM")
+            })??;
+        Ok(())
+    }
+
     /// Resident set size of the server process, in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         crate::procstat::rss_kib(self.pid?)
